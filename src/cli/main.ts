@@ -1,0 +1,53 @@
+// The `tributary` command line.
+import { Command, CommanderError } from 'commander';
+import { ConfigError, describeConfig, loadConfig } from '../config/config.ts';
+import { SchemaCompatibilityError } from '../events/registry.ts';
+import { KafkaUnreachableError } from '../kafka/client.ts';
+import { registerEventCommands } from './events-commands.ts';
+import { registerServicesCommand } from './services-command.ts';
+
+const program = new Command('tributary')
+  .description('Real-time ad features and scoring: Kafka -> features -> Valkey + ClickHouse -> ONNX ranking')
+  .option('--config <file>', 'JSON config file (default: ./tributary.config.json if present)')
+  .option('--kafka <brokers>', 'Kafka bootstrap servers, comma-separated [env TRIBUTARY_KAFKA]')
+  .option('--schema-registry <url>', 'Schema Registry URL (Confluent API) [env TRIBUTARY_SCHEMA_REGISTRY]')
+  .option('--valkey <url>', 'Valkey URL, redis://host:port [env TRIBUTARY_VALKEY]')
+  .option('--clickhouse <url>', 'ClickHouse server URL; default: embedded engine [env TRIBUTARY_CLICKHOUSE]')
+  .option('--partitions <n>', 'partitions for topics this command creates [env TRIBUTARY_PARTITIONS]')
+  .showHelpAfterError()
+  .exitOverride();
+
+function configOf(cmd: Command) {
+  const g = cmd.optsWithGlobals();
+  return loadConfig(
+    {
+      kafka: g.kafka,
+      schemaRegistry: g.schemaRegistry,
+      valkey: g.valkey,
+      clickhouse: g.clickhouse,
+      partitions: g.partitions,
+    },
+    process.env,
+    g.config,
+  );
+}
+
+program
+  .command('config')
+  .description('print the effective configuration (secrets masked)')
+  .action((_o: unknown, cmd: Command) => {
+    process.stdout.write(`${describeConfig(configOf(cmd))}\n`);
+  });
+
+registerEventCommands(program, configOf);
+registerServicesCommand(program);
+
+/** Exit codes: 0 ok, 1 failure or bad input rows, 2 usage or configuration error, 3 a server is unreachable. */
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+  const known = err instanceof ConfigError || err instanceof SchemaCompatibilityError;
+  process.stderr.write(`tributary: ${(err as Error).message}\n`);
+  process.exit(err instanceof KafkaUnreachableError ? 3 : known ? 2 : 1);
+}

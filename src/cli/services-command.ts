@@ -1,0 +1,20 @@
+// `tributary services`: the local servers (no Docker), delegating to scripts/services/*.sh.
+import { spawnSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+
+const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '../../scripts/services/services.sh');
+
+export function registerServicesCommand(program: Command): void {
+  program
+    .command('services')
+    .description('install, start, stop or show the local Kafka (KRaft), Valkey and Schema Registry')
+    .argument('<action>', 'install | start | stop | status')
+    .argument('[names...]', 'kafka valkey registry (default: all)')
+    .addHelpText('after', '\nExamples:\n  tributary services start\n  tributary services status kafka')
+    .action((action: string, names: string[]) => {
+      const r = spawnSync('bash', [SCRIPT, action, ...names], { stdio: 'inherit' });
+      process.exitCode = r.status ?? 1;
+    });
+}

@@ -1,0 +1,80 @@
+// Effective configuration: flags > environment > config file > defaults. Unset servers mean embedded defaults.
+import { existsSync, readFileSync } from 'node:fs';
+
+export interface Config {
+  /** Kafka bootstrap servers; empty = the file-based event log. */
+  kafka: string[];
+  /** Confluent-API Schema Registry base URL; unset = the client library's in-memory registry. */
+  schemaRegistry?: string;
+  /** Valkey URL (redis://host:port); unset = the in-process online store. */
+  valkey?: string;
+  /** ClickHouse server URL; unset = the embedded engine (chdb) at clickhouseDir. */
+  clickhouse?: string;
+  clickhouseDir: string;
+  partitions: number;
+}
+
+type Overrides = Partial<Record<keyof Config, unknown>>;
+
+const ENV: Record<keyof Config, string> = {
+  kafka: 'TRIBUTARY_KAFKA',
+  schemaRegistry: 'TRIBUTARY_SCHEMA_REGISTRY',
+  valkey: 'TRIBUTARY_VALKEY',
+  clickhouse: 'TRIBUTARY_CLICKHOUSE',
+  clickhouseDir: 'TRIBUTARY_CLICKHOUSE_DIR',
+  partitions: 'TRIBUTARY_PARTITIONS',
+};
+
+const DEFAULTS: Config = { kafka: [], clickhouseDir: '.data/clickhouse', partitions: 3 };
+
+export class ConfigError extends Error {}
+
+function readFile(path: string | undefined): Overrides {
+  const p = path ?? (existsSync('tributary.config.json') ? 'tributary.config.json' : undefined);
+  if (!p) return {};
+  try {
+    return JSON.parse(readFileSync(p, 'utf8')) as Overrides;
+  } catch (err) {
+    throw new ConfigError(`cannot read config file ${p}: ${(err as Error).message}`);
+  }
+}
+
+function normalise(key: keyof Config, v: unknown): unknown {
+  if (v === undefined || v === '') return undefined;
+  if (key === 'kafka')
+    return (Array.isArray(v) ? v : String(v).split(',')).map((s) => String(s).trim()).filter(Boolean);
+  if (key === 'partitions') {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new ConfigError(`partitions must be a positive integer, got ${v}`);
+    return n;
+  }
+  const s = String(v);
+  if ((key === 'schemaRegistry' || key === 'clickhouse') && !/^https?:\/\//.test(s)) {
+    throw new ConfigError(`${key} must be an http(s) URL, got "${s}"`);
+  }
+  if (key === 'valkey' && !/^(redis|valkey)s?:\/\//.test(s))
+    throw new ConfigError(`valkey must be a redis:// URL, got "${s}"`);
+  return s;
+}
+
+export function loadConfig(flags: Overrides = {}, env = process.env, configFile?: string): Config {
+  const file = readFile(configFile);
+  const out = { ...DEFAULTS } as Record<keyof Config, unknown>;
+  for (const key of Object.keys(ENV) as (keyof Config)[]) {
+    for (const v of [file[key], env[ENV[key]], flags[key]]) {
+      const n = normalise(key, v);
+      if (n !== undefined) out[key] = n;
+    }
+  }
+  return out as unknown as Config;
+}
+
+/** The configuration as text with credentials in URLs masked. */
+export function describeConfig(c: Config): string {
+  const mask = (s: string) => s.replace(/\/\/([^:@/]+):([^@/]+)@/, '//$1:***@');
+  return Object.entries(c)
+    .map(
+      ([k, v]) => `${k}: ${v === undefined || (Array.isArray(v) && v.length === 0) ? '(embedded)' : mask(String(v))}`,
+    )
+    .join('\n');
+}

@@ -1,0 +1,47 @@
+// Where each event kind lives: its Avro schema file, Kafka topic and registry subject (TopicNameStrategy).
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import avro from 'avsc';
+import type { EventKind } from './types.ts';
+
+export const SCHEMAS_DIR = join(dirname(fileURLToPath(import.meta.url)), '../../schemas');
+
+interface KindInfo {
+  schemaFile: string;
+  topic: string;
+}
+
+export const KINDS: Record<EventKind, KindInfo> = {
+  impression: { schemaFile: 'AdImpression.avsc', topic: 'ad_impressions' },
+  click: { schemaFile: 'AdClick.avsc', topic: 'ad_clicks' },
+  request: { schemaFile: 'AdRequest.avsc', topic: 'ad_requests' },
+  scored: { schemaFile: 'ScoredRanking.avsc', topic: 'ad_rankings' },
+};
+
+/** Bad events go here with the reason in headers and the original bytes as the value. */
+export const DEAD_LETTER_TOPIC = 'tributary_dead_letters';
+
+export function subjectFor(kind: EventKind): string {
+  return `${KINDS[kind].topic}-value`;
+}
+
+export function kindForTopic(topic: string): EventKind | undefined {
+  return (Object.keys(KINDS) as EventKind[]).find((k) => KINDS[k].topic === topic);
+}
+
+export function schemaText(kind: EventKind, dir = SCHEMAS_DIR): string {
+  return readFileSync(join(dir, KINDS[kind].schemaFile), 'utf8');
+}
+
+const typeCache = new Map<string, avro.Type>();
+
+/** Parses an Avro schema once; logical types stay plain longs (epoch ms) so events stay plain objects. */
+export function avroType(schema: string): avro.Type {
+  let t = typeCache.get(schema);
+  if (!t) {
+    t = avro.Type.forSchema(JSON.parse(schema), { wrapUnions: false });
+    typeCache.set(schema, t);
+  }
+  return t;
+}

@@ -1,0 +1,100 @@
+// Event <-> Kafka message bytes in Confluent's wire format, schemas resolved through the registry.
+import type { Client } from '@confluentinc/schemaregistry';
+import type avro from 'avsc';
+import { avroType, kindForTopic, schemaText } from './catalog.ts';
+import { registerSchema } from './registry.ts';
+import type { EventByKind, EventKind } from './types.ts';
+import { validateEvent } from './validate.ts';
+import { frame, HEADER_LENGTH, schemaIdOf } from './wire.ts';
+
+/** A message the pipeline cannot use; `reason` goes to the dead-letter topic. */
+export class BadEventError extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
+interface Reader {
+  type: avro.Type;
+  resolver: avro.Resolver;
+}
+
+export class EventSerde {
+  private readonly writers = new Map<EventKind, { id: number; type: avro.Type }>();
+  /** Per (kind, writer schema id): how to read that writer's bytes as our reader schema, or why we cannot. */
+  private readonly readers = new Map<string, Reader | string>();
+
+  constructor(
+    readonly client: Client,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Registers (or finds) our schema for each kind so `encode` can run synchronously. */
+  async prepare(kinds: readonly EventKind[]): Promise<void> {
+    for (const kind of kinds) {
+      if (this.writers.has(kind)) continue;
+      const id = await registerSchema(this.client, kind);
+      this.writers.set(kind, { id, type: avroType(schemaText(kind)) });
+    }
+  }
+
+  schemaId(kind: EventKind): number {
+    const w = this.writers.get(kind);
+    if (!w) throw new Error(`schema for ${kind} not prepared: call prepare() first`);
+    return w.id;
+  }
+
+  encode<K extends EventKind>(kind: K, event: EventByKind[K]): Buffer {
+    const w = this.writers.get(kind);
+    if (!w) throw new Error(`schema for ${kind} not prepared: call prepare() first`);
+    return frame(w.id, w.type.toBuffer(event));
+  }
+
+  /** Decodes and validates; throws BadEventError with a reason for anything unusable. */
+  async decode<K extends EventKind>(kind: K, buf: Buffer | null): Promise<EventByKind[K]> {
+    const id = schemaIdOf(buf);
+    if (typeof id === 'string') throw new BadEventError(id);
+    const reader = await this.reader(kind, id);
+    if (typeof reader === 'string') throw new BadEventError(reader);
+    let event: EventByKind[K];
+    try {
+      event = reader.type.fromBuffer((buf as Buffer).subarray(HEADER_LENGTH), reader.resolver) as EventByKind[K];
+    } catch (err) {
+      throw new BadEventError(`undecodable Avro body for schema id ${id}: ${(err as Error).message}`);
+    }
+    const invalid = validateEvent(kind, event, this.now());
+    if (invalid) throw new BadEventError(`invalid ${kind}: ${invalid}`);
+    return event;
+  }
+
+  decodeFromTopic(topic: string, buf: Buffer | null): Promise<EventByKind[EventKind]> {
+    const kind = kindForTopic(topic);
+    if (!kind) return Promise.reject(new BadEventError(`no event kind is read from topic ${topic}`));
+    return this.decode(kind, buf);
+  }
+
+  private async reader(kind: EventKind, id: number): Promise<Reader | string> {
+    const key = `${kind}:${id}`;
+    const cached = this.readers.get(key);
+    if (cached) return cached;
+    let result: Reader | string;
+    try {
+      // Ids are global in the wire format; look the id up registry-wide, then check it is the record we expect.
+      const info = await this.client.getBySubjectAndId('', id);
+      const readerType = avroType(schemaText(kind));
+      const writerType = avroType(info.schema);
+      if (writerType.name !== readerType.name) {
+        result = `wrong schema: id ${id} is ${writerType.name}, topic expects ${readerType.name}`;
+      } else {
+        result = { type: readerType, resolver: readerType.createResolver(writerType) };
+      }
+    } catch (err) {
+      const status = (err as { status?: number }).status;
+      // A registry outage is not the message's fault: let it propagate so the caller retries instead of dead-lettering.
+      if (status !== 404 && !(err instanceof Error && /not found/i.test(err.message))) throw err;
+      result = `unknown schema id ${id}`;
+    }
+    this.readers.set(key, result);
+    return result;
+  }
+}

@@ -1,0 +1,68 @@
+// Semantic checks the Avro schema cannot express. Pure: the caller passes "now" so replays judge alike.
+import type { AdClick, AdImpression, AdRequest, EventByKind, EventKind, ScoredRanking } from './types.ts';
+
+export const MIN_EVENT_TIME = Date.UTC(2000, 0, 1);
+/** Clocks drift; an event more than this ahead of the processing clock is absurd, not early. */
+export const MAX_FUTURE_MS = 24 * 3600_000;
+const MAX_ID_LENGTH = 256;
+
+function badId(v: unknown): boolean {
+  return typeof v !== 'string' || v.length === 0 || v.length > MAX_ID_LENGTH;
+}
+
+function badTime(t: unknown, now: number): string | null {
+  if (typeof t !== 'number' || !Number.isSafeInteger(t)) return 'not an integer epoch-ms';
+  if (t < MIN_EVENT_TIME) return `before ${new Date(MIN_EVENT_TIME).toISOString()}`;
+  if (t > now + MAX_FUTURE_MS) return 'more than 24 h in the future';
+  return null;
+}
+
+function checkIds(e: object, names: readonly string[]): string | null {
+  const rec = e as Record<string, unknown>;
+  for (const n of names) if (badId(rec[n])) return `${n} is empty, missing or longer than ${MAX_ID_LENGTH}`;
+  return null;
+}
+
+function checkBid(bid: number | null | undefined, where: string): string | null {
+  if (bid == null) return null;
+  return Number.isFinite(bid) && bid >= 0 ? null : `${where}bid must be a finite number >= 0`;
+}
+
+const AD_KEYS = ['user_id', 'ad_id', 'campaign_id', 'advertiser_id', 'category', 'publisher_id', 'device', 'os'];
+
+const validators: { [K in EventKind]: (e: EventByKind[K], now: number) => string | null } = {
+  impression(e: AdImpression, now) {
+    const t = badTime(e.event_time, now);
+    if (t) return `event_time ${t}`;
+    if (e.position != null && (!Number.isInteger(e.position) || e.position < 1)) return 'position must be >= 1';
+    return checkIds(e, ['event_id', ...AD_KEYS]) ?? checkBid(e.bid, '');
+  },
+  click(e: AdClick, now) {
+    const t = badTime(e.event_time, now) ?? badTime(e.impression_time, now);
+    if (t) return `event_time or impression_time ${t}`;
+    if (e.impression_time > e.event_time) return 'click happens before its impression';
+    return checkIds(e, ['event_id', 'impression_id', ...AD_KEYS]);
+  },
+  request(e: AdRequest, now) {
+    const t = badTime(e.event_time, now);
+    if (t) return `event_time ${t}`;
+    const ids = checkIds(e, ['request_id', 'user_id', 'publisher_id', 'device', 'os']);
+    if (ids) return ids;
+    if (!Array.isArray(e.candidates) || e.candidates.length === 0) return 'candidates must not be empty';
+    for (const [i, c] of e.candidates.entries()) {
+      const bad = checkIds(c, ['ad_id', 'campaign_id', 'advertiser_id', 'category']) ?? checkBid(c.bid, '');
+      if (bad) return `candidates[${i}]: ${bad}`;
+    }
+    return null;
+  },
+  scored(e: ScoredRanking, now) {
+    const t = badTime(e.event_time, now);
+    if (t) return `event_time ${t}`;
+    return checkIds(e, ['request_id', 'model_version']);
+  },
+};
+
+/** Returns why the event is unusable, or null when it is fine. */
+export function validateEvent<K extends EventKind>(kind: K, event: EventByKind[K], now: number): string | null {
+  return validators[kind](event, now);
+}

@@ -1,0 +1,45 @@
+// kafkajs wiring shared by every stage: one place for client options, topic creation and reachability errors.
+import { type Admin, Kafka, logLevel } from 'kafkajs';
+
+export function createKafka(brokers: string[], clientId = 'tributary'): Kafka {
+  return new Kafka({
+    clientId,
+    brokers,
+    logLevel: logLevel.NOTHING,
+    retry: { retries: 8, initialRetryTime: 200 },
+    connectionTimeout: 3_000,
+  });
+}
+
+export class KafkaUnreachableError extends Error {
+  constructor(brokers: string[], cause: unknown) {
+    super(
+      `Kafka not reachable at ${brokers.join(',')}: run \`tributary services start kafka\` or pass --kafka (${(cause as Error).message})`,
+    );
+  }
+}
+
+/** Creates missing topics with the given partition count; existing topics are left as they are. */
+export async function ensureTopics(admin: Admin, topics: string[], partitions: number): Promise<void> {
+  const existing = new Set(await admin.listTopics());
+  const missing = topics.filter((t) => !existing.has(t));
+  if (missing.length === 0) return;
+  await admin.createTopics({
+    waitForLeaders: true,
+    topics: missing.map((topic) => ({ topic, numPartitions: partitions, replicationFactor: 1 })),
+  });
+}
+
+export async function withAdmin<T>(kafka: Kafka, brokers: string[], fn: (admin: Admin) => Promise<T>): Promise<T> {
+  const admin = kafka.admin();
+  try {
+    await admin.connect();
+  } catch (err) {
+    throw new KafkaUnreachableError(brokers, err);
+  }
+  try {
+    return await fn(admin);
+  } finally {
+    await admin.disconnect();
+  }
+}

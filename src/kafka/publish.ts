@@ -1,0 +1,50 @@
+// Publishes events to their topics in Confluent wire format, batched, in the order given.
+import type { Producer } from 'kafkajs';
+import { KINDS } from '../events/catalog.ts';
+import type { EventSerde } from '../events/serde.ts';
+import type { AnyEvent, EventKind } from '../events/types.ts';
+
+export interface Outgoing {
+  record: AnyEvent;
+  /** Kafka message timestamp; the generator sets it to the simulated ingestion time. */
+  ingestTime?: number;
+}
+
+/** Events of one user share a partition, so a user's history stays in order. */
+export function partitionKey(record: AnyEvent): string {
+  return 'user_id' in record.event ? record.event.user_id : record.event.request_id;
+}
+
+export class EventPublisher {
+  private pending: Map<string, { key: string; value: Buffer; timestamp?: string }[]> = new Map();
+  private size = 0;
+  published = 0;
+
+  constructor(
+    private readonly producer: Producer,
+    private readonly serde: EventSerde,
+    private readonly batchSize = 5_000,
+  ) {}
+
+  async add({ record, ingestTime }: Outgoing): Promise<void> {
+    const topic = KINDS[record.kind as EventKind].topic;
+    const list = this.pending.get(topic) ?? [];
+    if (list.length === 0) this.pending.set(topic, list);
+    list.push({
+      key: partitionKey(record),
+      value: this.serde.encode(record.kind, record.event as never),
+      timestamp: ingestTime === undefined ? undefined : String(ingestTime),
+    });
+    if (++this.size >= this.batchSize) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.size === 0) return;
+    const topicMessages = [...this.pending].map(([topic, messages]) => ({ topic, messages }));
+    this.pending = new Map();
+    const n = this.size;
+    this.size = 0;
+    await this.producer.sendBatch({ topicMessages, acks: -1 });
+    this.published += n;
+  }
+}
