@@ -1,0 +1,76 @@
+// Which events change feature state: the event-time rule shared by streaming and backfill. Per log partition,
+// the watermark is the highest event time seen minus the allowed lateness. An event older than the watermark is
+// late (dead-lettered, counted); an event id already admitted is a duplicate (counted once). Decisions depend only
+// on the partition's own order, so every replay of the partition decides the same.
+
+import { getOrCreate } from '../util/map.ts';
+
+export type Verdict = 'applied' | 'late' | 'duplicate';
+
+export interface AdmissionSnapshot {
+  maxEventTime: number;
+  /** Admitted ids by event-time bucket, for buckets the watermark has not passed. */
+  seen: Record<string, string[]>;
+}
+
+export class Admission {
+  maxEventTime = Number.NEGATIVE_INFINITY;
+  private readonly seen = new Map<number, Set<string>>();
+  /** Ids admitted since the last drainAdded(), by bucket: what a checkpoint must add. */
+  private added = new Map<number, string[]>();
+
+  constructor(
+    readonly allowedLatenessMs: number,
+    /** Dedup ids are kept in event-time buckets of this width and dropped once the watermark passes them. */
+    readonly bucketMs = Math.max(60_000, Math.floor(allowedLatenessMs / 4)),
+  ) {}
+
+  get watermark(): number {
+    return this.maxEventTime - this.allowedLatenessMs;
+  }
+
+  admit(eventId: string, eventTime: number): Verdict {
+    if (eventTime < this.watermark) return 'late';
+    const bucket = Math.floor(eventTime / this.bucketMs);
+    const ids = getOrCreate(this.seen, bucket, () => new Set<string>());
+    if (ids.has(eventId)) return 'duplicate';
+    ids.add(eventId);
+    getOrCreate(this.added, bucket, () => [] as string[]).push(eventId);
+    if (eventTime > this.maxEventTime) {
+      this.maxEventTime = eventTime;
+      this.prune();
+    }
+    return 'applied';
+  }
+
+  /** Buckets entirely below the watermark: no event there can be admitted again, so their ids can go. */
+  expiredBuckets(): number[] {
+    const limit = Math.floor(this.watermark / this.bucketMs);
+    return [...this.seen.keys()].filter((b) => b < limit);
+  }
+
+  private prune(): void {
+    for (const b of this.expiredBuckets()) this.seen.delete(b);
+  }
+
+  drainAdded(): Map<number, string[]> {
+    const a = this.added;
+    this.added = new Map();
+    return a;
+  }
+
+  snapshot(): AdmissionSnapshot {
+    const seen: Record<string, string[]> = {};
+    for (const [b, ids] of this.seen) seen[b] = [...ids];
+    return { maxEventTime: this.maxEventTime, seen };
+  }
+
+  static restore(s: AdmissionSnapshot | undefined, allowedLatenessMs: number): Admission {
+    const a = new Admission(allowedLatenessMs);
+    if (!s) return a;
+    a.maxEventTime = s.maxEventTime;
+    for (const [b, ids] of Object.entries(s.seen)) a.seen.set(Number(b), new Set(ids));
+    a.prune();
+    return a;
+  }
+}

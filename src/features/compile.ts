@@ -1,0 +1,293 @@
+// Compiles feature groups into (1) the tile updates an event makes and (2) the reads and arithmetic that turn
+// stored tiles into a feature vector at time t. Pure: stores implement UpdateSink and answer ReadRequests.
+import { createHash } from 'node:crypto';
+import type { AdClick, AdImpression } from '../events/types.ts';
+import type { Aggregation, FeatureGroup, Source } from './define.ts';
+import { entityKey, type KeyFields } from './entities.ts';
+import { firstTile, tileOf, type Window } from './window.ts';
+
+export type FeatureKind = Aggregation['op'] | 'ratio';
+
+export interface FeatureSpec {
+  readonly name: string;
+  readonly entity: string;
+  readonly kind: FeatureKind;
+  readonly window: string;
+  /** The value when the entity has no data in the window. */
+  readonly default: number;
+}
+
+/** Where stores put tile updates. Keys are entity keys; fields are "<series>:<tile>". */
+export interface UpdateSink {
+  incr(key: string, field: string, delta: number): void;
+  max(key: string, field: string, value: number): void;
+  /** Adds a member to the set named `field` of entity `key`. */
+  sadd(key: string, field: string, member: string): void;
+}
+
+/** One entity's reads at one time: numeric fields (null when absent) and unions of sets to count. */
+export interface ReadRequest {
+  readonly key: string;
+  readonly fields: readonly string[];
+  readonly sets: readonly (readonly string[])[];
+}
+export interface ReadResult {
+  values: readonly (number | null)[];
+  setCounts: readonly number[];
+}
+
+interface Series {
+  /** Short, stable id used in stored field names: "<aggregation index>.<tile seconds>". */
+  readonly id: string;
+  readonly agg: Aggregation;
+  readonly tileMs: number;
+  /** Tiles the longest window on this series reads. */
+  readonly maxTiles: number;
+  readonly windows: readonly Window[];
+}
+
+interface Slot {
+  readonly series: number;
+  readonly window: Window;
+  readonly feature: number;
+  /** Numeric series: this window's tiles are values[from, to) of the group's read layout. Distinct: set index. */
+  readonly from: number;
+  readonly to: number;
+}
+
+interface CompiledGroup {
+  readonly group: FeatureGroup;
+  readonly series: readonly Series[];
+  readonly slots: readonly Slot[];
+  readonly ratios: readonly { feature: number; num: number; den: number; rate: number; weight: number }[];
+}
+
+type SourceEvent = AdImpression | AdClick;
+
+function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGroup {
+  const series: Series[] = [];
+  const slots: Slot[] = [];
+  const slotOf = new Map<string, number>();
+  group.aggregations.forEach((agg, ai) => {
+    const tileWidths = [...new Set(agg.windows.map((w) => w.tileMs))];
+    for (const tileMs of tileWidths) {
+      const windows = agg.windows.filter((w) => w.tileMs === tileMs);
+      series.push({
+        id: `${ai}.${tileMs / 1000}`,
+        agg,
+        tileMs,
+        windows,
+        maxTiles: Math.max(...windows.map((w) => w.tiles)),
+      });
+    }
+    for (const w of agg.windows) {
+      const s = series.findIndex((x) => x.agg === agg && x.tileMs === w.tileMs);
+      slotOf.set(`${agg.name}/${w.name}`, slots.length);
+      slots.push({ series: s, window: w, feature: features.length, from: 0, to: 0 });
+      features.push({
+        name: `${group.entity.name}__${agg.name}_${w.name}`,
+        entity: group.entity.name,
+        kind: agg.op,
+        window: w.name,
+        default: agg.op === 'last_seen' ? w.lengthMs / 1000 : 0,
+      });
+    }
+  });
+  // Numeric series sit one after another in the read layout; each window is the last `tiles` of its series.
+  let offset = 0;
+  let setIndex = 0;
+  const seriesOffset = series.map((x) => {
+    const o = offset;
+    if (x.agg.op !== 'distinct') offset += x.maxTiles;
+    return o;
+  });
+  slots.forEach((slot, i) => {
+    const x = series[slot.series] as Series;
+    if (x.agg.op === 'distinct') {
+      slots[i] = { ...slot, from: setIndex, to: ++setIndex };
+    } else {
+      const end = (seriesOffset[slot.series] as number) + x.maxTiles;
+      slots[i] = { ...slot, from: end - slot.window.tiles, to: end };
+    }
+  });
+  const ratios: CompiledGroup['ratios'][number][] = [];
+  for (const r of group.ratios) {
+    const num = group.aggregations.find((a) => a.name === r.numerator) as Aggregation;
+    for (const w of num.windows) {
+      ratios.push({
+        feature: features.length,
+        num: slotOf.get(`${r.numerator}/${w.name}`) as number,
+        den: slotOf.get(`${r.denominator}/${w.name}`) as number,
+        rate: r.prior.rate,
+        weight: r.prior.weight,
+      });
+      features.push({
+        name: `${group.entity.name}__${r.name}_${w.name}`,
+        entity: group.entity.name,
+        kind: 'ratio',
+        window: w.name,
+        default: r.prior.rate,
+      });
+    }
+  }
+  return { group, series, slots, ratios };
+}
+
+/** The compiled feature set: the single meaning of every feature, for streaming, backfill and scoring. */
+export class FeatureSet {
+  readonly features: readonly FeatureSpec[];
+  readonly names: readonly string[];
+  /** Changes whenever any definition changes: models and training sets record it. */
+  readonly version: string;
+  /** How long stored tiles stay useful: the longest window plus one tile. */
+  readonly retentionMs: number;
+  private readonly groups: readonly CompiledGroup[];
+  private readonly bySource: Record<Source, { group: number; series: Series }[]>;
+
+  constructor(groups: readonly FeatureGroup[]) {
+    const names = new Set<string>();
+    for (const g of groups) {
+      if (names.has(g.entity.name)) throw new Error(`two feature groups for entity ${g.entity.name}: merge them`);
+      names.add(g.entity.name);
+    }
+    const features: FeatureSpec[] = [];
+    this.groups = groups.map((g) => compileGroup(g, features));
+    this.features = features;
+    this.names = features.map((f) => f.name);
+    this.bySource = { impression: [], click: [] };
+    this.groups.forEach((g, gi) => {
+      for (const series of g.series) this.bySource[series.agg.source].push({ group: gi, series });
+    });
+    this.retentionMs = Math.max(...this.groups.flatMap((g) => g.series.map((s) => (s.maxTiles + 1) * s.tileMs)));
+    const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name })));
+    this.version = createHash('sha256').update(canonical).digest('hex').slice(0, 12);
+  }
+
+  /** Writes the tile updates one admitted event makes. */
+  apply(source: Source, e: SourceEvent, sink: UpdateSink): void {
+    let lastGroup = -1;
+    let key = '';
+    for (const { group, series } of this.bySource[source]) {
+      if (group !== lastGroup) {
+        key = entityKey((this.groups[group] as CompiledGroup).group.entity, e);
+        lastGroup = group;
+      }
+      const field = `${series.id}:${tileOf(e.event_time, series.tileMs)}`;
+      const agg = series.agg;
+      switch (agg.op) {
+        case 'count':
+          sink.incr(key, field, 1);
+          break;
+        case 'sum': {
+          const v = (e as AdImpression)[agg.column];
+          if (v != null) sink.incr(key, field, Math.round(v * agg.scale));
+          break;
+        }
+        case 'distinct':
+          sink.sadd(key, field, e[agg.column]);
+          break;
+        case 'last_seen':
+          sink.max(key, field, e.event_time);
+          break;
+      }
+    }
+  }
+
+  /** Read requests for every entity the contexts need at time t, deduplicated (one round trip for all). */
+  plan(contexts: readonly KeyFields[], t: number): ReadPlan {
+    const layouts = this.groups.map((g) => layout(g, t));
+    const requests: ReadRequest[] = [];
+    const index = new Map<string, number>();
+    const refs = new Int32Array(contexts.length * this.groups.length);
+    contexts.forEach((ctx, ci) => {
+      this.groups.forEach((g, gi) => {
+        const key = entityKey(g.group.entity, ctx);
+        let r = index.get(key);
+        if (r === undefined) {
+          r = requests.length;
+          index.set(key, r);
+          const l = layouts[gi] as Layout;
+          requests.push({ key, fields: l.fields, sets: l.sets });
+        }
+        refs[ci * this.groups.length + gi] = r;
+      });
+    });
+    return { t, contexts: contexts.length, requests, refs };
+  }
+
+  /** Turns the answers to a plan into one vector per context, in `names` order. */
+  assemble(plan: ReadPlan, results: readonly ReadResult[]): Float64Array[] {
+    const n = this.features.length;
+    const out: Float64Array[] = [];
+    for (let ci = 0; ci < plan.contexts; ci++) {
+      const v = new Float64Array(n);
+      this.groups.forEach((g, gi) => {
+        const res = results[plan.refs[ci * this.groups.length + gi] as number] as ReadResult;
+        fillGroup(g, plan.t, res, v);
+      });
+      out.push(v);
+    }
+    return out;
+  }
+}
+
+export interface ReadPlan {
+  readonly t: number;
+  readonly contexts: number;
+  readonly requests: readonly ReadRequest[];
+  /** refs[context * groups + group] = index of the request that answers it. */
+  readonly refs: Int32Array;
+}
+
+interface Layout {
+  fields: string[];
+  sets: string[][];
+}
+
+/** Field names a group reads at t: per numeric series, its maxTiles tiles ending just before t's tile. */
+function layout(g: CompiledGroup, t: number): Layout {
+  const fields: string[] = [];
+  const sets: string[][] = [];
+  for (const s of g.series) {
+    if (s.agg.op === 'distinct') continue;
+    const first = tileOf(t, s.tileMs) - s.maxTiles;
+    for (let i = 0; i < s.maxTiles; i++) fields.push(`${s.id}:${first + i}`);
+  }
+  for (const slot of g.slots) {
+    const s = g.series[slot.series] as Series;
+    if (s.agg.op !== 'distinct') continue;
+    const first = firstTile(t, slot.window);
+    sets.push(Array.from({ length: slot.window.tiles }, (_, i) => `${s.id}:${first + i}`));
+  }
+  return { fields, sets };
+}
+
+function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array): void {
+  const values = new Float64Array(g.slots.length);
+  for (let si = 0; si < g.slots.length; si++) {
+    const slot = g.slots[si] as Slot;
+    const agg = (g.series[slot.series] as Series).agg;
+    let x: number;
+    if (agg.op === 'distinct') {
+      x = res.setCounts[slot.from] as number;
+    } else if (agg.op === 'last_seen') {
+      let latest = Number.NEGATIVE_INFINITY;
+      for (let i = slot.from; i < slot.to; i++) latest = Math.max(latest, res.values[i] ?? Number.NEGATIVE_INFINITY);
+      x = latest === Number.NEGATIVE_INFINITY ? slot.window.lengthMs / 1000 : (t - latest) / 1000;
+    } else {
+      let total = 0;
+      for (let i = slot.from; i < slot.to; i++) total += res.values[i] ?? 0;
+      x = agg.op === 'sum' ? total / agg.scale : total;
+    }
+    values[si] = x;
+    v[slot.feature] = x;
+  }
+  for (const r of g.ratios) {
+    v[r.feature] = ((values[r.num] as number) + r.rate * r.weight) / ((values[r.den] as number) + r.weight);
+  }
+}
+
+/** Answers read requests: the online store's read side (Valkey, or in-process for the embedded default). */
+export interface FeatureReader {
+  read(requests: readonly ReadRequest[]): Promise<ReadResult[]>;
+}
