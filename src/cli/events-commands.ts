@@ -1,7 +1,7 @@
 // generate, produce, schemas: getting events into the log.
 import type { Command } from 'commander';
 import { type Config, ConfigError } from '../config/config.ts';
-import { DEAD_LETTER_TOPIC, KINDS } from '../events/catalog.ts';
+import { allTopics, KINDS } from '../events/catalog.ts';
 import { writeEventFile } from '../events/event-file.ts';
 import { DEFAULT_GENERATOR_OPTIONS, type GeneratorOptions, generate } from '../events/generator.ts';
 import { loadMapping } from '../events/mapping.ts';
@@ -23,16 +23,14 @@ async function publishAll(config: Config, records: AsyncIterable<Outgoing> | Ite
   const serde = new EventSerde(createRegistryClient(config.schemaRegistry));
   await serde.prepare(EVENT_KINDS);
   const kafka = createKafka(config.kafka);
-  await withAdmin(kafka, config.kafka, (admin) =>
-    ensureTopics(admin, [...Object.values(KINDS).map((k) => k.topic), DEAD_LETTER_TOPIC], config.partitions),
-  );
+  await withAdmin(kafka, config.kafka, (admin) => ensureTopics(admin, allTopics(config.namespace), config.partitions));
   const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
   try {
     await producer.connect();
   } catch (err) {
     throw new KafkaUnreachableError(config.kafka, err);
   }
-  const publisher = new EventPublisher(producer, serde);
+  const publisher = new EventPublisher(producer, serde, config.namespace);
   try {
     for await (const r of records) await publisher.add(r);
     await publisher.flush();

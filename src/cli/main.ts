@@ -14,6 +14,7 @@ const program = new Command('tributary')
   .option('--valkey <url>', 'Valkey URL, redis://host:port [env TRIBUTARY_VALKEY]')
   .option('--clickhouse <url>', 'ClickHouse server URL; default: embedded engine [env TRIBUTARY_CLICKHOUSE]')
   .option('--partitions <n>', 'partitions for topics this command creates [env TRIBUTARY_PARTITIONS]')
+  .option('--namespace <prefix>', 'prefix for topics, consumer group and Valkey keys [env TRIBUTARY_NAMESPACE]')
   .showHelpAfterError()
   .exitOverride();
 
@@ -26,6 +27,7 @@ function configOf(cmd: Command) {
       valkey: g.valkey,
       clickhouse: g.clickhouse,
       partitions: g.partitions,
+      namespace: g.namespace,
     },
     process.env,
     g.config,

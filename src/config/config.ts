@@ -12,6 +12,8 @@ export interface Config {
   clickhouse?: string;
   clickhouseDir: string;
   partitions: number;
+  /** Prefix of topic names, the consumer group and Valkey keys: several pipelines can share servers. */
+  namespace: string;
 }
 
 type Overrides = Partial<Record<keyof Config, unknown>>;
@@ -23,9 +25,10 @@ const ENV: Record<keyof Config, string> = {
   clickhouse: 'TRIBUTARY_CLICKHOUSE',
   clickhouseDir: 'TRIBUTARY_CLICKHOUSE_DIR',
   partitions: 'TRIBUTARY_PARTITIONS',
+  namespace: 'TRIBUTARY_NAMESPACE',
 };
 
-const DEFAULTS: Config = { kafka: [], clickhouseDir: '.data/clickhouse', partitions: 3 };
+const DEFAULTS: Config = { kafka: [], clickhouseDir: '.data/clickhouse', partitions: 3, namespace: '' };
 
 export class ConfigError extends Error {}
 

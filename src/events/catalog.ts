@@ -19,15 +19,25 @@ export const KINDS: Record<EventKind, KindInfo> = {
   scored: { schemaFile: 'ScoredRanking.avsc', topic: 'ad_rankings' },
 };
 
+/**
+ * Topic names live under an optional namespace prefix (e.g. "staging."), so several pipelines (or test runs)
+ * can share one Kafka cluster. Registry subjects do not: the schemas are the same.
+ */
+export function topicOf(kind: EventKind, namespace = ''): string {
+  return `${namespace}${KINDS[kind].topic}`;
+}
+
 /** Bad events go here with the reason in headers and the original bytes as the value. */
-export const DEAD_LETTER_TOPIC = 'tributary_dead_letters';
+export function deadLetterTopic(namespace = ''): string {
+  return `${namespace}tributary_dead_letters`;
+}
+
+export function allTopics(namespace = ''): string[] {
+  return [...(Object.keys(KINDS) as EventKind[]).map((k) => topicOf(k, namespace)), deadLetterTopic(namespace)];
+}
 
 export function subjectFor(kind: EventKind): string {
   return `${KINDS[kind].topic}-value`;
-}
-
-export function kindForTopic(topic: string): EventKind | undefined {
-  return (Object.keys(KINDS) as EventKind[]).find((k) => KINDS[k].topic === topic);
 }
 
 export function schemaText(kind: EventKind, dir = SCHEMAS_DIR): string {

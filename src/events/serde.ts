@@ -1,7 +1,7 @@
 // Event <-> Kafka message bytes in Confluent's wire format, schemas resolved through the registry.
 import type { Client } from '@confluentinc/schemaregistry';
 import type avro from 'avsc';
-import { avroType, kindForTopic, schemaText } from './catalog.ts';
+import { avroType, schemaText } from './catalog.ts';
 import { registerSchema } from './registry.ts';
 import type { EventByKind, EventKind } from './types.ts';
 import { validateEvent } from './validate.ts';
@@ -65,12 +65,6 @@ export class EventSerde {
     const invalid = validateEvent(kind, event, this.now());
     if (invalid) throw new BadEventError(`invalid ${kind}: ${invalid}`);
     return event;
-  }
-
-  decodeFromTopic(topic: string, buf: Buffer | null): Promise<EventByKind[EventKind]> {
-    const kind = kindForTopic(topic);
-    if (!kind) return Promise.reject(new BadEventError(`no event kind is read from topic ${topic}`));
-    return this.decode(kind, buf);
   }
 
   private async reader(kind: EventKind, id: number): Promise<Reader | string> {

@@ -16,8 +16,9 @@ export interface AdmissionSnapshot {
 export class Admission {
   maxEventTime = Number.NEGATIVE_INFINITY;
   private readonly seen = new Map<number, Set<string>>();
-  /** Ids admitted since the last drainAdded(), by bucket: what a checkpoint must add. */
+  /** Changes since the last drainChanges(): what an incremental checkpoint must write. */
   private added = new Map<number, string[]>();
+  private dropped: number[] = [];
 
   constructor(
     readonly allowedLatenessMs: number,
@@ -43,20 +44,26 @@ export class Admission {
     return 'applied';
   }
 
-  /** Buckets entirely below the watermark: no event there can be admitted again, so their ids can go. */
-  expiredBuckets(): number[] {
-    const limit = Math.floor(this.watermark / this.bucketMs);
-    return [...this.seen.keys()].filter((b) => b < limit);
-  }
-
+  /** Drops buckets entirely below the watermark: no event there can be admitted again. */
   private prune(): void {
-    for (const b of this.expiredBuckets()) this.seen.delete(b);
+    const limit = Math.floor(this.watermark / this.bucketMs);
+    for (const b of this.seen.keys()) {
+      if (b >= limit) continue;
+      this.seen.delete(b);
+      this.added.delete(b);
+      this.dropped.push(b);
+    }
   }
 
-  drainAdded(): Map<number, string[]> {
-    const a = this.added;
+  buckets(): number[] {
+    return [...this.seen.keys()];
+  }
+
+  drainChanges(): { added: Map<number, string[]>; dropped: number[] } {
+    const changes = { added: this.added, dropped: this.dropped };
     this.added = new Map();
-    return a;
+    this.dropped = [];
+    return changes;
   }
 
   snapshot(): AdmissionSnapshot {

@@ -1,6 +1,6 @@
 // Publishes events to their topics in Confluent wire format, batched, in the order given.
 import type { Producer } from 'kafkajs';
-import { KINDS } from '../events/catalog.ts';
+import { topicOf } from '../events/catalog.ts';
 import type { EventSerde } from '../events/serde.ts';
 import type { AnyEvent, EventKind } from '../events/types.ts';
 
@@ -23,11 +23,12 @@ export class EventPublisher {
   constructor(
     private readonly producer: Producer,
     private readonly serde: EventSerde,
+    private readonly namespace = '',
     private readonly batchSize = 5_000,
   ) {}
 
   async add({ record, ingestTime }: Outgoing): Promise<void> {
-    const topic = KINDS[record.kind as EventKind].topic;
+    const topic = topicOf(record.kind as EventKind, this.namespace);
     const list = this.pending.get(topic) ?? [];
     if (list.length === 0) this.pending.set(topic, list);
     list.push({

@@ -1,9 +1,12 @@
 // The in-process online store: the embedded default, and the backfill's replay state. Same updates and reads
 // as the Valkey store, held in Maps.
 import type { FeatureReader, ReadRequest, ReadResult, UpdateSink } from '../features/compile.ts';
+import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
 import { getOrCreate } from '../util/map.ts';
 
-export class MemoryStore implements UpdateSink, FeatureReader {
+export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
+  /** Last batch end offset applied per entity and source, as the Valkey store keeps it. */
+  private readonly applied = new Map<string, number>();
   private readonly hashes = new Map<string, Map<string, number>>();
   private readonly sets = new Map<string, Map<string, Set<string>>>();
 
@@ -21,6 +24,18 @@ export class MemoryStore implements UpdateSink, FeatureReader {
   sadd(key: string, field: string, member: string): void {
     const byField = getOrCreate(this.sets, key, () => new Map<string, Set<string>>());
     getOrCreate(byField, field, () => new Set<string>()).add(member);
+  }
+
+  applyBatch(batch: TileBatch, source: string, endOffset: number): Promise<void> {
+    for (const [key, u] of batch.entities) {
+      const marker = `${key}@${source}`;
+      if ((this.applied.get(marker) ?? -1) >= endOffset) continue;
+      for (const [f, d] of u.incr) this.incr(key, f, d);
+      for (const [f, v] of u.max) this.max(key, f, v);
+      for (const [f, members] of u.sets) for (const m of members) this.sadd(key, f, m);
+      this.applied.set(marker, endOffset);
+    }
+    return Promise.resolve();
   }
 
   readSync(requests: readonly ReadRequest[]): ReadResult[] {
@@ -41,11 +56,5 @@ export class MemoryStore implements UpdateSink, FeatureReader {
 
   read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {
     return Promise.resolve(this.readSync(requests));
-  }
-
-  /** Drops tiles that no window can read once every read time is at or after `before` + retention. */
-  prune(tileStartBefore: (field: string) => boolean): void {
-    for (const h of this.hashes.values()) for (const f of h.keys()) if (tileStartBefore(f)) h.delete(f);
-    for (const byField of this.sets.values()) for (const f of byField.keys()) if (tileStartBefore(f)) byField.delete(f);
   }
 }

@@ -2,7 +2,7 @@
 import { SchemaRegistryClient } from '@confluentinc/schemaregistry';
 import type { Admin, Kafka } from 'kafkajs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEAD_LETTER_TOPIC, KINDS, schemaText } from '../../src/events/catalog.ts';
+import { allTopics, schemaText, topicOf } from '../../src/events/catalog.ts';
 import { generate } from '../../src/events/generator.ts';
 import { createRegistryClient, registerSchema, SchemaCompatibilityError } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
@@ -18,7 +18,7 @@ beforeAll(async () => {
   kafka = createKafka(KAFKA_BROKERS);
   admin = kafka.admin();
   await admin.connect();
-  await ensureTopics(admin, [...Object.values(KINDS).map((k) => k.topic), DEAD_LETTER_TOPIC], 3);
+  await ensureTopics(admin, allTopics(), 3);
 });
 afterAll(() => admin.disconnect());
 
@@ -45,10 +45,10 @@ describe('events through Kafka and the Schema Registry', () => {
     for (const kind of EVENT_KINDS) expect(sent.some((r) => r.kind === kind)).toBe(true);
 
     const before = new Map<EventKind, Awaited<ReturnType<typeof endOffsets>>>();
-    for (const kind of EVENT_KINDS) before.set(kind, await endOffsets(admin, KINDS[kind].topic));
+    for (const kind of EVENT_KINDS) before.set(kind, await endOffsets(admin, topicOf(kind)));
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
-    const publisher = new EventPublisher(producer, serde, 100);
+    const publisher = new EventPublisher(producer, serde, '', 100);
     for (const record of sent) await publisher.add({ record });
     await publisher.flush();
     await producer.disconnect();
@@ -56,7 +56,7 @@ describe('events through Kafka and the Schema Registry', () => {
     // A second process's view: a fresh client learns the schemas from the registry by id.
     const reader = new EventSerde(createRegistryClient(REGISTRY_URL));
     for (const kind of EVENT_KINDS) {
-      const topic = KINDS[kind].topic;
+      const topic = topicOf(kind);
       const raw = await readRange(kafka, topic, before.get(kind)!, await endOffsets(admin, topic));
       for (const buf of raw) expect(buf.readUInt32BE(1)).toBe(serde.schemaId(kind));
       const got = await Promise.all(raw.map((b) => reader.decode(kind, b)));

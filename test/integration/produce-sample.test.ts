@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { KINDS } from '../../src/events/catalog.ts';
+import { topicOf } from '../../src/events/catalog.ts';
 import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
 import { createKafka } from '../../src/kafka/client.ts';
@@ -36,8 +36,8 @@ describe('produce --file', () => {
   it.skipIf(!existsSync(SAMPLE))(
     'publishes exactly the rows of the shared TalkingData sample',
     async () => {
-      const imp = KINDS.impression.topic;
-      const clk = KINDS.click.topic;
+      const imp = topicOf('impression');
+      const clk = topicOf('click');
       const before = { imp: await endOffsets(admin, imp), clk: await endOffsets(admin, clk) };
       const { stdout } = await cli('produce', '--file', SAMPLE, '--mapping', 'talkingdata');
       expect(JSON.parse(stdout)).toEqual({ rows: 100_000, published: 100_227, bad_rows: 0 });

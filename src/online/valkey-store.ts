@@ -1,0 +1,130 @@
+// The online store in Valkey. One hash per entity, `tb:{<entity key>}`, holds its tiles as fields
+// "<series>:<tile>" plus one "@<topic>/<partition>" marker per source partition; distinct-count tiles are sets
+// `tb:{<entity key>}|<series>:<tile>`. The braces are a hash tag: one entity's keys share a Valkey Cluster slot, so
+// each Lua call touches a single slot. Commands are auto-pipelined: a batch or a read is one round trip per node.
+import type { Cluster, Redis } from 'iovalkey';
+import type { FeatureReader, ReadRequest, ReadResult } from '../features/compile.ts';
+import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
+
+const APPLY = `
+local marker = ARGV[1]
+local batchEnd = tonumber(ARGV[2])
+local last = tonumber(redis.call('HGET', KEYS[1], marker) or '-1')
+if last >= batchEnd then return 0 end
+local ttl = tonumber(ARGV[3])
+local pruneBefore = tonumber(ARGV[4])
+local nIncr = tonumber(ARGV[5])
+local nMax = tonumber(ARGV[6])
+local i = 7
+for _ = 1, nIncr do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+for _ = 1, nMax do
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  i = i + 2
+end
+for k = 2, #KEYS do
+  local n = tonumber(ARGV[i])
+  i = i + 1
+  for j = i, i + n - 1, 5000 do
+    redis.call('SADD', KEYS[k], unpack(ARGV, j, math.min(j + 4999, i + n - 1)))
+  end
+  redis.call('EXPIRE', KEYS[k], ttl)
+  i = i + n
+end
+if pruneBefore > 0 then
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    local sec, tile = string.match(f, '^%d+%.(%d+):(%-?%d+)$')
+    if sec and tonumber(tile) * tonumber(sec) * 1000 < pruneBefore then redis.call('HDEL', KEYS[1], f) end
+  end
+end
+redis.call('HSET', KEYS[1], marker, batchEnd)
+redis.call('EXPIRE', KEYS[1], ttl)
+return 1
+`;
+
+const UNION_COUNT = `
+if #KEYS == 0 then return 0 end
+return #redis.call('SUNION', unpack(KEYS))
+`;
+
+type Client = (Redis | Cluster) & {
+  tbApply(numKeys: number, ...args: (string | number)[]): Promise<number>;
+  tbUnionCount(numKeys: number, ...keys: string[]): Promise<number>;
+};
+
+export interface ValkeyStoreOptions {
+  /** Key prefix (the pipeline's namespace). */
+  namespace?: string;
+  /** Key TTL in seconds: entities idle this long disappear. At least the longest window plus allowed lateness. */
+  ttlSeconds: number;
+  /** Tiles starting this long before the newest event time written are deleted when an entity is pruned. */
+  retentionMs: number;
+  /** Prune an entity's stale fields on about one write in this many. */
+  pruneEvery?: number;
+}
+
+export class ValkeyStore implements FeatureReader, TileWriter {
+  private readonly client: Client;
+  private writes = 0;
+  private readonly prefix: string;
+
+  constructor(
+    client: Redis | Cluster,
+    private readonly options: ValkeyStoreOptions,
+  ) {
+    client.defineCommand('tbApply', { lua: APPLY });
+    client.defineCommand('tbUnionCount', { lua: UNION_COUNT });
+    this.client = client as Client;
+    this.prefix = `${options.namespace ?? ''}tb:`;
+  }
+
+  hashKey(entityKey: string): string {
+    return `${this.prefix}{${entityKey}}`;
+  }
+
+  async applyBatch(batch: TileBatch, source: string, endOffset: number, newestEventTime = 0): Promise<void> {
+    const every = this.options.pruneEvery ?? 64;
+    const pruneBefore = newestEventTime > 0 ? newestEventTime - this.options.retentionMs : 0;
+    const calls: Promise<number>[] = [];
+    for (const [key, u] of batch.entities) {
+      const hk = this.hashKey(key);
+      const keys = [hk];
+      const args: (string | number)[] = [
+        `@${source}`,
+        endOffset,
+        this.options.ttlSeconds,
+        this.writes++ % every === 0 ? pruneBefore : 0,
+        u.incr.size,
+        u.max.size,
+      ];
+      for (const [f, d] of u.incr) args.push(f, d);
+      for (const [f, v] of u.max) args.push(f, v);
+      for (const [f, members] of u.sets) {
+        keys.push(`${hk}|${f}`);
+        args.push(members.size, ...members);
+      }
+      calls.push(this.client.tbApply(keys.length, ...keys, ...args));
+    }
+    await Promise.all(calls);
+  }
+
+  async read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {
+    const hm = requests.map((r) =>
+      r.fields.length ? this.client.hmget(this.hashKey(r.key), ...r.fields) : Promise.resolve([]),
+    );
+    const sets = requests.map((r) => {
+      const hk = this.hashKey(r.key);
+      return Promise.all(
+        r.sets.map((fields) => this.client.tbUnionCount(fields.length, ...fields.map((f) => `${hk}|${f}`))),
+      );
+    });
+    const [values, counts] = await Promise.all([Promise.all(hm), Promise.all(sets)]);
+    return requests.map((_, i) => ({
+      values: (values[i] as (string | null)[]).map((v) => (v === null ? null : Number(v))),
+      setCounts: counts[i] as number[],
+    }));
+  }
+}

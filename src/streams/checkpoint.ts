@@ -1,0 +1,84 @@
+// Where a partition's progress lives: the next offset to process, its admission state (watermark + recent
+// event ids), and the range of a batch in flight. Kept in Valkey beside the features it produced; Kafka's
+// committed offsets are only advisory (lag monitoring).
+//
+// Protocol per batch [start, end]: begin(intent) -> write sinks (each idempotent for that exact range) ->
+// commit(end + 1). After a crash, a recorded intent makes the restarted consumer reprocess exactly [start, end]
+// from the admission state at `start`, so it recomputes the identical batch and the sinks ignore what they have.
+import type { Cluster, Redis } from 'iovalkey';
+import { Admission, type AdmissionSnapshot } from '../features/admission.ts';
+
+export interface Checkpoint {
+  next: number;
+  admission: AdmissionSnapshot;
+  intent?: { start: number; end: number };
+}
+
+export interface CheckpointStore {
+  load(partitionId: string): Promise<Checkpoint | undefined>;
+  begin(partitionId: string, start: number, end: number): Promise<void>;
+  /** Records `next` and the admission state after the batch (its added ids, its watermark) atomically. */
+  commit(partitionId: string, next: number, admission: Admission): Promise<void>;
+}
+
+export class ValkeyCheckpoints implements CheckpointStore {
+  constructor(
+    private readonly client: Redis | Cluster,
+    private readonly group: string,
+  ) {}
+
+  /** One hash tag per partition: the checkpoint and its dedup sets commit in one MULTI on one slot. */
+  private key(partitionId: string): string {
+    return `tb:{ckpt|${this.group}|${partitionId}}`;
+  }
+
+  async load(partitionId: string): Promise<Checkpoint | undefined> {
+    const k = this.key(partitionId);
+    const h = await this.client.hgetall(k);
+    if (h.next === undefined) return undefined;
+    const buckets = JSON.parse(h.buckets ?? '[]') as number[];
+    const seen: Record<string, string[]> = {};
+    const members = await Promise.all(buckets.map((b) => this.client.smembers(`${k}|seen|${b}`)));
+    buckets.forEach((b, i) => {
+      seen[b] = members[i] as string[];
+    });
+    const cp: Checkpoint = { next: Number(h.next), admission: { maxEventTime: Number(h.max_event_time), seen } };
+    if (h.intent_start !== undefined) cp.intent = { start: Number(h.intent_start), end: Number(h.intent_end) };
+    return cp;
+  }
+
+  async begin(partitionId: string, start: number, end: number): Promise<void> {
+    await this.client.hset(this.key(partitionId), { intent_start: start, intent_end: end });
+  }
+
+  async commit(partitionId: string, next: number, admission: Admission): Promise<void> {
+    const k = this.key(partitionId);
+    const tx = this.client.multi();
+    const { added, dropped } = admission.drainChanges();
+    for (const [bucket, ids] of added) tx.sadd(`${k}|seen|${bucket}`, ...ids);
+    for (const b of dropped) tx.del(`${k}|seen|${b}`);
+    tx.hset(k, { next, max_event_time: admission.maxEventTime, buckets: JSON.stringify(admission.buckets()) });
+    tx.hdel(k, 'intent_start', 'intent_end');
+    await tx.exec();
+  }
+}
+
+/** For the embedded default and tests: the same protocol in process memory. */
+export class MemoryCheckpoints implements CheckpointStore {
+  private readonly data = new Map<string, Checkpoint>();
+
+  async load(partitionId: string): Promise<Checkpoint | undefined> {
+    const c = this.data.get(partitionId);
+    return c && structuredClone(c);
+  }
+
+  async begin(partitionId: string, start: number, end: number): Promise<void> {
+    const c = this.data.get(partitionId) ?? { next: start, admission: new Admission(0).snapshot() };
+    this.data.set(partitionId, { ...c, intent: { start, end } });
+  }
+
+  async commit(partitionId: string, next: number, admission: Admission): Promise<void> {
+    admission.drainChanges();
+    this.data.set(partitionId, { next, admission: admission.snapshot() });
+  }
+}

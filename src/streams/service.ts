@@ -1,0 +1,251 @@
+// `tributary stream`: a consumer-group member that turns ad_impressions and ad_clicks into online (Valkey) and
+// offline (ClickHouse) feature state, exactly once in effect (see checkpoint.ts for the protocol).
+import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
+import type { Logger } from 'pino';
+import { deadLetterTopic } from '../events/catalog.ts';
+import type { EventSerde } from '../events/serde.ts';
+import { Admission } from '../features/admission.ts';
+import type { FeatureSet } from '../features/compile.ts';
+import type { Source } from '../features/define.ts';
+import type { TileWriter } from '../features/tile-batch.ts';
+import type { CheckpointStore } from './checkpoint.ts';
+import { reasonClass, type StreamMetrics } from './metrics.ts';
+import { type BatchOutcome, type DeadLetter, type LogMessage, processBatch, sourceTopics } from './processor.ts';
+
+/** The offline store's write side; must ignore a batch id it has already written. */
+export interface OfflineWriter {
+  writeBatch(batchId: string, outcome: BatchOutcome): Promise<void>;
+}
+
+export interface StreamOptions {
+  namespace: string;
+  groupId: string;
+  allowedLatenessMs: number;
+  /** Upper bound on events per processed batch (bounds latency and memory). */
+  maxBatch: number;
+}
+
+export interface StreamDeps {
+  kafka: Kafka;
+  serde: EventSerde;
+  features: FeatureSet;
+  online: TileWriter;
+  offline?: OfflineWriter;
+  checkpoints: CheckpointStore;
+  metrics: StreamMetrics;
+  log: Logger;
+}
+
+interface PartitionState {
+  admission: Admission;
+  /** Next offset to process; undefined before the first batch of a partition never seen. */
+  next?: number;
+  intent?: { start: number; end: number };
+  seeked: boolean;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class StreamService {
+  private readonly consumer: Consumer;
+  private readonly producer: Producer;
+  private readonly states = new Map<string, PartitionState>();
+  private readonly sources: Map<string, Source>;
+  /** Resolves when every event up to this point has been committed; for tests and graceful stops. */
+  processed = 0;
+
+  constructor(
+    private readonly deps: StreamDeps,
+    private readonly options: StreamOptions,
+  ) {
+    this.consumer = deps.kafka.consumer({
+      groupId: options.groupId,
+      sessionTimeout: 30_000,
+      heartbeatInterval: 3_000,
+      maxBytesPerPartition: 4 << 20,
+    });
+    this.producer = deps.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    const topics = sourceTopics(options.namespace);
+    this.sources = new Map([
+      [topics.impression, 'impression'],
+      [topics.click, 'click'],
+    ]);
+    // Partitions move on rebalance: forget their state, reload it from the checkpoint when they come back.
+    this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.states.clear());
+  }
+
+  async start(): Promise<void> {
+    await this.producer.connect();
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topics: [...this.sources.keys()], fromBeginning: true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      eachBatch: (payload) => this.onBatch(payload),
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer.disconnect();
+    await this.producer.disconnect();
+  }
+
+  private async state(id: string): Promise<PartitionState> {
+    let st = this.states.get(id);
+    if (!st) {
+      const cp = await this.deps.checkpoints.load(id);
+      st = {
+        admission: Admission.restore(cp?.admission, this.options.allowedLatenessMs),
+        next: cp?.next,
+        intent: cp?.intent,
+        seeked: false,
+      };
+      this.states.set(id, st);
+    }
+    return st;
+  }
+
+  private async onBatch({
+    batch,
+    resolveOffset,
+    heartbeat,
+    isRunning,
+    isStale,
+    commitOffsetsIfNecessary,
+  }: EachBatchPayload) {
+    const { topic, partition } = batch;
+    const id = `${topic}/${partition}`;
+    const st = await this.state(id);
+    let messages: LogMessage[] = batch.messages;
+    const first = Number(messages[0]?.offset);
+    if (st.next !== undefined && first > st.next && !st.seeked) {
+      // The group's advisory offset is ahead of our checkpoint (it can only lag, but be safe): go back.
+      st.seeked = true;
+      this.consumer.seek({ topic, partition, offset: String(st.next) });
+      return;
+    }
+    if (st.next !== undefined) messages = messages.filter((m) => Number(m.offset) >= (st.next as number));
+    while (messages.length > 0 && isRunning() && !isStale()) {
+      let take = Math.min(messages.length, this.options.maxBatch);
+      if (st.intent) {
+        // Replaying a batch that was in flight at a crash: exactly the same range, or wait for the rest of it.
+        const end = st.intent.end;
+        const last = messages.findLastIndex((m) => Number(m.offset) <= end);
+        if (Number(messages[last]?.offset) !== end && Number(messages[messages.length - 1]?.offset) < end) return;
+        take = last + 1;
+      }
+      const chunk = messages.slice(0, take);
+      messages = messages.slice(take);
+      const t0 = performance.now();
+      let outcome: BatchOutcome;
+      try {
+        const source = this.sources.get(topic) as Source;
+        outcome = await processBatch(
+          source,
+          topic,
+          partition,
+          chunk,
+          this.deps.features,
+          this.deps.serde,
+          st.admission,
+        );
+      } catch (err) {
+        // Not the data's fault (e.g. the registry is down): start over from the checkpoint after a pause.
+        this.deps.log.warn({ err, partition: id }, 'batch failed before any write; retrying from the checkpoint');
+        this.states.delete(id);
+        await sleep(1000);
+        this.consumer.seek({ topic, partition, offset: String(st.next ?? first) });
+        return;
+      }
+      if (!st.intent)
+        await this.retry(
+          'checkpoint',
+          () => this.deps.checkpoints.begin(id, outcome.firstOffset, outcome.lastOffset),
+          heartbeat,
+          isRunning,
+        );
+      const ok =
+        (await this.retry('dead-letter', () => this.deadLetter(outcome.deadLetters), heartbeat, isRunning)) &&
+        (await this.retry(
+          'clickhouse',
+          () =>
+            this.deps.offline?.writeBatch(`${id}/${outcome.firstOffset}-${outcome.lastOffset}`, outcome) ??
+            Promise.resolve(),
+          heartbeat,
+          isRunning,
+        )) &&
+        (await this.retry(
+          'valkey',
+          () => this.deps.online.applyBatch(outcome.tiles, id, outcome.lastOffset, outcome.newestEventTime),
+          heartbeat,
+          isRunning,
+        )) &&
+        (await this.retry(
+          'checkpoint',
+          () => this.deps.checkpoints.commit(id, outcome.lastOffset + 1, st.admission),
+          heartbeat,
+          isRunning,
+        ));
+      if (!ok) return;
+      st.next = outcome.lastOffset + 1;
+      st.intent = undefined;
+      resolveOffset(String(outcome.lastOffset));
+      await commitOffsetsIfNecessary();
+      await heartbeat();
+      this.record(topic, partition, outcome, t0, chunk.length);
+    }
+  }
+
+  private record(topic: string, partition: number, o: BatchOutcome, t0: number, n: number): void {
+    const m = this.deps.metrics;
+    for (const [verdict, count] of Object.entries(o.counts)) if (count) m.events.inc({ topic, verdict }, count);
+    for (const d of o.deadLetters) m.deadLetters.inc({ topic, reason: reasonClass(d.reason) });
+    m.batchSeconds.observe((performance.now() - t0) / 1000);
+    m.watermark.set({ topic, partition }, o.newestEventTime / 1000);
+    this.processed += n;
+  }
+
+  private async deadLetter(letters: DeadLetter[]): Promise<void> {
+    if (letters.length === 0) return;
+    await this.producer.send({
+      topic: deadLetterTopic(this.options.namespace),
+      acks: -1,
+      messages: letters.map((d) => ({
+        key: d.key,
+        value: d.value,
+        headers: {
+          reason: d.reason,
+          source_topic: d.coordinates.topic,
+          source_partition: String(d.coordinates.partition),
+          source_offset: String(d.coordinates.offset),
+          ingest_time: String(d.coordinates.ingest_time),
+        },
+      })),
+    });
+  }
+
+  /** Retries a sink write with capped exponential backoff, heartbeating so the group keeps our partitions. */
+  private async retry(
+    sink: string,
+    write: () => Promise<unknown>,
+    heartbeat: () => Promise<void>,
+    isRunning: () => boolean,
+  ): Promise<boolean> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await write();
+        return true;
+      } catch (err) {
+        this.deps.metrics.sinkRetries.inc({ sink });
+        const wait = Math.min(10_000, 200 * 2 ** attempt);
+        this.deps.log.warn(
+          { sink, attempt, wait_ms: wait, err: (err as Error).message },
+          'sink write failed; backing off',
+        );
+        if (!isRunning()) return false;
+        await sleep(wait);
+        await heartbeat().catch(() => undefined);
+      }
+    }
+  }
+}

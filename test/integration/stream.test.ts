@@ -1,0 +1,104 @@
+// The stream service on real Kafka, Schema Registry and Valkey: the online state equals an in-process replay of
+// the same topics, bad and late events land in the dead-letter topic with reasons, and nothing else is lost.
+import { Valkey } from 'iovalkey';
+import pino from 'pino';
+import { afterAll, describe, expect, it } from 'vitest';
+import { deadLetterTopic } from '../../src/events/catalog.ts';
+import { createRegistryClient } from '../../src/events/registry.ts';
+import { EventSerde } from '../../src/events/serde.ts';
+import { type AdImpression, EVENT_KINDS } from '../../src/events/types.ts';
+import { FeatureSet } from '../../src/features/compile.ts';
+import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
+import { createKafka } from '../../src/kafka/client.ts';
+import { ValkeyStore } from '../../src/online/valkey-store.ts';
+import { ValkeyCheckpoints } from '../../src/streams/checkpoint.ts';
+import { StreamMetrics } from '../../src/streams/metrics.ts';
+import { StreamService } from '../../src/streams/service.ts';
+import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
+import { LATENESS_MS, publishScenario, readPartitions, referenceState } from '../support/streaming.ts';
+
+const ns = `st${Date.now()}.`;
+const kafka = createKafka(KAFKA_BROKERS);
+const valkey = new Valkey(VALKEY_URL, { enableAutoPipelining: true });
+const features = new FeatureSet(DEFAULT_GROUPS);
+afterAll(() => valkey.disconnect());
+
+async function until(what: string, done: () => boolean | Promise<boolean>, ms = 90_000) {
+  const deadline = Date.now() + ms;
+  while (!(await done())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+describe('tributary stream', () => {
+  it('computes the same online features as an uninterrupted in-process replay, and dead-letters bad and late events', async () => {
+    const serde = new EventSerde(createRegistryClient(REGISTRY_URL));
+    await serde.prepare(EVENT_KINDS);
+    const { log, bad, sent } = await publishScenario(kafka, serde, ns, {
+      seed: 21,
+      days: 1,
+      impressionsPerDay: 6000,
+      lateShare: 0.04,
+      duplicateShare: 0.03,
+    });
+
+    const metrics = new StreamMetrics();
+    const online = new ValkeyStore(valkey, { namespace: ns, ttlSeconds: 8 * 86400, retentionMs: features.retentionMs });
+    const service = new StreamService(
+      {
+        kafka,
+        serde: new EventSerde(createRegistryClient(REGISTRY_URL)),
+        features,
+        online,
+        checkpoints: new ValkeyCheckpoints(valkey, `${ns}stream`),
+        metrics,
+        log: pino({ level: 'warn' }),
+      },
+      { namespace: ns, groupId: `${ns}stream`, allowedLatenessMs: LATENESS_MS, maxBatch: 700 },
+    );
+    await service.start();
+    await until('the stream to process every message', () => service.processed >= sent);
+    await service.stop();
+    expect(service.processed).toBe(sent);
+
+    const ref = await referenceState(await readPartitions(kafka, ns, sent), ns, features, serde);
+    expect(ref.counts.invalid).toBe(bad.length);
+    expect(ref.counts.late).toBeGreaterThan(10);
+    expect(ref.counts.duplicate).toBeGreaterThan(10);
+    const count = async (verdict: string) =>
+      (await metrics.events.get()).values.filter((v) => v.labels.verdict === verdict).reduce((s, v) => s + v.value, 0);
+    for (const v of ['applied', 'late', 'duplicate', 'invalid'] as const) expect(await count(v), v).toBe(ref.counts[v]);
+
+    // Every impression's entities, read at three moments, from Valkey and from the reference: identical vectors.
+    const contexts = log.filter((r) => r.record.kind === 'impression').map((r) => r.record.event as AdImpression);
+    const end = Math.max(...contexts.map((c) => c.event_time));
+    for (const t of [end - 6 * 3600_000, end - 3600_000 + 123, end + 1]) {
+      const plan = features.plan(contexts, t);
+      const fromValkey = features.assemble(plan, await online.read(plan.requests));
+      const fromReference = features.assemble(plan, ref.store.readSync(plan.requests));
+      expect(fromValkey).toEqual(fromReference);
+      expect(fromValkey.some((v) => v.some((x, i) => x !== features.features[i]?.default))).toBe(true);
+    }
+
+    // The dead-letter topic holds each rejected message once, with its reason and original bytes.
+    const letters: { reason: string; value: Buffer | null }[] = [];
+    const consumer = kafka.consumer({ groupId: `${ns}dlq-reader` });
+    await consumer.connect();
+    await consumer.subscribe({ topic: deadLetterTopic(ns), fromBeginning: true });
+    const expected = ref.counts.invalid + ref.counts.late;
+    await consumer.run({
+      eachMessage: async ({ message }) => {
+        letters.push({ reason: String(message.headers?.reason), value: message.value });
+      },
+    });
+    await until('the dead letters', () => letters.length >= expected);
+    await consumer.disconnect();
+    expect(letters.length).toBe(expected);
+    expect(letters.map((l) => l.reason).sort()).toEqual([...ref.reasons].sort());
+    for (const b of bad) {
+      const hit = letters.find((l) => l.value?.equals(b.value));
+      expect(hit?.reason).toMatch(b.why);
+    }
+  }, 180_000);
+});

@@ -1,0 +1,117 @@
+// Shared by the streaming tests: publish a generated log (plus deliberately bad messages) under a namespace,
+// and compute the reference state by replaying the topics through the engine in process.
+import type { Kafka } from 'kafkajs';
+import { allTopics, topicOf } from '../../src/events/catalog.ts';
+import { type GeneratorOptions, generate } from '../../src/events/generator.ts';
+import type { EventSerde } from '../../src/events/serde.ts';
+import { frame } from '../../src/events/wire.ts';
+import { Admission } from '../../src/features/admission.ts';
+import type { FeatureSet } from '../../src/features/compile.ts';
+import type { Source } from '../../src/features/define.ts';
+import { ensureTopics } from '../../src/kafka/client.ts';
+import { EventPublisher } from '../../src/kafka/publish.ts';
+import { MemoryStore } from '../../src/online/memory-store.ts';
+import { type LogMessage, processBatch } from '../../src/streams/processor.ts';
+
+export const LATENESS_MS = 3600_000;
+
+/** Publishes the log and five bad messages; returns the log and how many messages were sent per topic. */
+export async function publishScenario(
+  kafka: Kafka,
+  serde: EventSerde,
+  namespace: string,
+  gen: Partial<GeneratorOptions>,
+) {
+  const admin = kafka.admin();
+  await admin.connect();
+  await ensureTopics(admin, allTopics(namespace), 3);
+  await admin.disconnect();
+  const log = generate(gen);
+  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  await producer.connect();
+  const publisher = new EventPublisher(producer, serde, namespace);
+  for (const r of log) await publisher.add(r);
+  await publisher.flush();
+  const imp = log.find((r) => r.record.kind === 'impression')?.record.event as unknown as Record<string, number>;
+  const bad = [
+    { value: Buffer.from('definitely not avro'), why: /shorter than|magic byte/ },
+    { value: frame(987_654, Buffer.from([2, 97])), why: /unknown schema id 987654/ },
+    {
+      value: serde.encode('click', { ...imp, impression_id: 'x', impression_time: imp.event_time } as never),
+      why: /wrong schema/,
+    },
+    {
+      value: serde.encode('impression', { ...imp, event_id: 'bad-future', event_time: Date.now() + 9e9 } as never),
+      why: /future/,
+    },
+    { value: serde.encode('impression', { ...imp, event_id: 'bad-empty', ad_id: '' } as never), why: /ad_id is empty/ },
+  ];
+  await producer.send({
+    topic: topicOf('impression', namespace),
+    messages: bad.map((b) => ({ key: 'bad', value: b.value })),
+  });
+  await producer.disconnect();
+  const sent = log.filter((r) => r.record.kind === 'impression' || r.record.kind === 'click').length + bad.length;
+  return { log, bad, sent };
+}
+
+export interface ReadBack {
+  topic: string;
+  partition: number;
+  messages: LogMessage[];
+}
+
+/** Every message of the source topics, per partition in offset order. */
+export async function readPartitions(kafka: Kafka, namespace: string, expected: number): Promise<ReadBack[]> {
+  const parts = new Map<string, ReadBack>();
+  let n = 0;
+  const consumer = kafka.consumer({ groupId: `${namespace}reader-${Math.random()}` });
+  await consumer.connect();
+  await consumer.subscribe({
+    topics: [topicOf('impression', namespace), topicOf('click', namespace)],
+    fromBeginning: true,
+  });
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`read ${n} of ${expected}`)), 60_000);
+    consumer
+      .run({
+        eachBatch: async ({ batch }) => {
+          const id = `${batch.topic}/${batch.partition}`;
+          const p = parts.get(id) ?? { topic: batch.topic, partition: batch.partition, messages: [] };
+          parts.set(id, p);
+          p.messages.push(...batch.messages);
+          n += batch.messages.length;
+          if (n >= expected) {
+            clearTimeout(timer);
+            resolve();
+          }
+        },
+      })
+      .catch(reject);
+  });
+  await consumer.disconnect();
+  return [...parts.values()];
+}
+
+/** The uninterrupted, in-process run: each partition through the engine in offset order. */
+export async function referenceState(parts: ReadBack[], namespace: string, features: FeatureSet, serde: EventSerde) {
+  const store = new MemoryStore();
+  const counts = { applied: 0, late: 0, duplicate: 0, invalid: 0 };
+  const reasons: string[] = [];
+  for (const p of parts) {
+    const source: Source = p.topic === topicOf('impression', namespace) ? 'impression' : 'click';
+    const out = await processBatch(
+      source,
+      p.topic,
+      p.partition,
+      p.messages,
+      features,
+      serde,
+      new Admission(LATENESS_MS),
+    );
+    await store.applyBatch(out.tiles, `${p.topic}/${p.partition}`, out.lastOffset);
+    for (const k of Object.keys(counts) as (keyof typeof counts)[]) counts[k] += out.counts[k];
+    reasons.push(...out.deadLetters.map((d) => d.reason));
+  }
+  return { store, counts, reasons };
+}
