@@ -126,7 +126,9 @@ group.initial.rebalance.delay.ms=0
 default.replication.factor=1
 min.insync.replicas=1
 num.recovery.threads.per.data.dir=1
-log.retention.hours=168
+# Keep everything: generated and replayed history carries past timestamps (the simulated ingestion time),
+# which time-based retention would delete within minutes.
+log.retention.ms=-1
 log.segment.bytes=104857600
 EOF
 }

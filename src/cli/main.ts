@@ -5,6 +5,7 @@ import { SchemaCompatibilityError } from '../events/registry.ts';
 import { KafkaUnreachableError } from '../kafka/client.ts';
 import { registerEventCommands } from './events-commands.ts';
 import { registerServicesCommand } from './services-command.ts';
+import { registerStreamCommand } from './stream-command.ts';
 
 const program = new Command('tributary')
   .description('Real-time ad features and scoring: Kafka -> features -> Valkey + ClickHouse -> ONNX ranking')
@@ -42,6 +43,7 @@ program
   });
 
 registerEventCommands(program, configOf);
+registerStreamCommand(program, configOf);
 registerServicesCommand(program);
 
 /** Exit codes: 0 ok, 1 failure or bad input rows, 2 usage or configuration error, 3 a server is unreachable. */

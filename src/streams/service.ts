@@ -8,13 +8,14 @@ import { Admission } from '../features/admission.ts';
 import type { FeatureSet } from '../features/compile.ts';
 import type { Source } from '../features/define.ts';
 import type { TileWriter } from '../features/tile-batch.ts';
+import { type OfflineBatch, tileRowsOf } from '../offline/sink.ts';
 import type { CheckpointStore } from './checkpoint.ts';
 import { reasonClass, type StreamMetrics } from './metrics.ts';
 import { type BatchOutcome, type DeadLetter, type LogMessage, processBatch, sourceTopics } from './processor.ts';
 
 /** The offline store's write side; must ignore a batch id it has already written. */
 export interface OfflineWriter {
-  writeBatch(batchId: string, outcome: BatchOutcome): Promise<void>;
+  writeBatch(batchId: string, rows: OfflineBatch): Promise<void>;
 }
 
 export interface StreamOptions {
@@ -60,8 +61,10 @@ export class StreamService {
   ) {
     this.consumer = deps.kafka.consumer({
       groupId: options.groupId,
-      sessionTimeout: 30_000,
-      heartbeatInterval: 3_000,
+      // A crashed member's partitions wait this long before moving; short, since restarts should be quick.
+      sessionTimeout: 10_000,
+      rebalanceTimeout: 20_000,
+      heartbeatInterval: 1_000,
       maxBytesPerPartition: 4 << 20,
     });
     this.producer = deps.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
@@ -118,20 +121,34 @@ export class StreamService {
     const st = await this.state(id);
     let messages: LogMessage[] = batch.messages;
     const first = Number(messages[0]?.offset);
-    if (st.next !== undefined && first > st.next && !st.seeked) {
-      // The group's advisory offset is ahead of our checkpoint (it can only lag, but be safe): go back.
-      st.seeked = true;
-      this.consumer.seek({ topic, partition, offset: String(st.next) });
-      return;
+    this.deps.log.debug(
+      { partition: id, first, last: Number(batch.lastOffset()), next: st.next, intent: st.intent },
+      'batch fetched',
+    );
+    if (st.next !== undefined && first > st.next) {
+      if (!st.seeked) {
+        // The group's advisory offset is ahead of our checkpoint (it can only lag, but be safe): go back.
+        st.seeked = true;
+        this.consumer.seek({ topic, partition, offset: String(st.next) });
+        return;
+      }
+      // Went back and still start later: the log no longer holds [next, first) (retention). Say so and go on.
+      this.deps.log.error({ partition: id, missing_from: st.next, missing_to: first - 1 }, 'offsets gone from the log');
+      st.next = first;
+      st.intent = undefined;
     }
     if (st.next !== undefined) messages = messages.filter((m) => Number(m.offset) >= (st.next as number));
     while (messages.length > 0 && isRunning() && !isStale()) {
       let take = Math.min(messages.length, this.options.maxBatch);
       if (st.intent) {
-        // Replaying a batch that was in flight at a crash: exactly the same range, or wait for the rest of it.
-        const end = st.intent.end;
+        // Replaying a batch that was in flight at a crash: exactly the same range. If this fetch stops short of
+        // its end, fetch again from its start (the consumer's position has moved past these messages).
+        const { start, end } = st.intent;
         const last = messages.findLastIndex((m) => Number(m.offset) <= end);
-        if (Number(messages[last]?.offset) !== end && Number(messages[messages.length - 1]?.offset) < end) return;
+        if (Number(messages[messages.length - 1]?.offset) < end) {
+          this.consumer.seek({ topic, partition, offset: String(start) });
+          return;
+        }
         take = last + 1;
       }
       const chunk = messages.slice(0, take);
@@ -157,36 +174,16 @@ export class StreamService {
         this.consumer.seek({ topic, partition, offset: String(st.next ?? first) });
         return;
       }
+      // Each step is idempotent for this exact range; the checkpoint commit comes last.
+      const steps: [string, () => Promise<unknown>][] = [
+        ['dead-letter', () => this.deadLetter(outcome.deadLetters)],
+        ['clickhouse', () => this.writeOffline(id, outcome)],
+        ['valkey', () => this.deps.online.applyBatch(outcome.tiles, id, outcome.lastOffset, outcome.newestEventTime)],
+        ['checkpoint', () => this.deps.checkpoints.commit(id, outcome.lastOffset + 1, st.admission)],
+      ];
       if (!st.intent)
-        await this.retry(
-          'checkpoint',
-          () => this.deps.checkpoints.begin(id, outcome.firstOffset, outcome.lastOffset),
-          heartbeat,
-          isRunning,
-        );
-      const ok =
-        (await this.retry('dead-letter', () => this.deadLetter(outcome.deadLetters), heartbeat, isRunning)) &&
-        (await this.retry(
-          'clickhouse',
-          () =>
-            this.deps.offline?.writeBatch(`${id}/${outcome.firstOffset}-${outcome.lastOffset}`, outcome) ??
-            Promise.resolve(),
-          heartbeat,
-          isRunning,
-        )) &&
-        (await this.retry(
-          'valkey',
-          () => this.deps.online.applyBatch(outcome.tiles, id, outcome.lastOffset, outcome.newestEventTime),
-          heartbeat,
-          isRunning,
-        )) &&
-        (await this.retry(
-          'checkpoint',
-          () => this.deps.checkpoints.commit(id, outcome.lastOffset + 1, st.admission),
-          heartbeat,
-          isRunning,
-        ));
-      if (!ok) return;
+        steps.unshift(['checkpoint', () => this.deps.checkpoints.begin(id, outcome.firstOffset, outcome.lastOffset)]);
+      for (const [sink, write] of steps) if (!(await this.retry(sink, write, heartbeat, isRunning))) return;
       st.next = outcome.lastOffset + 1;
       st.intent = undefined;
       resolveOffset(String(outcome.lastOffset));
@@ -203,6 +200,16 @@ export class StreamService {
     m.batchSeconds.observe((performance.now() - t0) / 1000);
     m.watermark.set({ topic, partition }, o.newestEventTime / 1000);
     this.processed += n;
+  }
+
+  private async writeOffline(partitionId: string, o: BatchOutcome): Promise<void> {
+    if (!this.deps.offline) return;
+    const batchId = `${partitionId}/${o.firstOffset}-${o.lastOffset}`;
+    await this.deps.offline.writeBatch(batchId, {
+      impressions: o.impressions,
+      clicks: o.clicks,
+      tiles: tileRowsOf(o.tiles, batchId),
+    });
   }
 
   private async deadLetter(letters: DeadLetter[]): Promise<void> {

@@ -1,0 +1,93 @@
+// The offline store's connection: a ClickHouse server when a URL is configured, else the embedded engine (chdb)
+// in a local folder. Either way callers get the same @clickhouse/client ClickHouseClient.
+//
+// Embedded-engine constraints (chdb 3.4, engine 26.7; checked by hand and in test/unit/offline-clickhouse.test.ts):
+// - One data directory per PROCESS. Several clients on the same dir in one process coexist (each has its own
+//   session; closing one leaves the others working). A client on a different dir is refused while any client is
+//   open ("only one active data directory per process"); after all are closed another dir can be opened.
+// - One PROCESS per data directory. A second process opening a dir held by a live process fails at once
+//   ("Cannot lock file <dir>/status. Another server instance in same directory is already running"). After the
+//   holder exits, the next process sees everything it wrote (the data persists on disk).
+// - `clickhouse_settings` on a chdb client are applied as `SET k = v` on the client's session and STAY SET for
+//   later queries of that client (an HTTP server scopes them to the one request). Don't pass per-query settings
+//   that must not leak, e.g. insert_deduplication_token: put them in the statement's SETTINGS clause instead.
+// - The `database` option of createClient is ignored by the chdb connection; openClickHouse issues `USE` instead.
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { type ClickHouseClient, ClickHouseLogLevel, createClient } from '@clickhouse/client';
+import { createChdbConnection } from 'chdb/connection';
+
+export interface OpenClickHouseOptions {
+  /** A ClickHouse server (http(s)://user:pass@host:8123); unset = the embedded engine at `dir`. */
+  url?: string;
+  /** The embedded engine's data directory, created if missing. Ignored when `url` is set. */
+  dir: string;
+  /** Created if missing and made the client's current database; unset = the server's default database. */
+  database?: string;
+}
+
+export class ClickHouseUnavailableError extends Error {}
+
+type ClientConnection = NonNullable<NonNullable<Parameters<typeof createClient>[0]>['connection']>;
+
+/** `url` with any password masked, for messages. */
+function maskUrl(url: string): string {
+  return url.replace(/\/\/([^:@/]+):([^@/]+)@/, '//$1:***@');
+}
+
+function quoteIdentifier(name: string): string {
+  return `\`${name.replace(/\\/g, '\\\\').replace(/`/g, '\\`')}\``;
+}
+
+async function openServer(url: string, database: string | undefined): Promise<ClickHouseClient> {
+  // The probe's own failure is reported by the error below; its logger would only repeat it as a WARN.
+  const probe = createClient({ url, log: { level: ClickHouseLogLevel.OFF } });
+  try {
+    // select: true runs SELECT 1, so bad credentials fail here too rather than on the first real query.
+    const ping = await probe.ping({ select: true });
+    if (!ping.success) {
+      const reason = ping.error.message || String(ping.error);
+      throw new ClickHouseUnavailableError(
+        `ClickHouse not reachable at URL: ${maskUrl(url)} (${reason}); pass --clickhouse or unset it to use the embedded engine`,
+      );
+    }
+    if (database) await probe.command({ query: `CREATE DATABASE IF NOT EXISTS ${quoteIdentifier(database)}` });
+  } finally {
+    await probe.close();
+  }
+  return database ? createClient({ url, database }) : createClient({ url });
+}
+
+async function openEmbedded(dir: string, database: string | undefined): Promise<ClickHouseClient> {
+  const path = resolve(dir);
+  mkdirSync(path, { recursive: true });
+  let client: ClickHouseClient;
+  try {
+    // chdb 3.4 types its connection against @clickhouse/client-common 1.23.0, while @clickhouse/client 1.23.1
+    // bundles its own copy of those types; the runtime contract is the same.
+    const connection = createChdbConnection({ path }) as unknown as ClientConnection;
+    client = createClient({ connection });
+  } catch (err) {
+    // A dir held by another process fails with only "Failed to create connection" here; the engine prints the
+    // reason ("Cannot lock file <dir>/status") to stderr.
+    throw new ClickHouseUnavailableError(
+      `cannot open the embedded ClickHouse at ${path}: ${(err as Error).message}. ` +
+        'Only one process can use a data directory at a time, and a process can use only one data directory.',
+    );
+  }
+  if (database) {
+    try {
+      await client.command({ query: `CREATE DATABASE IF NOT EXISTS ${quoteIdentifier(database)}` });
+      await client.command({ query: `USE ${quoteIdentifier(database)}` });
+    } catch (err) {
+      await client.close(); // don't keep the process bound to this dir
+      throw err;
+    }
+  }
+  return client;
+}
+
+/** A ClickHouse client for the offline store: the server at `url`, or the embedded engine at `dir`. */
+export function openClickHouse(opts: OpenClickHouseOptions): Promise<ClickHouseClient> {
+  return opts.url ? openServer(opts.url, opts.database) : openEmbedded(opts.dir, opts.database);
+}
