@@ -56,8 +56,8 @@ export function registerStreamCommand(program: Command, configOf: (cmd: Command)
       await withAdmin(kafka, config.kafka, (admin) =>
         ensureTopics(admin, allTopics(config.namespace), config.partitions),
       );
-      // Valkey outages are handled by the service's retries; the client must not give up on its own.
-      const valkey = new Valkey(config.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: null });
+      // Failed commands surface quickly; the service retries them with backoff and keeps its group membership.
+      const valkey = new Valkey(config.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: 2 });
       valkey.on('error', (err) => log.warn({ err: err.message }, 'valkey connection error'));
       const ttlSeconds = Math.ceil((features.retentionMs + allowedLatenessMs) / 1000);
       const online = new ValkeyStore(valkey, {

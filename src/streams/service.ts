@@ -82,7 +82,9 @@ export class StreamService {
     await this.consumer.connect();
     await this.consumer.subscribe({ topics: [...this.sources.keys()], fromBeginning: true });
     await this.consumer.run({
-      autoCommit: false,
+      // Offsets are resolved only after a batch's checkpoint commits, so Kafka's committed offsets (advisory: for
+      // lag monitoring and a fast start) never run ahead of the checkpoint.
+      autoCommit: true,
       eachBatchAutoResolve: false,
       eachBatch: (payload) => this.onBatch(payload),
     });
@@ -137,7 +139,11 @@ export class StreamService {
       st.next = first;
       st.intent = undefined;
     }
-    if (st.next !== undefined) messages = messages.filter((m) => Number(m.offset) >= (st.next as number));
+    if (st.next !== undefined && first < st.next) {
+      // Already in the checkpoint (the group's offsets lag it): skip, and tell the consumer they are done.
+      messages = messages.filter((m) => Number(m.offset) >= (st.next as number));
+      resolveOffset(String(st.next - 1));
+    }
     while (messages.length > 0 && isRunning() && !isStale()) {
       let take = Math.min(messages.length, this.options.maxBatch);
       if (st.intent) {

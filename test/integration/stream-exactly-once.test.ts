@@ -6,14 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Valkey } from 'iovalkey';
 import { afterAll, describe, expect, it } from 'vitest';
-import { topicOf } from '../../src/events/catalog.ts';
 import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
 import { EVENT_KINDS } from '../../src/events/types.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { openClickHouse } from '../../src/offline/clickhouse.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
-import { publishScenario } from '../support/streaming.ts';
+import { caughtUp, publishScenario } from '../support/streaming.ts';
 
 const kafka = createKafka(KAFKA_BROKERS);
 const valkey = new Valkey(VALKEY_URL);
@@ -53,28 +52,10 @@ const exited = (p: ChildProcess) =>
   new Promise<void>((r) => (p.exitCode !== null || p.signalCode !== null ? r() : p.once('exit', () => r())));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** True once every source partition's checkpoint has reached the end of the log. */
-async function caughtUp(ns: string): Promise<boolean> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    for (const kind of ['impression', 'click'] as const) {
-      const topic = topicOf(kind, ns);
-      for (const p of await admin.fetchTopicOffsets(topic)) {
-        const next = await valkey.hget(`tb:{ckpt|${ns}tributary-stream|${topic}/${p.partition}}`, 'next');
-        if (Number(next ?? -1) !== Number(p.high)) return false;
-      }
-    }
-    return true;
-  } finally {
-    await admin.disconnect();
-  }
-}
-
 async function runToEnd(ns: string, dir: string): Promise<void> {
   const child = startStream(ns, dir);
   const deadline = Date.now() + 120_000;
-  while (!(await caughtUp(ns))) {
+  while (!(await caughtUp(kafka, valkey, ns, `${ns}tributary-stream`))) {
     if (Date.now() > deadline || child.exitCode !== null) throw new Error(`stream ${ns} did not catch up`);
     await sleep(300);
   }
@@ -132,7 +113,7 @@ describe('exactly-once effect under SIGKILL', () => {
     for (const delay of [3500, 4500, 5500, 6500]) {
       const child = startStream(killed, dirs.killed);
       await sleep(delay + Math.floor(Math.random() * 800));
-      if (await caughtUp(killed)) {
+      if (await caughtUp(kafka, valkey, killed, `${killed}tributary-stream`)) {
         child.kill('SIGTERM');
         await exited(child);
         break;

@@ -1,12 +1,15 @@
 // Shared by the streaming tests: publish a generated log (plus deliberately bad messages) under a namespace,
 // and compute the reference state by replaying the topics through the engine in process.
+import type { Valkey } from 'iovalkey';
 import type { Kafka } from 'kafkajs';
+import { expect } from 'vitest';
 import { allTopics, topicOf } from '../../src/events/catalog.ts';
 import { type GeneratorOptions, generate } from '../../src/events/generator.ts';
 import type { EventSerde } from '../../src/events/serde.ts';
+import type { AdImpression } from '../../src/events/types.ts';
 import { frame } from '../../src/events/wire.ts';
 import { Admission } from '../../src/features/admission.ts';
-import type { FeatureSet } from '../../src/features/compile.ts';
+import type { FeatureReader, FeatureSet } from '../../src/features/compile.ts';
 import type { Source } from '../../src/features/define.ts';
 import { ensureTopics } from '../../src/kafka/client.ts';
 import { EventPublisher } from '../../src/kafka/publish.ts';
@@ -114,4 +117,47 @@ export async function referenceState(parts: ReadBack[], namespace: string, featu
     reasons.push(...out.deadLetters.map((d) => d.reason));
   }
   return { store, counts, reasons };
+}
+
+export async function until(what: string, done: () => boolean | Promise<boolean>, ms = 90_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await done())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** True once every source partition's checkpoint has reached the end of the log. */
+export async function caughtUp(kafka: Kafka, valkey: Valkey, namespace: string, groupId: string): Promise<boolean> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    for (const kind of ['impression', 'click'] as const) {
+      const topic = topicOf(kind, namespace);
+      for (const p of await admin.fetchTopicOffsets(topic)) {
+        const next = await valkey.hget(`tb:{ckpt|${groupId}|${topic}/${p.partition}}`, 'next');
+        if (Number(next ?? -1) !== Number(p.high)) return false;
+      }
+    }
+    return true;
+  } finally {
+    await admin.disconnect();
+  }
+}
+
+/** Reads every impression's vector at a few moments from both stores; they must be identical. */
+export async function expectSameVectors(
+  features: FeatureSet,
+  contexts: AdImpression[],
+  online: FeatureReader,
+  reference: MemoryStore,
+): Promise<void> {
+  const end = Math.max(...contexts.map((c) => c.event_time));
+  for (const t of [end - 6 * 3600_000, end - 3600_000 + 123, end + 1]) {
+    const plan = features.plan(contexts, t);
+    const fromOnline = features.assemble(plan, await online.read(plan.requests));
+    const fromReference = features.assemble(plan, reference.readSync(plan.requests));
+    expect(fromOnline).toEqual(fromReference);
+    expect(fromOnline.some((v) => v.some((x, i) => x !== features.features[i]?.default))).toBe(true);
+  }
 }
