@@ -3,7 +3,9 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError, describeConfig, loadConfig } from '../config/config.ts';
 import { SchemaCompatibilityError } from '../events/registry.ts';
 import { KafkaUnreachableError } from '../kafka/client.ts';
+import { registerBackfillCommand } from './backfill-command.ts';
 import { registerEventCommands } from './events-commands.ts';
+import { registerFeaturesCommand } from './features-command.ts';
 import { registerServicesCommand } from './services-command.ts';
 import { registerStreamCommand } from './stream-command.ts';
 
@@ -14,6 +16,7 @@ const program = new Command('tributary')
   .option('--schema-registry <url>', 'Schema Registry URL (Confluent API) [env TRIBUTARY_SCHEMA_REGISTRY]')
   .option('--valkey <url>', 'Valkey URL, redis://host:port [env TRIBUTARY_VALKEY]')
   .option('--clickhouse <url>', 'ClickHouse server URL; default: embedded engine [env TRIBUTARY_CLICKHOUSE]')
+  .option('--clickhouse-dir <dir>', 'embedded ClickHouse data folder [env TRIBUTARY_CLICKHOUSE_DIR]')
   .option('--partitions <n>', 'partitions for topics this command creates [env TRIBUTARY_PARTITIONS]')
   .option('--namespace <prefix>', 'prefix for topics, consumer group and Valkey keys [env TRIBUTARY_NAMESPACE]')
   .showHelpAfterError()
@@ -27,6 +30,7 @@ function configOf(cmd: Command) {
       schemaRegistry: g.schemaRegistry,
       valkey: g.valkey,
       clickhouse: g.clickhouse,
+      clickhouseDir: g.clickhouseDir,
       partitions: g.partitions,
       namespace: g.namespace,
     },
@@ -44,6 +48,8 @@ program
 
 registerEventCommands(program, configOf);
 registerStreamCommand(program, configOf);
+registerFeaturesCommand(program, configOf);
+registerBackfillCommand(program, configOf);
 registerServicesCommand(program);
 
 /** Exit codes: 0 ok, 1 failure or bad input rows, 2 usage or configuration error, 3 a server is unreachable. */

@@ -35,6 +35,10 @@ export function registerStreamCommand(program: Command, configOf: (cmd: Command)
     .option('--max-batch <n>', 'most events processed and written per batch', '5000')
     .option('--metrics-port <port>', 'serve Prometheus metrics at http://127.0.0.1:PORT/metrics')
     .option('--no-offline', 'do not write ClickHouse')
+    .option(
+      '--record-served',
+      'record the vector each impression would have been served (ClickHouse served_vectors; for `tributary parity`)',
+    )
     .addHelpText(
       'after',
       '\nExample:\n  tributary stream --kafka 127.0.0.1:9092 --schema-registry http://127.0.0.1:8081/apis/ccompat/v7 \\\n    --valkey redis://127.0.0.1:6379 --metrics-port 9464',
@@ -76,7 +80,17 @@ export function registerStreamCommand(program: Command, configOf: (cmd: Command)
       const metrics = new StreamMetrics();
       const groupId = `${config.namespace}${opts.group}`;
       const service = new StreamService(
-        { kafka, serde, features, online, offline, checkpoints: new ValkeyCheckpoints(valkey, groupId), metrics, log },
+        {
+          kafka,
+          serde,
+          features,
+          online,
+          offline,
+          served: opts.recordServed ? online : undefined,
+          checkpoints: new ValkeyCheckpoints(valkey, groupId),
+          metrics,
+          log,
+        },
         { namespace: config.namespace, groupId, allowedLatenessMs, maxBatch },
       );
       const server = opts.metricsPort

@@ -108,7 +108,7 @@ export function generate(options: Partial<GeneratorOptions> = {}): LogRecord[] {
   const rng = new Rng(o.seed);
   const ads = buildAds(o, rng);
   const adZipf = new Zipf(o.ads, 1.05);
-  const userZipf = new Zipf(o.users, 0.9);
+  const userZipf = new Zipf(o.users, 0.7);
   const pubZipf = new Zipf(o.publishers, 1.1);
   const cumulative: number[] = [];
   HOURLY.reduce((acc, w, h) => (cumulative[h] = acc + w), 0);

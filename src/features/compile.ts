@@ -57,6 +57,7 @@ interface Slot {
 
 interface CompiledGroup {
   readonly group: FeatureGroup;
+  readonly minTileMs: number;
   readonly series: readonly Series[];
   readonly slots: readonly Slot[];
   readonly ratios: readonly { feature: number; num: number; den: number; rate: number; weight: number }[];
@@ -130,7 +131,11 @@ function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGro
       });
     }
   }
-  return { group, series, slots, ratios };
+  const minTileMs = Math.min(...series.map((x) => x.tileMs));
+  for (const x of series)
+    if (x.tileMs % minTileMs !== 0)
+      throw new Error(`${group.entity.name}: tile widths must be multiples of the smallest`);
+  return { group, minTileMs, series, slots, ratios };
 }
 
 /** The compiled feature set: the single meaning of every feature, for streaming, backfill and scoring. */
@@ -161,6 +166,20 @@ export class FeatureSet {
     this.retentionMs = Math.max(...this.groups.flatMap((g) => g.series.map((s) => (s.maxTiles + 1) * s.tileMs)));
     const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name })));
     this.version = createHash('sha256').update(canonical).digest('hex').slice(0, 12);
+  }
+
+  /** The last layout per group: consecutive reads mostly fall in the same smallest tile and share it. */
+  private readonly layoutCache: { tile: number; layout: Layout }[] = [];
+
+  private layoutAt(i: number, g: CompiledGroup, t: number): Layout {
+    // Tile widths are multiples of the group's smallest one and aligned to the epoch, so the same smallest tile
+    // means the same tiles for every series.
+    const tile = tileOf(t, g.minTileMs);
+    const cached = this.layoutCache[i];
+    if (cached?.tile === tile) return cached.layout;
+    const fresh = { tile, layout: layout(g, t) };
+    this.layoutCache[i] = fresh;
+    return fresh.layout;
   }
 
   /** Writes the tile updates one admitted event makes. */
@@ -195,7 +214,7 @@ export class FeatureSet {
 
   /** Read requests for every entity the contexts need at time t, deduplicated (one round trip for all). */
   plan(contexts: readonly KeyFields[], t: number): ReadPlan {
-    const layouts = this.groups.map((g) => layout(g, t));
+    const layouts = this.groups.map((g, i) => this.layoutAt(i, g, t));
     const requests: ReadRequest[] = [];
     const index = new Map<string, number>();
     const refs = new Int32Array(contexts.length * this.groups.length);

@@ -11,14 +11,3 @@ export function parseDuration(text: string): number {
   if (!m) throw new Error(`not a duration: "${text}" (use e.g. 30s, 5m, 1h, 7d)`);
   return Number(m[1]) * (UNITS[m[2] as string] as number);
 }
-
-export function formatDuration(ms: number): string {
-  for (const [unit, size] of [
-    ['d', DAY],
-    ['h', HOUR],
-    ['m', MINUTE],
-  ] as const) {
-    if (ms % size === 0) return `${ms / size}${unit}`;
-  }
-  return `${ms / SECOND}s`;
-}

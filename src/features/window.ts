@@ -1,6 +1,6 @@
 // Sliding windows computed from tiles (fixed time buckets). This file holds the one boundary rule that the
 // streaming, backfill and scoring paths share.
-import { formatDuration, parseDuration } from './time.ts';
+import { parseDuration } from './time.ts';
 
 export interface Window {
   /** "1h", used in feature names. */
@@ -16,7 +16,7 @@ export function window(length: string, tile: string): Window {
   const lengthMs = parseDuration(length);
   const tileMs = parseDuration(tile);
   if (lengthMs % tileMs !== 0) throw new Error(`window ${length} is not a whole number of ${tile} tiles`);
-  return { name: formatDuration(lengthMs), lengthMs, tileMs, tiles: lengthMs / tileMs };
+  return { name: length, lengthMs, tileMs, tiles: lengthMs / tileMs };
 }
 
 /** The tile an event time falls in: tile i covers [i * tileMs, (i + 1) * tileMs). */

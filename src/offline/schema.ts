@@ -8,12 +8,16 @@ import type { ClickHouseClient } from '@clickhouse/client';
  */
 const DEDUP_WINDOW = 'non_replicated_deduplication_window = 10000';
 
-/** Columns shared by both event tables: where the message sat in Kafka and what the feature engine decided. */
-const RECORD_COLUMNS = `
+/** Where a message sat in Kafka, and when the stream applied it. */
+const COORDINATE_COLUMNS = `
   topic LowCardinality(String),
   partition UInt32,
   offset UInt64,
-  ingest_time DateTime64(3, 'UTC') COMMENT 'Kafka message timestamp: replay in the order serving saw events',
+  ingest_time DateTime64(3, 'UTC') COMMENT 'Kafka message timestamp',
+  batch_seq UInt64 COMMENT 'order in which the stream applied this batch: replay by (batch_seq, offset) to see events as serving did'`;
+
+/** Columns shared by both event tables: the coordinates and what the feature engine decided. */
+const RECORD_COLUMNS = `${COORDINATE_COLUMNS},
   verdict LowCardinality(String) COMMENT 'applied | late | duplicate, as decided by the feature engine'`;
 
 // ReplacingMergeTree: rows with equal ORDER BY keys collapse on merge (or at once with FINAL), the last inserted
@@ -27,6 +31,14 @@ ORDER BY (ad_id, event_time, topic, partition, offset)
 SETTINGS ${DEDUP_WINDOW}`;
 
 export const OFFLINE_DDL: readonly string[] = [
+  `CREATE TABLE IF NOT EXISTS served_vectors (
+  event_id String,
+  event_time DateTime64(3, 'UTC'),${COORDINATE_COLUMNS},
+  vector Array(Float64) COMMENT 'the features a scorer reading the online store then would have used, in definitions order'
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (topic, partition, offset)
+SETTINGS ${DEDUP_WINDOW}`,
   `CREATE TABLE IF NOT EXISTS impressions (
   event_id String,
   event_time DateTime64(3, 'UTC'),

@@ -8,12 +8,16 @@ import type { AdClick, AdImpression } from '../events/types.ts';
 import type { Verdict } from '../features/admission.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
 
-/** Where a message sat in Kafka; `ingest_time` is its Kafka timestamp (epoch ms). */
+/**
+ * Where a message sat in Kafka; `ingest_time` is its Kafka timestamp (epoch ms); `batch_seq` orders the batches
+ * in which the stream applied messages (within a batch, offsets order them).
+ */
 export interface KafkaCoordinates {
   topic: string;
   partition: number;
   offset: number;
   ingest_time: number;
+  batch_seq: number;
 }
 
 /** An event as the offline store keeps it. Times are epoch ms. */
@@ -33,10 +37,18 @@ export interface TileRow {
   written_at: number;
 }
 
+/** The feature vector an impression was served (streams/served.ts), in the definitions' order. */
+export interface ServedRow extends KafkaCoordinates {
+  event_id: string;
+  event_time: number;
+  vector: Float64Array;
+}
+
 export interface OfflineBatch {
   impressions: readonly ImpressionRow[];
   clicks: readonly ClickRow[];
   tiles: readonly TileRow[];
+  served?: readonly ServedRow[];
 }
 
 /**
@@ -53,7 +65,14 @@ function sqlString(s: string): string {
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
-const TO_JSON: { [T in keyof OfflineBatch]: (row: OfflineBatch[T][number]) => string } = {
+const TO_JSON: { [T in keyof OfflineBatch]-?: (row: NonNullable<OfflineBatch[T]>[number]) => string } = {
+  served: (r) =>
+    JSON.stringify({
+      ...r,
+      event_time: dateTime64(r.event_time),
+      ingest_time: dateTime64(r.ingest_time),
+      vector: Array.from(r.vector),
+    }),
   impressions: (r) =>
     JSON.stringify({ ...r, event_time: dateTime64(r.event_time), ingest_time: dateTime64(r.ingest_time) }),
   clicks: (r) =>
@@ -66,10 +85,11 @@ const TO_JSON: { [T in keyof OfflineBatch]: (row: OfflineBatch[T][number]) => st
   tiles: (r) => JSON.stringify({ ...r, written_at: dateTime64(r.written_at) }),
 };
 
-const TABLE: { [T in keyof OfflineBatch]: string } = {
+const TABLE: { [T in keyof OfflineBatch]-?: string } = {
   impressions: 'impressions',
   clicks: 'clicks',
   tiles: 'feature_tiles',
+  served: 'served_vectors',
 };
 
 export class OfflineSink {
@@ -82,7 +102,7 @@ export class OfflineSink {
    */
   async writeBatch(batchId: string, rows: OfflineBatch): Promise<void> {
     for (const part of Object.keys(TABLE) as (keyof OfflineBatch)[]) {
-      const values = rows[part];
+      const values = rows[part] ?? [];
       if (values.length === 0) continue;
       const table = TABLE[part];
       const toJson = TO_JSON[part] as (row: (typeof values)[number]) => string;

@@ -26,6 +26,11 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
     getOrCreate(byField, field, () => new Set<string>()).add(member);
   }
 
+  /** Sets a tile to a stored value (loading a snapshot of another store). */
+  load(key: string, field: string, value: number): void {
+    getOrCreate(this.hashes, key, () => new Map<string, number>()).set(field, value);
+  }
+
   applyBatch(batch: TileBatch, source: string, endOffset: number): Promise<void> {
     for (const [key, u] of batch.entities) {
       const marker = `${key}@${source}`;

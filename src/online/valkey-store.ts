@@ -55,6 +55,13 @@ type Client = (Redis | Cluster) & {
   tbUnionCount(numKeys: number, ...keys: string[]): Promise<number>;
 };
 
+/** One entity's stored tiles, as read for a served-vector overlay (see streams/served.ts). */
+export interface RawTiles {
+  key: string;
+  fields: (readonly [string, number | null])[];
+  sets: (readonly [string, string[]])[];
+}
+
 export interface ValkeyStoreOptions {
   /** Key prefix (the pipeline's namespace). */
   namespace?: string;
@@ -109,6 +116,25 @@ export class ValkeyStore implements FeatureReader, TileWriter {
       calls.push(this.client.tbApply(keys.length, ...keys, ...args));
     }
     await Promise.all(calls);
+  }
+
+  /** The stored tiles behind read requests, unaggregated: numeric fields, and the members of each set field. */
+  async readRaw(requests: readonly ReadRequest[]): Promise<RawTiles[]> {
+    return Promise.all(
+      requests.map(async (r) => {
+        const hk = this.hashKey(r.key);
+        const setFields = [...new Set(r.sets.flat())];
+        const [values, members] = await Promise.all([
+          r.fields.length ? this.client.hmget(hk, ...r.fields) : Promise.resolve([]),
+          Promise.all(setFields.map((f) => this.client.smembers(`${hk}|${f}`))),
+        ]);
+        return {
+          key: r.key,
+          fields: r.fields.map((f, i) => [f, values[i] == null ? null : Number(values[i])] as const),
+          sets: setFields.map((f, i) => [f, members[i] as string[]] as const),
+        };
+      }),
+    );
   }
 
   async read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {

@@ -11,12 +11,20 @@ import { Admission, type AdmissionSnapshot } from '../features/admission.ts';
 export interface Checkpoint {
   next: number;
   admission: AdmissionSnapshot;
-  intent?: { start: number; end: number };
+  intent?: Intent;
+}
+
+/** A batch in flight: its offsets and its place in the order batches are applied. */
+export interface Intent {
+  start: number;
+  end: number;
+  seq: number;
 }
 
 export interface CheckpointStore {
   load(partitionId: string): Promise<Checkpoint | undefined>;
-  begin(partitionId: string, start: number, end: number): Promise<void>;
+  /** Records the batch about to be written and returns its sequence number (increasing across the group). */
+  begin(partitionId: string, start: number, end: number): Promise<number>;
   /** Records `next` and the admission state after the batch (its added ids, its watermark) atomically. */
   commit(partitionId: string, next: number, admission: Admission): Promise<void>;
 }
@@ -43,12 +51,16 @@ export class ValkeyCheckpoints implements CheckpointStore {
       seen[b] = members[i] as string[];
     });
     const cp: Checkpoint = { next: Number(h.next), admission: { maxEventTime: Number(h.max_event_time), seen } };
-    if (h.intent_start !== undefined) cp.intent = { start: Number(h.intent_start), end: Number(h.intent_end) };
+    if (h.intent_start !== undefined) {
+      cp.intent = { start: Number(h.intent_start), end: Number(h.intent_end), seq: Number(h.intent_seq) };
+    }
     return cp;
   }
 
-  async begin(partitionId: string, start: number, end: number): Promise<void> {
-    await this.client.hset(this.key(partitionId), { intent_start: start, intent_end: end });
+  async begin(partitionId: string, start: number, end: number): Promise<number> {
+    const seq = await this.client.incr(`tb:{seq|${this.group}}`);
+    await this.client.hset(this.key(partitionId), { intent_start: start, intent_end: end, intent_seq: seq });
+    return seq;
   }
 
   async commit(partitionId: string, next: number, admission: Admission): Promise<void> {
@@ -58,7 +70,7 @@ export class ValkeyCheckpoints implements CheckpointStore {
     for (const [bucket, ids] of added) tx.sadd(`${k}|seen|${bucket}`, ...ids);
     for (const b of dropped) tx.del(`${k}|seen|${b}`);
     tx.hset(k, { next, max_event_time: admission.maxEventTime, buckets: JSON.stringify(admission.buckets()) });
-    tx.hdel(k, 'intent_start', 'intent_end');
+    tx.hdel(k, 'intent_start', 'intent_end', 'intent_seq');
     await tx.exec();
   }
 }
@@ -66,15 +78,18 @@ export class ValkeyCheckpoints implements CheckpointStore {
 /** For the embedded default and tests: the same protocol in process memory. */
 export class MemoryCheckpoints implements CheckpointStore {
   private readonly data = new Map<string, Checkpoint>();
+  private seq = 0;
 
   async load(partitionId: string): Promise<Checkpoint | undefined> {
     const c = this.data.get(partitionId);
     return c && structuredClone(c);
   }
 
-  async begin(partitionId: string, start: number, end: number): Promise<void> {
+  async begin(partitionId: string, start: number, end: number): Promise<number> {
     const c = this.data.get(partitionId) ?? { next: start, admission: new Admission(0).snapshot() };
-    this.data.set(partitionId, { ...c, intent: { start, end } });
+    const seq = ++this.seq;
+    this.data.set(partitionId, { ...c, intent: { start, end, seq } });
+    return seq;
   }
 
   async commit(partitionId: string, next: number, admission: Admission): Promise<void> {

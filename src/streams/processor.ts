@@ -6,7 +6,10 @@ import type { AdClick, AdImpression } from '../events/types.ts';
 import type { Admission, Verdict } from '../features/admission.ts';
 import type { FeatureSet } from '../features/compile.ts';
 import type { Source } from '../features/define.ts';
+import { TeeSink } from '../features/tee-sink.ts';
 import { TileBatch } from '../features/tile-batch.ts';
+import type { ServedRow } from '../offline/sink.ts';
+import { type RawReader, ServedView } from './served.ts';
 
 export interface LogMessage {
   offset: string;
@@ -15,12 +18,9 @@ export interface LogMessage {
   value: Buffer | null;
 }
 
-export interface Coordinates {
-  topic: string;
-  partition: number;
-  offset: number;
-  ingest_time: number;
-}
+export type { KafkaCoordinates as Coordinates } from '../offline/sink.ts';
+
+import type { KafkaCoordinates as Coordinates } from '../offline/sink.ts';
 
 export type Recorded<E> = E & Coordinates & { verdict: Verdict };
 
@@ -40,6 +40,7 @@ export interface BatchOutcome {
   deadLetters: DeadLetter[];
   counts: Record<Verdict | 'invalid', number>;
   newestEventTime: number;
+  served: ServedRow[];
 }
 
 export function sourceTopics(namespace: string): Record<Source, string> {
@@ -54,10 +55,13 @@ export async function processBatch(
   source: Source,
   topic: string,
   partition: number,
+  batchSeq: number,
   messages: readonly LogMessage[],
   features: FeatureSet,
   serde: EventSerde,
   admission: Admission,
+  /** When given, record the vector each applied impression would have been served (see served.ts). */
+  served?: RawReader,
 ): Promise<BatchOutcome> {
   const out: BatchOutcome = {
     firstOffset: Number(messages[0]?.offset),
@@ -68,23 +72,46 @@ export async function processBatch(
     deadLetters: [],
     counts: { applied: 0, late: 0, duplicate: 0, invalid: 0 },
     newestEventTime: 0,
+    served: [],
   };
+  // Decode everything first: a served-vector view must be loaded before the first update is applied.
+  const decoded: { m: LogMessage; coordinates: Coordinates; event?: AdImpression | AdClick }[] = [];
   for (const m of messages) {
-    const coordinates: Coordinates = { topic, partition, offset: Number(m.offset), ingest_time: Number(m.timestamp) };
-    let event: AdImpression | AdClick;
+    const coordinates: Coordinates = {
+      topic,
+      partition,
+      offset: Number(m.offset),
+      ingest_time: Number(m.timestamp),
+      batch_seq: batchSeq,
+    };
     try {
-      event = (await serde.decode(source, m.value)) as AdImpression | AdClick;
+      decoded.push({ m, coordinates, event: (await serde.decode(source, m.value)) as AdImpression | AdClick });
     } catch (err) {
       if (!(err instanceof BadEventError)) throw err; // e.g. registry unreachable: retry the batch, don't dead-letter
       out.counts.invalid++;
       out.deadLetters.push({ reason: err.reason, key: m.key, value: m.value, coordinates });
-      continue;
     }
+  }
+  const view =
+    served && source === 'impression'
+      ? await ServedView.load(features, served, decoded.map((d) => d.event as AdImpression).filter(Boolean))
+      : undefined;
+  const sink = view ? new TeeSink(out.tiles, view.view) : out.tiles;
+
+  for (const { m, coordinates, event } of decoded) {
+    if (!event) continue;
     const watermark = admission.watermark;
     const verdict = admission.admit(event.event_id, event.event_time);
     out.counts[verdict]++;
     if (verdict === 'applied') {
-      features.apply(source, event, out.tiles);
+      if (view)
+        out.served.push({
+          ...coordinates,
+          event_id: event.event_id,
+          event_time: event.event_time,
+          vector: view.vector(event as AdImpression),
+        });
+      features.apply(source, event, sink);
       if (event.event_time > out.newestEventTime) out.newestEventTime = event.event_time;
     } else if (verdict === 'late') {
       const behind = Math.round((watermark - event.event_time) / 1000);

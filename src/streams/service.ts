@@ -9,9 +9,10 @@ import type { FeatureSet } from '../features/compile.ts';
 import type { Source } from '../features/define.ts';
 import type { TileWriter } from '../features/tile-batch.ts';
 import { type OfflineBatch, tileRowsOf } from '../offline/sink.ts';
-import type { CheckpointStore } from './checkpoint.ts';
+import type { CheckpointStore, Intent } from './checkpoint.ts';
 import { reasonClass, type StreamMetrics } from './metrics.ts';
 import { type BatchOutcome, type DeadLetter, type LogMessage, processBatch, sourceTopics } from './processor.ts';
+import type { RawReader } from './served.ts';
 
 /** The offline store's write side; must ignore a batch id it has already written. */
 export interface OfflineWriter {
@@ -32,6 +33,8 @@ export interface StreamDeps {
   features: FeatureSet;
   online: TileWriter;
   offline?: OfflineWriter;
+  /** Record the vector each applied impression would have been served, read from here (for parity checks). */
+  served?: RawReader;
   checkpoints: CheckpointStore;
   metrics: StreamMetrics;
   log: Logger;
@@ -41,7 +44,7 @@ interface PartitionState {
   admission: Admission;
   /** Next offset to process; undefined before the first batch of a partition never seen. */
   next?: number;
-  intent?: { start: number; end: number };
+  intent?: Intent;
   seeked: boolean;
 }
 
@@ -160,17 +163,31 @@ export class StreamService {
       const chunk = messages.slice(0, take);
       messages = messages.slice(take);
       const t0 = performance.now();
+      if (!st.intent) {
+        const [start, end] = [Number(chunk[0]?.offset), Number(chunk[chunk.length - 1]?.offset)];
+        const seq = await this.retry(
+          'checkpoint',
+          () => this.deps.checkpoints.begin(id, start, end),
+          heartbeat,
+          isRunning,
+        );
+        if (seq == null) return;
+        st.intent = { start, end, seq };
+      }
       let outcome: BatchOutcome;
       try {
         const source = this.sources.get(topic) as Source;
+        const seq = st.intent.seq;
         outcome = await processBatch(
           source,
           topic,
           partition,
+          seq,
           chunk,
           this.deps.features,
           this.deps.serde,
           st.admission,
+          this.deps.served,
         );
       } catch (err) {
         // Not the data's fault (e.g. the registry is down): start over from the checkpoint after a pause.
@@ -180,16 +197,15 @@ export class StreamService {
         this.consumer.seek({ topic, partition, offset: String(st.next ?? first) });
         return;
       }
-      // Each step is idempotent for this exact range; the checkpoint commit comes last.
+      // Each step is idempotent for this exact range (the intent); the checkpoint commit comes last.
       const steps: [string, () => Promise<unknown>][] = [
         ['dead-letter', () => this.deadLetter(outcome.deadLetters)],
         ['clickhouse', () => this.writeOffline(id, outcome)],
         ['valkey', () => this.deps.online.applyBatch(outcome.tiles, id, outcome.lastOffset, outcome.newestEventTime)],
         ['checkpoint', () => this.deps.checkpoints.commit(id, outcome.lastOffset + 1, st.admission)],
       ];
-      if (!st.intent)
-        steps.unshift(['checkpoint', () => this.deps.checkpoints.begin(id, outcome.firstOffset, outcome.lastOffset)]);
-      for (const [sink, write] of steps) if (!(await this.retry(sink, write, heartbeat, isRunning))) return;
+      for (const [sink, write] of steps)
+        if ((await this.retry(sink, write, heartbeat, isRunning)) === undefined) return;
       st.next = outcome.lastOffset + 1;
       st.intent = undefined;
       resolveOffset(String(outcome.lastOffset));
@@ -215,6 +231,7 @@ export class StreamService {
       impressions: o.impressions,
       clicks: o.clicks,
       tiles: tileRowsOf(o.tiles, batchId),
+      served: o.served,
     });
   }
 
@@ -237,17 +254,19 @@ export class StreamService {
     });
   }
 
-  /** Retries a sink write with capped exponential backoff, heartbeating so the group keeps our partitions. */
-  private async retry(
+  /**
+   * Retries a sink write with capped exponential backoff, heartbeating so the group keeps our partitions.
+   * Resolves to the write's result (null for none), or undefined when the consumer stops meanwhile.
+   */
+  private async retry<T>(
     sink: string,
-    write: () => Promise<unknown>,
+    write: () => Promise<T>,
     heartbeat: () => Promise<void>,
     isRunning: () => boolean,
-  ): Promise<boolean> {
+  ): Promise<T | null | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await write();
-        return true;
+        return (await write()) ?? null;
       } catch (err) {
         this.deps.metrics.sinkRetries.inc({ sink });
         const wait = Math.min(10_000, 200 * 2 ** attempt);
@@ -255,7 +274,7 @@ export class StreamService {
           { sink, attempt, wait_ms: wait, err: (err as Error).message },
           'sink write failed; backing off',
         );
-        if (!isRunning()) return false;
+        if (!isRunning()) return undefined;
         await sleep(wait);
         await heartbeat().catch(() => undefined);
       }

@@ -56,7 +56,9 @@ async function runToEnd(ns: string, dir: string): Promise<void> {
   const child = startStream(ns, dir);
   const deadline = Date.now() + 120_000;
   while (!(await caughtUp(kafka, valkey, ns, `${ns}tributary-stream`))) {
-    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`stream ${ns} did not catch up`);
+    if (Date.now() > deadline || child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`stream ${ns} did not catch up (exit ${child.exitCode ?? child.signalCode})`);
+    }
     await sleep(300);
   }
   child.kill('SIGTERM');

@@ -52,7 +52,7 @@ describe('tributary stream', () => {
         online,
         checkpoints: new ValkeyCheckpoints(valkey, `${ns}stream`),
         metrics,
-        log: pino({ level: 'warn' }),
+        log: pino({ level: process.env.TEST_STREAM_LOG ?? 'warn' }),
       },
       { namespace: ns, groupId: `${ns}stream`, allowedLatenessMs: LATENESS_MS, maxBatch: 700 },
     );

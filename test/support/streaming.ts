@@ -107,6 +107,7 @@ export async function referenceState(parts: ReadBack[], namespace: string, featu
       source,
       p.topic,
       p.partition,
+      0,
       p.messages,
       features,
       serde,

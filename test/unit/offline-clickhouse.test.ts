@@ -32,6 +32,7 @@ function impression(offset: number, over: Partial<ImpressionRow> = {}): Impressi
     partition: 2,
     offset,
     ingest_time: T0 + offset + 7,
+    batch_seq: 1,
     verdict: 'applied',
     ...over,
   };
@@ -55,6 +56,7 @@ function click(offset: number): ClickRow {
     partition: 0,
     offset,
     ingest_time: T0 + 60_000 + offset + 3,
+    batch_seq: 2,
     verdict: offset === 1 ? 'late' : 'applied',
   };
 }
@@ -123,6 +125,7 @@ describe('offline store on the embedded ClickHouse engine', () => {
       { name: 'feature_tiles', engine: 'MergeTree', sorting_key: 'entity, field' },
       { name: 'feature_tiles_current', engine: 'View', sorting_key: '' },
       { name: 'impressions', engine: 'ReplacingMergeTree', sorting_key: 'ad_id, event_time, topic, partition, offset' },
+      { name: 'served_vectors', engine: 'ReplacingMergeTree', sorting_key: 'topic, partition, offset' },
     ]);
   });
 

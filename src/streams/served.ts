@@ -1,0 +1,37 @@
+// Served-vector recording: for each impression a batch applies, the vector a scorer reading the online store at
+// that moment would have assembled. Before the batch, the tiles its impressions will read are loaded from Valkey
+// into a local view; the batch's own updates are applied to the view in order, so each impression reads exactly
+// "Valkey as of just before it". The parity check compares these vectors with the backfill's and with SQL.
+import type { AdImpression } from '../events/types.ts';
+import type { FeatureSet } from '../features/compile.ts';
+import { MemoryStore } from '../online/memory-store.ts';
+import type { RawTiles } from '../online/valkey-store.ts';
+
+export interface RawReader {
+  readRaw(requests: Parameters<MemoryStore['readSync']>[0]): Promise<RawTiles[]>;
+}
+
+export class ServedView {
+  readonly view = new MemoryStore();
+
+  private constructor(private readonly features: FeatureSet) {}
+
+  static async load(
+    features: FeatureSet,
+    reader: RawReader,
+    impressions: readonly AdImpression[],
+  ): Promise<ServedView> {
+    const served = new ServedView(features);
+    const requests = impressions.flatMap((imp) => features.plan([imp], imp.event_time).requests);
+    for (const raw of await reader.readRaw(requests)) {
+      for (const [field, value] of raw.fields) if (value !== null) served.view.load(raw.key, field, value);
+      for (const [field, members] of raw.sets) for (const m of members) served.view.sadd(raw.key, field, m);
+    }
+    return served;
+  }
+
+  vector(imp: AdImpression): Float64Array {
+    const plan = this.features.plan([imp], imp.event_time);
+    return this.features.assemble(plan, this.view.readSync(plan.requests))[0] as Float64Array;
+  }
+}
