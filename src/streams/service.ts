@@ -197,15 +197,22 @@ export class StreamService {
         this.consumer.seek({ topic, partition, offset: String(st.next ?? first) });
         return;
       }
-      // Each step is idempotent for this exact range (the intent); the checkpoint commit comes last.
-      const steps: [string, () => Promise<unknown>][] = [
-        ['dead-letter', () => this.deadLetter(outcome.deadLetters)],
-        ['clickhouse', () => this.writeOffline(id, outcome)],
-        ['valkey', () => this.deps.online.applyBatch(outcome.tiles, id, outcome.lastOffset, outcome.newestEventTime)],
-        ['checkpoint', () => this.deps.checkpoints.commit(id, outcome.lastOffset + 1, st.admission)],
-      ];
-      for (const [sink, write] of steps)
-        if ((await this.retry(sink, write, heartbeat, isRunning)) === undefined) return;
+      // Each write is idempotent for this exact range (the intent), so the sinks go in parallel: the online store
+      // does not wait for ClickHouse. The checkpoint commits only after all of them.
+      const attempt = (sink: string, write: () => Promise<unknown>) => this.retry(sink, write, heartbeat, isRunning);
+      const written = await Promise.all([
+        attempt('dead-letter', () => this.deadLetter(outcome.deadLetters)),
+        attempt('clickhouse', () => this.writeOffline(id, outcome)),
+        attempt('valkey', () =>
+          this.deps.online.applyBatch(outcome.tiles, id, outcome.lastOffset, outcome.newestEventTime),
+        ),
+      ]);
+      if (written.includes(undefined)) return;
+      if (
+        (await attempt('checkpoint', () => this.deps.checkpoints.commit(id, outcome.lastOffset + 1, st.admission))) ===
+        undefined
+      )
+        return;
       st.next = outcome.lastOffset + 1;
       st.intent = undefined;
       resolveOffset(String(outcome.lastOffset));
