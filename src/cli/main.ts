@@ -6,6 +6,7 @@ import { KafkaUnreachableError } from '../kafka/client.ts';
 import { registerBackfillCommand } from './backfill-command.ts';
 import { registerEventCommands } from './events-commands.ts';
 import { registerFeaturesCommand } from './features-command.ts';
+import { registerParityCommand } from './parity-command.ts';
 import { registerServicesCommand } from './services-command.ts';
 import { registerStreamCommand } from './stream-command.ts';
 
@@ -50,6 +51,7 @@ registerEventCommands(program, configOf);
 registerStreamCommand(program, configOf);
 registerFeaturesCommand(program, configOf);
 registerBackfillCommand(program, configOf);
+registerParityCommand(program, configOf);
 registerServicesCommand(program);
 
 /** Exit codes: 0 ok, 1 failure or bad input rows, 2 usage or configuration error, 3 a server is unreachable. */

@@ -6,6 +6,7 @@ import type { AdImpression } from '../events/types.ts';
 import type { FeatureSet } from '../features/compile.ts';
 import { MemoryStore } from '../online/memory-store.ts';
 import type { RawTiles } from '../online/valkey-store.ts';
+import { getOrCreate } from '../util/map.ts';
 
 export interface RawReader {
   readRaw(requests: Parameters<MemoryStore['readSync']>[0]): Promise<RawTiles[]>;
@@ -22,7 +23,16 @@ export class ServedView {
     impressions: readonly AdImpression[],
   ): Promise<ServedView> {
     const served = new ServedView(features);
-    const requests = impressions.flatMap((imp) => features.plan([imp], imp.event_time).requests);
+    // One request per entity with every field any impression of the batch reads: one round trip, no repeats.
+    const merged = new Map<string, { fields: Set<string>; sets: Set<string> }>();
+    for (const imp of impressions) {
+      for (const r of features.plan([imp], imp.event_time).requests) {
+        const m = getOrCreate(merged, r.key, () => ({ fields: new Set<string>(), sets: new Set<string>() }));
+        for (const f of r.fields) m.fields.add(f);
+        for (const group of r.sets) for (const f of group) m.sets.add(f);
+      }
+    }
+    const requests = [...merged].map(([key, m]) => ({ key, fields: [...m.fields], sets: [[...m.sets]] }));
     for (const raw of await reader.readRaw(requests)) {
       for (const [field, value] of raw.fields) if (value !== null) served.view.load(raw.key, field, value);
       for (const [field, members] of raw.sets) for (const m of members) served.view.sadd(raw.key, field, m);

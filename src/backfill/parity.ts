@@ -1,0 +1,83 @@
+// The headline check: for every impression the stream applied, the vector served from the online store at that
+// moment (a), the backfill's replay (b) and an independent SQL computation over the raw events (c) agree,
+// counts exactly and everything else to 1e-9.
+import type { ClickHouseClient } from '@clickhouse/client';
+import type { FeatureSet } from '../features/compile.ts';
+import type { FeatureGroup } from '../features/define.ts';
+import { sqlFeatures } from './parity-sql.ts';
+import { Replay } from './replay.ts';
+import { fromClickHouse } from './sources.ts';
+
+export interface FeatureParity {
+  name: string;
+  servedMismatches: number;
+  sqlMismatches: number;
+  example?: { event_id: string; served?: number; backfill: number; sql?: number };
+}
+
+export interface ParityReport {
+  impressions: number;
+  missingServed: number;
+  missingSql: number;
+  features: FeatureParity[];
+  mismatches: number;
+}
+
+const EXACT = new Set(['count', 'distinct']);
+
+function same(kind: string, a: number, b: number): boolean {
+  return EXACT.has(kind) ? a === b : Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
+}
+
+async function servedVectors(ch: ClickHouseClient): Promise<Map<string, Float64Array>> {
+  const rs = await ch.query({ query: 'SELECT event_id, vector FROM served_vectors FINAL', format: 'JSONEachRow' });
+  const out = new Map<string, Float64Array>();
+  for (const r of await rs.json<{ event_id: string; vector: number[] }>())
+    out.set(r.event_id, Float64Array.from(r.vector));
+  return out;
+}
+
+export async function checkParity(
+  ch: ClickHouseClient,
+  features: FeatureSet,
+  groups: readonly FeatureGroup[],
+  allowedLatenessMs: number,
+): Promise<ParityReport> {
+  const replay = new Replay(features, allowedLatenessMs);
+  const backfill = new Map<string, Float64Array>();
+  for await (const r of fromClickHouse(ch)) {
+    const { vector } = replay.apply(r);
+    if (vector) backfill.set(r.event.event_id, vector);
+  }
+  const served = await servedVectors(ch);
+  const sql = await sqlFeatures(ch, groups, { allowedLatenessMs });
+  const report: ParityReport = {
+    impressions: backfill.size,
+    missingServed: 0,
+    missingSql: 0,
+    features: features.features.map((f) => ({ name: f.name, servedMismatches: 0, sqlMismatches: 0 })),
+    mismatches: 0,
+  };
+  for (const [id, b] of backfill) {
+    const a = served.get(id);
+    const c = sql.get(id);
+    if (!a) report.missingServed++;
+    if (!c) report.missingSql++;
+    features.features.forEach((f, i) => {
+      const fp = report.features[i] as FeatureParity;
+      const bad = {
+        served: a !== undefined && !same(f.kind, a[i] as number, b[i] as number),
+        sql: c !== undefined && !same(f.kind, c[i] as number, b[i] as number),
+      };
+      if (bad.served) fp.servedMismatches++;
+      if (bad.sql) fp.sqlMismatches++;
+      if ((bad.served || bad.sql) && !fp.example)
+        fp.example = { event_id: id, served: a?.[i], backfill: b[i] as number, sql: c?.[i] };
+    });
+  }
+  report.mismatches =
+    report.missingServed +
+    report.missingSql +
+    report.features.reduce((s, f) => s + f.servedMismatches + f.sqlMismatches, 0);
+  return report;
+}
