@@ -19,6 +19,8 @@
 // Exact distinct counts are not additive, so each (key, tile, value) keeps its first position in the log and is
 // joined to impressions through a coarse time bucket (so only the tile range around t is ever paired).
 import type { ClickHouseClient } from '@clickhouse/client';
+import type avro from 'avsc';
+import { avroType, schemaText } from '../events/catalog.ts';
 import type { Aggregation, FeatureGroup, Source } from '../features/define.ts';
 
 export interface ParitySqlOptions {
@@ -37,35 +39,11 @@ export const DEFAULT_ALLOWED_LATENESS_MS = 3_600_000;
 const SOURCE_ID: Record<Source, number> = { impression: 0, click: 1 };
 
 /** Columns of the event tables; what exists where (the tables' DDL in src/offline/schema.ts). */
-const IMPRESSION_COLUMNS = new Set([
-  'event_id',
-  'event_time',
-  'request_id',
-  'user_id',
-  'ad_id',
-  'campaign_id',
-  'advertiser_id',
-  'category',
-  'publisher_id',
-  'device',
-  'os',
-  'position',
-  'bid',
-]);
-const CLICK_COLUMNS = new Set([
-  'event_id',
-  'event_time',
-  'impression_id',
-  'impression_time',
-  'user_id',
-  'ad_id',
-  'campaign_id',
-  'advertiser_id',
-  'category',
-  'publisher_id',
-  'device',
-  'os',
-]);
+/** Each event table's event columns: the fields of its Avro schema. */
+const columnsOf = (kind: Source) =>
+  new Set((avroType(schemaText(kind)) as avro.types.RecordType).fields.map((f) => f.name));
+const IMPRESSION_COLUMNS = columnsOf('impression');
+const CLICK_COLUMNS = columnsOf('click');
 const TABLES: Record<Source, { name: string; columns: Set<string> }> = {
   impression: { name: 'impressions', columns: IMPRESSION_COLUMNS },
   click: { name: 'clicks', columns: CLICK_COLUMNS },
