@@ -4,6 +4,7 @@ import { ConfigError, describeConfig, loadConfig } from '../config/config.ts';
 import { SchemaCompatibilityError } from '../events/registry.ts';
 import { KafkaUnreachableError } from '../kafka/client.ts';
 import { registerBackfillCommand } from './backfill-command.ts';
+import { registerDemoCommand } from './demo-command.ts';
 import { registerEventCommands } from './events-commands.ts';
 import { registerFeaturesCommand } from './features-command.ts';
 import { registerParityCommand } from './parity-command.ts';
@@ -52,6 +53,7 @@ registerStreamCommand(program, configOf);
 registerFeaturesCommand(program, configOf);
 registerBackfillCommand(program, configOf);
 registerParityCommand(program, configOf);
+registerDemoCommand(program);
 registerServicesCommand(program);
 
 /** Exit codes: 0 ok, 1 failure or bad input rows, 2 usage or configuration error, 3 a server is unreachable. */
