@@ -6,7 +6,6 @@ import type { Window } from './window.ts';
 
 /** Event kinds features are computed from. */
 export type Source = 'impression' | 'click';
-export const SOURCES: readonly Source[] = ['impression', 'click'];
 
 type SourceEvent = AdImpression | AdClick;
 type NumericColumn = {

@@ -55,7 +55,7 @@ export class StreamService {
   private readonly producer: Producer;
   private readonly states = new Map<string, PartitionState>();
   private readonly sources: Map<string, Source>;
-  /** Resolves when every event up to this point has been committed; for tests and graceful stops. */
+  /** Messages whose batch has been committed (applied, dead-lettered or counted as duplicates). */
   processed = 0;
 
   constructor(

@@ -5,7 +5,6 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Valkey } from 'iovalkey';
-import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkParity } from '../../src/backfill/parity.ts';
 import { allTopics } from '../../src/events/catalog.ts';
@@ -21,12 +20,8 @@ import { EventPublisher } from '../../src/kafka/publish.ts';
 import { openClickHouse } from '../../src/offline/clickhouse.ts';
 import { ensureOfflineSchema } from '../../src/offline/schema.ts';
 import { OfflineSink } from '../../src/offline/sink.ts';
-import { ValkeyStore } from '../../src/online/valkey-store.ts';
-import { ValkeyCheckpoints } from '../../src/streams/checkpoint.ts';
-import { StreamMetrics } from '../../src/streams/metrics.ts';
-import { StreamService } from '../../src/streams/service.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
-import { caughtUp, LATENESS_MS, publishScenario, until } from '../support/streaming.ts';
+import { caughtUp, LATENESS_MS, publishScenario, testStream, until } from '../support/streaming.ts';
 
 const kafka = createKafka(KAFKA_BROKERS);
 const valkey = new Valkey(VALKEY_URL, { enableAutoPipelining: true });
@@ -38,24 +33,14 @@ const PER_DAY = Number(process.env.PARITY_IMPRESSIONS_PER_DAY ?? 24_000);
 const SAMPLE = join(import.meta.dirname, '../../../shared/data/talkingdata_train_sample.csv');
 
 /** Streams namespace `ns` with served-vector recording into a fresh embedded ClickHouse, then checks parity. */
-async function streamAndCheck(ns: string, serde: EventSerde) {
+async function streamAndCheck(ns: string) {
   const ch = await openClickHouse({ dir: mkdtempSync(join(tmpdir(), 'parity-ch-')) });
   await ensureOfflineSchema(ch);
-  const online = new ValkeyStore(valkey, { namespace: ns, ttlSeconds: 8 * 86400, retentionMs: features.retentionMs });
-  const service = new StreamService(
-    {
-      kafka,
-      serde,
-      features,
-      online,
-      offline: new OfflineSink(ch),
-      served: online,
-      checkpoints: new ValkeyCheckpoints(valkey, `${ns}stream`),
-      metrics: new StreamMetrics(),
-      log: pino({ level: 'warn' }),
-    },
-    { namespace: ns, groupId: `${ns}stream`, allowedLatenessMs: LATENESS_MS, maxBatch: 2000 },
-  );
+  const { service } = testStream(kafka, valkey, features, ns, {
+    maxBatch: 2000,
+    offline: new OfflineSink(ch),
+    recordServed: true,
+  });
   await service.start();
   await until('the stream to finish', () => caughtUp(kafka, valkey, ns, `${ns}stream`), 400_000);
   await service.stop();
@@ -86,7 +71,7 @@ describe('parity: served == backfill == SQL', () => {
       duplicateShare: 0.02,
     });
     expect(sent).toBeGreaterThanOrEqual(PER_DAY * 2);
-    const report = await streamAndCheck(ns, serde);
+    const report = await streamAndCheck(ns);
     expect(report.impressions).toBeGreaterThan(PER_DAY * 1.8);
   }, 900_000);
 
@@ -113,7 +98,7 @@ describe('parity: served == backfill == SQL', () => {
       for (const r of rows) for (const record of r.events) await publisher.add({ record });
       await publisher.flush();
       await producer.disconnect();
-      const report = await streamAndCheck(ns, serde);
+      const report = await streamAndCheck(ns);
       expect(report.impressions).toBeGreaterThan(90_000);
     },
     900_000,

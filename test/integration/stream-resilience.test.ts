@@ -5,7 +5,6 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Valkey } from 'iovalkey';
-import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
@@ -16,18 +15,16 @@ import { createKafka } from '../../src/kafka/client.ts';
 import { openClickHouse } from '../../src/offline/clickhouse.ts';
 import { ensureOfflineSchema } from '../../src/offline/schema.ts';
 import { OfflineSink } from '../../src/offline/sink.ts';
-import { ValkeyStore } from '../../src/online/valkey-store.ts';
-import { ValkeyCheckpoints } from '../../src/streams/checkpoint.ts';
 import { StreamMetrics } from '../../src/streams/metrics.ts';
-import { type OfflineWriter, StreamService } from '../../src/streams/service.ts';
+import type { OfflineWriter } from '../../src/streams/service.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
 import {
   caughtUp,
   expectSameVectors,
-  LATENESS_MS,
   publishScenario,
   readPartitions,
   referenceState,
+  testStream,
   until,
 } from '../support/streaming.ts';
 
@@ -38,20 +35,12 @@ const features = new FeatureSet(DEFAULT_GROUPS);
 afterAll(() => valkey.disconnect());
 
 function service(ns: string, metrics: StreamMetrics, offline?: OfflineWriter) {
-  const online = new ValkeyStore(valkey, { namespace: ns, ttlSeconds: 8 * 86400, retentionMs: features.retentionMs });
-  const svc = new StreamService(
-    {
-      kafka,
-      serde: new EventSerde(createRegistryClient(REGISTRY_URL)),
-      features,
-      online,
-      offline,
-      checkpoints: new ValkeyCheckpoints(valkey, `${ns}stream`),
-      metrics,
-      log: pino({ level: process.env.TEST_STREAM_LOG ?? 'silent' }),
-    },
-    { namespace: ns, groupId: `${ns}stream`, allowedLatenessMs: LATENESS_MS, maxBatch: 200 },
-  );
+  const { service: svc, online } = testStream(kafka, valkey, features, ns, {
+    maxBatch: 200,
+    metrics,
+    offline,
+    logLevel: 'silent',
+  });
   return { svc, online };
 }
 

@@ -1,7 +1,6 @@
 // The stream service on real Kafka, Schema Registry and Valkey: the online state equals an in-process replay of
 // the same topics, bad and late events land in the dead-letter topic with reasons, and nothing else is lost.
 import { Valkey } from 'iovalkey';
-import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { deadLetterTopic } from '../../src/events/catalog.ts';
 import { createRegistryClient } from '../../src/events/registry.ts';
@@ -10,17 +9,13 @@ import { type AdImpression, EVENT_KINDS } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { createKafka } from '../../src/kafka/client.ts';
-import { ValkeyStore } from '../../src/online/valkey-store.ts';
-import { ValkeyCheckpoints } from '../../src/streams/checkpoint.ts';
-import { StreamMetrics } from '../../src/streams/metrics.ts';
-import { StreamService } from '../../src/streams/service.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
 import {
   expectSameVectors,
-  LATENESS_MS,
   publishScenario,
   readPartitions,
   referenceState,
+  testStream,
   until,
 } from '../support/streaming.ts';
 
@@ -42,20 +37,7 @@ describe('tributary stream', () => {
       duplicateShare: 0.03,
     });
 
-    const metrics = new StreamMetrics();
-    const online = new ValkeyStore(valkey, { namespace: ns, ttlSeconds: 8 * 86400, retentionMs: features.retentionMs });
-    const service = new StreamService(
-      {
-        kafka,
-        serde: new EventSerde(createRegistryClient(REGISTRY_URL)),
-        features,
-        online,
-        checkpoints: new ValkeyCheckpoints(valkey, `${ns}stream`),
-        metrics,
-        log: pino({ level: process.env.TEST_STREAM_LOG ?? 'warn' }),
-      },
-      { namespace: ns, groupId: `${ns}stream`, allowedLatenessMs: LATENESS_MS, maxBatch: 700 },
-    );
+    const { service, online, metrics } = testStream(kafka, valkey, features, ns, { maxBatch: 700 });
     await service.start();
     await until('the stream to process every message', () => service.processed >= sent);
     await service.stop();

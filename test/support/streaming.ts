@@ -2,10 +2,12 @@
 // and compute the reference state by replaying the topics through the engine in process.
 import type { Valkey } from 'iovalkey';
 import type { Kafka } from 'kafkajs';
+import pino from 'pino';
 import { expect } from 'vitest';
 import { allTopics, topicOf } from '../../src/events/catalog.ts';
 import { type GeneratorOptions, generate } from '../../src/events/generator.ts';
-import type { EventSerde } from '../../src/events/serde.ts';
+import { createRegistryClient } from '../../src/events/registry.ts';
+import { EventSerde } from '../../src/events/serde.ts';
 import type { AdImpression } from '../../src/events/types.ts';
 import { frame } from '../../src/events/wire.ts';
 import { Admission } from '../../src/features/admission.ts';
@@ -14,7 +16,12 @@ import type { Source } from '../../src/features/define.ts';
 import { ensureTopics } from '../../src/kafka/client.ts';
 import { EventPublisher } from '../../src/kafka/publish.ts';
 import { MemoryStore } from '../../src/online/memory-store.ts';
+import { ValkeyStore } from '../../src/online/valkey-store.ts';
+import { ValkeyCheckpoints } from '../../src/streams/checkpoint.ts';
+import { StreamMetrics } from '../../src/streams/metrics.ts';
 import { type LogMessage, processBatch } from '../../src/streams/processor.ts';
+import { type OfflineWriter, StreamService } from '../../src/streams/service.ts';
+import { REGISTRY_URL } from './services.ts';
 
 export const LATENESS_MS = 3600_000;
 
@@ -161,4 +168,31 @@ export async function expectSameVectors(
     expect(fromOnline).toEqual(fromReference);
     expect(fromOnline.some((v) => v.some((x, i) => x !== features.features[i]?.default))).toBe(true);
   }
+}
+
+/** A stream service on real Kafka/Valkey under `namespace` (group `<namespace>stream`), as the tests run it. */
+export function testStream(
+  kafka: Kafka,
+  valkey: Valkey,
+  features: FeatureSet,
+  namespace: string,
+  o: { maxBatch: number; metrics?: StreamMetrics; offline?: OfflineWriter; recordServed?: boolean; logLevel?: string },
+) {
+  const online = new ValkeyStore(valkey, { namespace, ttlSeconds: 8 * 86400, retentionMs: features.retentionMs });
+  const metrics = o.metrics ?? new StreamMetrics();
+  const service = new StreamService(
+    {
+      kafka,
+      serde: new EventSerde(createRegistryClient(REGISTRY_URL)),
+      features,
+      online,
+      offline: o.offline,
+      served: o.recordServed ? online : undefined,
+      checkpoints: new ValkeyCheckpoints(valkey, `${namespace}stream`),
+      metrics,
+      log: pino({ level: process.env.TEST_STREAM_LOG ?? o.logLevel ?? 'warn' }),
+    },
+    { namespace, groupId: `${namespace}stream`, allowedLatenessMs: LATENESS_MS, maxBatch: o.maxBatch },
+  );
+  return { service, online, metrics };
 }
