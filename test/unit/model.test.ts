@@ -14,8 +14,9 @@ import { generate } from '../../src/events/generator.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { HOUR } from '../../src/features/time.ts';
-import { checkContract, ModelContractError, readContract } from '../../src/model/contract.ts';
+import { checkContract, META, ModelContractError, readContract } from '../../src/model/contract.ts';
 import { applyTransform, fitLogistic, predict, transformOf } from '../../src/model/logistic.ts';
+import { writeOnnx } from '../../src/model/onnx-writer.ts';
 import { ModelRegistry, type TrainingRun } from '../../src/model/registry.ts';
 import { type TrainResult, train } from '../../src/model/train.ts';
 
@@ -211,5 +212,16 @@ describe('model contract', () => {
   it('refuses bytes that are not a model with the contract', () => {
     expect(() => readContract(new Uint8Array([1, 2, 3, 255]))).toThrow(ModelContractError);
     expect(() => readContract(new Uint8Array())).toThrow(/model inputs are \[\], expected exactly "features"/);
+    const narrow = writeOnnx(first.model, [
+      [META.features, JSON.stringify(features.names.slice(1))],
+      [META.definitionsVersion, features.version],
+    ]);
+    expect(() => readContract(narrow)).toThrow(/has 58 columns but its metadata lists 57 features/);
+    const unversioned = writeOnnx(first.model, [
+      [META.features, JSON.stringify(features.names)],
+      [META.trainingWindow, '{}'],
+      [META.metrics, '{}'],
+    ]);
+    expect(() => readContract(unversioned)).toThrow(/model metadata lacks tributary.definitions_version/);
   });
 });
