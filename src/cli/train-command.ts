@@ -60,7 +60,7 @@ export function registerTrainCommand(program: Command, configOf: (cmd: Command) 
       if (promote) await registry.promote(version);
 
       const m = r.metrics;
-      const { train: tr, eval: ev } = r.run.data as Record<string, { from: string; to: string }>;
+      const { train: tr, eval: ev } = r.run.data;
       const say = (s: string) => process.stdout.write(`${s}\n`);
       say(`training set  ${r.run.training_set} (definitions ${features.version}, ${features.names.length} features)`);
       say(`train         ${m.rows} rows, ${m.positives} clicks, ${tr?.from} .. ${tr?.to}`);

@@ -71,6 +71,14 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       `${o.trainingSet} does not fit the current definitions (${problems.join('; ')}): rerun \`tributary backfill\` with all features`,
     );
   const { train: part, evaluation } = splitByTime(data, o.evalFraction);
+  for (const [name, p] of [
+    ['training', part],
+    ['evaluation', evaluation],
+  ] as const)
+    if (!p.y.includes(1) || !p.y.includes(0))
+      throw new TrainingSetError(
+        `the ${name} part needs both clicks and non-clicks: use more data or another --eval-fraction`,
+      );
   const f = o.features.names.length;
   const transforms = o.features.features.map((s) => transformOf(s.kind));
   const fit = fitLogistic(part.x, part.y, transforms, { l2: o.l2 });
@@ -112,11 +120,11 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     rows: p.y.length,
     positives: sum(p.y),
   });
-  const data_ = { train: range(part), eval: range(evaluation) };
+  const ranges = { train: range(part), eval: range(evaluation) };
   const bytes = writeOnnx(fit.model, [
     [META.features, JSON.stringify(o.features.names)],
     [META.definitionsVersion, o.features.version],
-    [META.trainingWindow, JSON.stringify({ from: data_.train.from, to: data_.train.to })],
+    [META.trainingWindow, JSON.stringify({ from: ranges.train.from, to: ranges.train.to })],
     [META.metrics, JSON.stringify(metrics)],
     ['tributary.params', JSON.stringify({ ...params, newton_iterations: fit.iterations })],
   ]);
@@ -125,7 +133,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     training_set: o.trainingSet,
     definitions_version: o.features.version,
     params,
-    data: data_,
+    data: ranges,
     metrics: { ...metrics, train_logloss: fit.trainLogloss, newton_iterations: fit.iterations },
     seconds: +((performance.now() - t0) / 1000).toFixed(3),
   };
