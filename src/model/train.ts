@@ -1,5 +1,6 @@
 // `tributary train`'s core: training set -> time split -> logistic regression -> evaluation beside the baseline
 // (the ad's smoothed historical CTR alone) -> ONNX bytes carrying the contract's metadata, plus the run record.
+import { resolve } from 'node:path';
 import type { FeatureSet } from '../features/compile.ts';
 import { parseDuration } from '../features/time.ts';
 import { featureMismatch, META } from './contract.ts';
@@ -71,14 +72,10 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       `${o.trainingSet} does not fit the current definitions (${problems.join('; ')}): rerun \`tributary backfill\` with all features`,
     );
   const { train: part, evaluation } = splitByTime(data, o.evalFraction);
-  for (const [name, p] of [
-    ['training', part],
-    ['evaluation', evaluation],
-  ] as const)
-    if (!p.y.includes(1) || !p.y.includes(0))
-      throw new TrainingSetError(
-        `the ${name} part needs both clicks and non-clicks: use more data or another --eval-fraction`,
-      );
+  if (!evaluation.y.includes(1) || !evaluation.y.includes(0))
+    throw new TrainingSetError(
+      'the evaluation part needs both clicks and non-clicks: use more data or a larger --eval-fraction',
+    );
   const f = o.features.names.length;
   const transforms = o.features.features.map((s) => transformOf(s.kind));
   const fit = fitLogistic(part.x, part.y, transforms, { l2: o.l2 });
@@ -130,7 +127,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
   ]);
   const run: TrainingRun = {
     trained_at: new Date().toISOString(),
-    training_set: o.trainingSet,
+    training_set: resolve(o.trainingSet),
     definitions_version: o.features.version,
     params,
     data: ranges,
