@@ -1,6 +1,7 @@
 // Training-set outputs on the embedded ClickHouse: the Parquet file and the analysts' table hold exactly the CSV's
 // rows (every value bit for bit, typed columns), and a rerun replaces its run's rows instead of adding to them.
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ClickHouseClient } from '@clickhouse/client';
@@ -130,4 +131,40 @@ describe('training-set outputs', () => {
       }),
     ).rejects.toThrow(/exists with other columns/);
   }, 60_000);
+
+  it('runs from the command line: Parquet file and table, twice over (the rerun replaces its run)', {
+    timeout: 90_000,
+  }, () => {
+    const out = join(dir, 'cli.parquet');
+    const backfill = () =>
+      spawnSync(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          'src/cli/main.ts',
+          '--clickhouse-dir',
+          join(dir, 'cli-ch'),
+          'backfill',
+          '--source',
+          `file:${join(dir, 'events.ndjson')}`,
+          '--out',
+          out,
+          '--table',
+          'cli_rows',
+        ],
+        { encoding: 'utf8' },
+      );
+    const runIds = [0, 1].map(() => {
+      const r = backfill();
+      expect(r.status, r.stderr).toBe(0);
+      const done = JSON.parse(r.stderr.trim().split('\n').pop() as string);
+      expect(done).toMatchObject({ msg: 'backfill done', rows: csv.length, format: 'parquet', table: 'cli_rows' });
+      return done.run_id;
+    });
+    // The same parameters name the same run, so the rerun replaced the first run's partition.
+    expect(runIds[1]).toBe(runIds[0]);
+    expect(runIds[0]).toMatch(/^[0-9a-f]{16}$/);
+    expect(existsSync(out) && !existsSync(`${out}.partial`)).toBe(true);
+  });
 });
