@@ -1,4 +1,4 @@
-// Training sets through ClickHouse: the Parquet export (typed columns, written by the engine from the staged CSV)
+// Training sets through ClickHouse: the Parquet export (typed columns, written by the engine from staged RowBinary)
 // and the analysts' table, one partition per run, listed with its feature list and definitions version in the
 // `training_sets` catalog.
 //
@@ -14,13 +14,13 @@ import { ROW_KEYS, type TrainingConverter, type TrainingFormat, type TrainingMet
 const quote = (s: string) => `'${s.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
 const ident = (s: string) => `\`${s.replaceAll('\\', '\\\\').replaceAll('`', '\\`')}\``;
 
-/** The staged CSV's columns as ClickHouse reads them (event_time as epoch ms). */
-function csvStructure(features: readonly string[]): string {
+/** The columns of a training CSV or RowBinary staging file as ClickHouse reads them (event_time as epoch ms). */
+function fileStructure(features: readonly string[]): string {
   const keys = ROW_KEYS.map((k) => `${ident(k)} ${k === 'event_time' ? 'Int64' : 'String'}`);
   return [...keys, 'label UInt8', ...features.map((f) => `${ident(f)} Float64`)].join(', ');
 }
 
-/** The typed training columns selected from the staged CSV: event_time becomes a UTC timestamp (ms). */
+/** The typed training columns selected from a CSV or staging file: event_time becomes a UTC timestamp (ms). */
 function typedColumns(features: readonly string[]): string {
   const keys = ROW_KEYS.map((k) =>
     k === 'event_time' ? `fromUnixTimestamp64Milli(event_time, 'UTC') AS event_time` : ident(k),
@@ -28,23 +28,23 @@ function typedColumns(features: readonly string[]): string {
   return [...keys, 'label', ...features.map(ident)].join(', ');
 }
 
-/** Typed rows of a training-set file, as a SELECT source. */
-function rowsOf(path: string, format: TrainingFormat, features: readonly string[]): string {
+/** Typed rows of a training-set file (or the RowBinary staging file), as a SELECT source. */
+function rowsOf(path: string, format: TrainingFormat | 'rowbinary', features: readonly string[]): string {
   const file = quote(resolve(path));
-  return format === 'parquet'
-    ? `SELECT * FROM file(${file}, 'Parquet')`
-    : `SELECT ${typedColumns(features)} FROM file(${file}, 'CSVWithNames', ${quote(csvStructure(features))})`;
+  if (format === 'parquet') return `SELECT * FROM file(${file}, 'Parquet')`;
+  const input = format === 'csv' ? 'CSVWithNames' : 'RowBinary';
+  return `SELECT ${typedColumns(features)} FROM file(${file}, '${input}', ${quote(fileStructure(features))})`;
 }
 
 // Float text is parsed with the exact algorithm, so every value round-trips bit for bit.
 const READ_SETTINGS = 'precise_float_parsing = 1';
 
-/** Converts the staged CSV into a Parquet file with typed columns (strings, DateTime64(3, UTC), UInt8, Float64). */
+/** Converts the staged rows into a Parquet file with typed columns (strings, DateTime64(3, UTC), UInt8, Float64). */
 export function parquetConverter(ch: ClickHouseClient): TrainingConverter {
-  return async (csv, to, features) => {
+  return async (staged, to, features) => {
     await ch.command({
-      query: `INSERT INTO FUNCTION file(${quote(resolve(to))}, 'Parquet') ${rowsOf(csv, 'csv', features)}
-              SETTINGS engine_file_truncate_on_insert = 1, ${READ_SETTINGS}`,
+      query: `INSERT INTO FUNCTION file(${quote(resolve(to))}, 'Parquet') ${rowsOf(staged, 'rowbinary', features)}
+              SETTINGS engine_file_truncate_on_insert = 1`,
     });
   };
 }

@@ -96,6 +96,49 @@ describe('training-set outputs', () => {
     expectSameRows(await rowsOf(`SELECT ${columns()} FROM file('${out}', 'Parquet')`), csv);
   }, 60_000);
 
+  it('keeps any text and every double bit for bit in Parquet', async () => {
+    const out = join(dir, 'odd.parquet');
+    const columns = [
+      { index: 0, name: 'a' },
+      { index: 1, name: 'b' },
+    ];
+    const odd = ['é, "quoted" ü🙂', 'x'.repeat(200), 'ü'.repeat(100)];
+    const values = [
+      [0.1 + 0.2, 5e-324],
+      [1.7976931348623157e308, -123456.789e-200],
+      [1 / 3, 0],
+    ];
+    const writer = new ConvertingTrainingWriter(out, columns, parquetConverter(ch));
+    for (const [i, id] of odd.entries()) {
+      const impression = {
+        ...JSON.parse(readFileSync(join(dir, 'events.ndjson'), 'utf8').split('\n')[0] as string).event,
+      };
+      await writer.write({
+        impression: { ...impression, event_id: id, user_id: id, os: id, event_time: 1_700_000_000_123 + i },
+        label: (i % 2) as 0 | 1,
+        vector: Float64Array.from(values[i] as number[]),
+      });
+    }
+    await writer.close(meta);
+    const back = await (
+      await ch.query({
+        query: `SELECT event_id, user_id, os, toString(toUnixTimestamp64Milli(event_time)) AS t, label, a, b FROM file('${out}', 'Parquet') ORDER BY t`,
+        format: 'JSONEachRow',
+      })
+    ).json<Record<string, unknown>>();
+    expect(back).toEqual(
+      odd.map((id, i) => ({
+        event_id: id,
+        user_id: id,
+        os: id,
+        t: String(1_700_000_000_123 + i),
+        label: i % 2,
+        a: values[i]?.[0],
+        b: values[i]?.[1],
+      })),
+    );
+  }, 60_000);
+
   it('loads the rows into a table, one partition per run; a rerun replaces its rows', async () => {
     const write = (runId: string) =>
       writeTrainingTable(ch, { table: 'train_rows', runId, file: opts.out, format: 'csv', meta });
