@@ -98,6 +98,11 @@ async function columnsOf(ch: ClickHouseClient, table: string): Promise<string[]>
   return (await rs.json<{ name: string }>()).map((r) => r.name);
 }
 
+/** Whether `table` is a plain identifier (checked before a long replay, and again before writing). */
+export function isPlainTableName(table: string): boolean {
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(table);
+}
+
 export interface TrainingTableWrite {
   table: string;
   runId: string;
@@ -114,7 +119,7 @@ export interface TrainingTableWrite {
  */
 export async function writeTrainingTable(ch: ClickHouseClient, w: TrainingTableWrite): Promise<void> {
   const { table, runId, meta } = w;
-  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(table)) throw new Error(`--table "${table}" is not a plain table name`);
+  if (!isPlainTableName(table)) throw new Error(`table name "${table}" is not a plain identifier`);
   await ch.command({ query: tableDdl(table, meta.features) });
   const expected = [...ROW_KEYS, 'label', ...meta.features, 'definitions_version', 'run_id'];
   const actual = await columnsOf(ch, table);

@@ -8,8 +8,8 @@ import { KafkaSource } from '../backfill/kafka-source.ts';
 import type { ReplayRecord } from '../backfill/replay.ts';
 import { runBackfill } from '../backfill/run.ts';
 import { fromClickHouse, fromEventFile } from '../backfill/sources.ts';
-import { parquetConverter, writeTrainingTable } from '../backfill/training-clickhouse.ts';
-import { ConvertingTrainingWriter, type TrainingFormat } from '../backfill/training-set.ts';
+import { isPlainTableName, parquetConverter, writeTrainingTable } from '../backfill/training-clickhouse.ts';
+import { ConvertingTrainingWriter, type TrainingFormat, type TrainingMeta } from '../backfill/training-set.ts';
 import { type Config, ConfigError } from '../config/config.ts';
 import { createRegistryClient } from '../events/registry.ts';
 import { EventSerde } from '../events/serde.ts';
@@ -25,6 +25,12 @@ function parseTime(flag: string, v: string | undefined): number | undefined {
   const t = Date.parse(v);
   if (Number.isNaN(t)) throw new ConfigError(`${flag} "${v}" is not a time (use ISO-8601, e.g. 2026-11-02T00:00:00Z)`);
   return t;
+}
+
+/** The same source, range and definitions name the same run, so a rerun replaces its rows in the table. */
+function defaultRunId(source: string, from: string | undefined, to: string | undefined, m: TrainingMeta): string {
+  const params = [source, from, to, m.features, m.attribution_ms, m.allowed_lateness_ms, m.definitions_version];
+  return createHash('sha256').update(JSON.stringify(params)).digest('hex').slice(0, 16);
 }
 
 export function registerBackfillCommand(program: Command, configOf: (cmd: Command) => Config): void {
@@ -62,6 +68,8 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
       if (format !== 'csv' && format !== 'parquet')
         throw new ConfigError(`--format must be csv or parquet, got "${format}"`);
       const table = opts.table as string | undefined;
+      if (table && !isPlainTableName(table))
+        throw new ConfigError(`--table "${table}" is not a plain table name (letters, digits, _)`);
       if (config.clickhouse && (format === 'parquet' || table)) {
         throw new ConfigError(
           '--format parquet and --table use the embedded ClickHouse (its file() reads local files); unset --clickhouse',
@@ -122,27 +130,12 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
           },
         });
         bar?.stop();
-        const seconds = (performance.now() - t0) / 1000;
         let runId: string | undefined;
         if (table) {
-          runId =
-            (opts.runId as string | undefined) ??
-            createHash('sha256')
-              .update(
-                JSON.stringify([
-                  src,
-                  opts.from,
-                  opts.to,
-                  meta.features,
-                  meta.attribution_ms,
-                  meta.allowed_lateness_ms,
-                  meta.definitions_version,
-                ]),
-              )
-              .digest('hex')
-              .slice(0, 16);
+          runId = (opts.runId as string | undefined) ?? defaultRunId(src, opts.from, opts.to, meta);
           await writeTrainingTable(await clickhouse(), { table, runId, file: out, format, meta });
         }
+        const seconds = (performance.now() - t0) / 1000;
         const bad = kafkaSource?.bad ?? [];
         for (const b of bad.slice(0, 10)) log.warn(b, 'skipped a record that cannot be decoded');
         log.info(
