@@ -1,8 +1,8 @@
-// `tributary backfill`: replay -> point-in-time rows with labels -> training set files.
+// `tributary backfill`: replay -> point-in-time rows with labels -> a training set writer (CSV file by default).
 import type { FeatureSet } from '../features/compile.ts';
 import { Labels } from './labels.ts';
 import { Replay, type ReplayRecord } from './replay.ts';
-import { CsvTrainingWriter, type TrainingMeta } from './training-set.ts';
+import { CsvTrainingWriter, type TrainingColumn, type TrainingMeta, type TrainingWriter } from './training-set.ts';
 
 export interface BackfillOptions {
   features: FeatureSet;
@@ -18,6 +18,8 @@ export interface BackfillOptions {
   /** Feature names to write (default: all). */
   only?: readonly string[];
   onProgress?: (events: number) => void;
+  /** Where rows go (default: a CSV at `out`). */
+  writer?: (columns: TrainingColumn[]) => TrainingWriter;
 }
 
 export async function runBackfill(o: BackfillOptions): Promise<TrainingMeta> {
@@ -33,7 +35,7 @@ export async function runBackfill(o: BackfillOptions): Promise<TrainingMeta> {
     if (index < 0) throw new Error(`unknown feature "${name}" (see \`tributary features\`)`);
     return { index, name };
   });
-  const writer = new CsvTrainingWriter(o.out, columns);
+  const writer = o.writer?.(columns) ?? new CsvTrainingWriter(o.out, columns);
   const replay = new Replay(o.features, o.allowedLatenessMs);
   let events = 0;
   let positives = 0;

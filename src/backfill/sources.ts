@@ -1,5 +1,7 @@
 // Where history is replayed from, each in the order serving saw it: the stream's offline store (by the order the
-// stream applied batches, then offsets), or an event-log file (its line order, one partition).
+// stream applied batches, then offsets), or an event-log file (its line order; one partition per event kind, as
+// the log lands in Kafka when published: impressions and clicks are separate topics, so the lateness rule keeps a
+// watermark per kind). The Kafka topics themselves are read by kafka-source.ts.
 import type { ClickHouseClient } from '@clickhouse/client';
 import { readEventFile } from '../events/event-file.ts';
 import type { AdClick, AdImpression } from '../events/types.ts';
@@ -7,8 +9,8 @@ import type { ReplayRecord } from './replay.ts';
 
 export async function* fromEventFile(path: string): AsyncGenerator<ReplayRecord> {
   for await (const { record } of readEventFile(path)) {
-    if (record.kind === 'impression') yield { source: 'impression', partition: 'file/0', event: record.event };
-    else if (record.kind === 'click') yield { source: 'click', partition: 'file/0', event: record.event };
+    if (record.kind === 'impression') yield { source: 'impression', partition: 'file/impression', event: record.event };
+    else if (record.kind === 'click') yield { source: 'click', partition: 'file/click', event: record.event };
   }
 }
 

@@ -1,8 +1,8 @@
-// Writes point-in-time training rows: a CSV a data scientist can open, with the feature list and the definitions'
-// version recorded beside it, and optionally a ClickHouse table for analysts. Files appear whole or not at all.
+// Writes point-in-time training rows: a CSV or Parquet file a data scientist can open, with the feature list and
+// the definitions' version recorded beside it (FILE.meta.json). Files appear whole or not at all.
 
 import { once } from 'node:events';
-import { createWriteStream, renameSync, writeFileSync } from 'node:fs';
+import { createWriteStream, renameSync, rmSync, writeFileSync } from 'node:fs';
 import type { AdImpression } from '../events/types.ts';
 
 export const ROW_KEYS = [
@@ -24,6 +24,12 @@ export interface TrainingRow {
   vector: Float64Array;
 }
 
+/** A feature to write: its index in the full vector and its name. */
+export interface TrainingColumn {
+  index: number;
+  name: string;
+}
+
 export interface TrainingMeta {
   features: readonly string[];
   definitions_version: string;
@@ -37,22 +43,35 @@ export interface TrainingMeta {
   last_event_time: string | null;
 }
 
+export interface TrainingWriter {
+  readonly rows: number;
+  write(r: TrainingRow): Promise<void>;
+  /** Makes the output appear, whole, with its metadata. */
+  close(meta: TrainingMeta): Promise<void>;
+}
+
+export type TrainingFormat = 'csv' | 'parquet';
+
+/**
+ * Converts a finished RowBinary file of training rows (ROW_KEYS as String except event_time Int64 epoch ms, label
+ * UInt8, one Float64 per feature; no header) into `to` in another format, creating `to` whole.
+ */
+export type TrainingConverter = (csv: string, to: string, features: readonly string[]) => Promise<void>;
+
 function csvField(v: string): string {
   return /[",\n]/.test(v) ? `"${v.replaceAll('"', '""')}"` : v;
 }
 
-export class CsvTrainingWriter {
+/** The rows as CSV in a file of its own (a staging file: the writers below decide where it ends up). */
+class CsvRows {
   private readonly out;
-  private readonly tmp: string;
   rows = 0;
 
   constructor(
-    private readonly path: string,
-    /** Indices into the full vector of the features to write, and their names. */
-    private readonly columns: { index: number; name: string }[],
+    readonly path: string,
+    private readonly columns: readonly TrainingColumn[],
   ) {
-    this.tmp = `${path}.partial`;
-    this.out = createWriteStream(this.tmp);
+    this.out = createWriteStream(path);
     this.out.write(`${[...ROW_KEYS, 'label', ...columns.map((c) => c.name)].join(',')}\n`);
   }
 
@@ -66,10 +85,138 @@ export class CsvTrainingWriter {
     if (!this.out.write(`${line}\n`)) await once(this.out, 'drain');
   }
 
-  async close(meta: TrainingMeta): Promise<void> {
+  async end(): Promise<void> {
     this.out.end();
     await once(this.out, 'finish');
-    writeFileSync(`${this.path}.meta.json`, `${JSON.stringify(meta, null, 2)}\n`);
-    renameSync(this.tmp, this.path);
+  }
+}
+
+/**
+ * The rows in ClickHouse's RowBinary layout, the staging file for conversions: doubles are copied as their 8 bytes
+ * (no float-to-text-to-float round trip, which costs most of a CSV's time and needs exact parsing on the way back).
+ */
+class RowBinaryRows {
+  private readonly out;
+  private buf = Buffer.allocUnsafe(1 << 20);
+  private at = 0;
+  rows = 0;
+
+  constructor(
+    readonly path: string,
+    private readonly columns: readonly TrainingColumn[],
+  ) {
+    this.out = createWriteStream(path);
+  }
+
+  private string(v: string): void {
+    let n = Buffer.byteLength(v);
+    // LEB128 length, then the UTF-8 bytes.
+    while (n >= 0x80) {
+      this.buf[this.at++] = (n & 0x7f) | 0x80;
+      n >>>= 7;
+    }
+    this.buf[this.at++] = n;
+    this.at += this.buf.write(v, this.at);
+  }
+
+  async write(r: TrainingRow): Promise<void> {
+    let need = 9 + 8 * this.columns.length;
+    for (const k of ROW_KEYS) if (k !== 'event_time') need += 5 + 3 * String(r.impression[k]).length;
+    if (this.at + need > this.buf.length) {
+      await this.flush();
+      if (need > this.buf.length) this.buf = Buffer.allocUnsafe(need);
+    }
+    for (const k of ROW_KEYS) {
+      if (k !== 'event_time') {
+        this.string(String(r.impression[k]));
+        continue;
+      }
+      const t = r.impression.event_time; // Int64 little-endian, from a safe integer
+      this.buf.writeUInt32LE(t % 2 ** 32, this.at);
+      this.buf.writeInt32LE(Math.floor(t / 2 ** 32), this.at + 4);
+      this.at += 8;
+    }
+    this.buf[this.at++] = r.label;
+    for (const c of this.columns) this.at = this.buf.writeDoubleLE(r.vector[c.index] as number, this.at);
+    this.rows++;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.at === 0) return;
+    const chunk = this.buf.subarray(0, this.at);
+    this.buf = Buffer.allocUnsafe(this.buf.length);
+    this.at = 0;
+    if (!this.out.write(chunk)) await once(this.out, 'drain');
+  }
+
+  async end(): Promise<void> {
+    await this.flush();
+    this.out.end();
+    await once(this.out, 'finish');
+  }
+}
+
+function writeMeta(path: string, meta: TrainingMeta): void {
+  writeFileSync(`${path}.meta.json`, `${JSON.stringify(meta, null, 2)}\n`);
+}
+
+export class CsvTrainingWriter implements TrainingWriter {
+  private readonly csv: CsvRows;
+
+  constructor(
+    private readonly path: string,
+    columns: readonly TrainingColumn[],
+  ) {
+    this.csv = new CsvRows(`${path}.partial`, columns);
+  }
+
+  get rows(): number {
+    return this.csv.rows;
+  }
+
+  write(r: TrainingRow): Promise<void> {
+    return this.csv.write(r);
+  }
+
+  async close(meta: TrainingMeta): Promise<void> {
+    await this.csv.end();
+    writeMeta(this.path, meta);
+    renameSync(this.csv.path, this.path);
+  }
+}
+
+/** Stages the rows as RowBinary, converts them (e.g. to Parquet) into `${path}.partial`, renames that into place. */
+export class ConvertingTrainingWriter implements TrainingWriter {
+  private readonly staged: RowBinaryRows;
+
+  constructor(
+    private readonly path: string,
+    private readonly columns: readonly TrainingColumn[],
+    private readonly convert: TrainingConverter,
+  ) {
+    this.staged = new RowBinaryRows(`${path}.rows.partial`, columns);
+  }
+
+  get rows(): number {
+    return this.staged.rows;
+  }
+
+  write(r: TrainingRow): Promise<void> {
+    return this.staged.write(r);
+  }
+
+  async close(meta: TrainingMeta): Promise<void> {
+    await this.staged.end();
+    try {
+      await this.convert(
+        this.staged.path,
+        `${this.path}.partial`,
+        this.columns.map((c) => c.name),
+      );
+    } finally {
+      rmSync(this.staged.path, { force: true });
+    }
+    writeMeta(this.path, meta);
+    renameSync(`${this.path}.partial`, this.path);
   }
 }

@@ -1,14 +1,22 @@
 // `tributary backfill`: point-in-time training sets from history, through the same feature definitions.
 
+import { createHash } from 'node:crypto';
+import type { ClickHouseClient } from '@clickhouse/client';
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
+import { KafkaSource } from '../backfill/kafka-source.ts';
 import type { ReplayRecord } from '../backfill/replay.ts';
 import { runBackfill } from '../backfill/run.ts';
 import { fromClickHouse, fromEventFile } from '../backfill/sources.ts';
+import { isPlainTableName, parquetConverter, writeTrainingTable } from '../backfill/training-clickhouse.ts';
+import { ConvertingTrainingWriter, type TrainingFormat, type TrainingMeta } from '../backfill/training-set.ts';
 import { type Config, ConfigError } from '../config/config.ts';
+import { createRegistryClient } from '../events/registry.ts';
+import { EventSerde } from '../events/serde.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { parseDuration } from '../features/time.ts';
+import { createKafka } from '../kafka/client.ts';
 import { openClickHouse } from '../offline/clickhouse.ts';
 import { log } from './log.ts';
 
@@ -19,20 +27,29 @@ function parseTime(flag: string, v: string | undefined): number | undefined {
   return t;
 }
 
+/** The same source, range and definitions name the same run, so a rerun replaces its rows in the table. */
+function defaultRunId(source: string, from: string | undefined, to: string | undefined, m: TrainingMeta): string {
+  const params = [source, from, to, m.features, m.attribution_ms, m.allowed_lateness_ms, m.definitions_version];
+  return createHash('sha256').update(JSON.stringify(params)).digest('hex').slice(0, 16);
+}
+
 export function registerBackfillCommand(program: Command, configOf: (cmd: Command) => Config): void {
   program
     .command('backfill')
     .description('replay history through the feature definitions into a point-in-time training set (CSV + metadata)')
     .option(
       '--source <src>',
-      "clickhouse (the stream's offline store) or file:PATH (an event-log NDJSON)",
+      "clickhouse (the stream's offline store, in its apply order), kafka (the topics from their earliest offsets) or file:PATH (an event-log NDJSON)",
       'clickhouse',
     )
     .option(
       '--out <file>',
-      'training set CSV; the feature list and definitions version go to FILE.meta.json',
+      'training set file; the feature list and definitions version go to FILE.meta.json',
       'training.csv',
     )
+    .option('--format <fmt>', 'csv or parquet (default: from the --out extension)')
+    .option('--table <name>', 'also write the rows to this ClickHouse table (one partition per run; see training_sets)')
+    .option('--run-id <id>', "the table partition a rerun replaces (default: a hash of the run's parameters)")
     .option('--attribution <duration>', 'a click within this long after the impression makes it positive', '1h')
     .option('--allowed-lateness <duration>', "the stream's lateness rule (must match the stream's)", '1h')
     .option('--from <iso>', 'first impression time to emit')
@@ -40,24 +57,53 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
     .option('--features <names>', 'comma-separated subset of features (default: all)')
     .addHelpText(
       'after',
-      '\nExamples:\n  tributary backfill --source file:events.ndjson --out train.csv\n  tributary backfill --source clickhouse --attribution 30m --from 2026-11-02T00:00:00Z',
+      '\nExamples:\n  tributary backfill --source file:events.ndjson --out train.csv\n  tributary backfill --source clickhouse --attribution 30m --from 2026-11-02T00:00:00Z\n  tributary backfill --source kafka --out train.parquet --table training_rows',
     )
     .action(async (opts: Record<string, string>, cmd: Command) => {
       const config = configOf(cmd);
       const features = new FeatureSet(DEFAULT_GROUPS);
       const src = opts.source as string;
+      const out = opts.out as string;
+      const format = (opts.format ?? (/\.parquet$/i.test(out) ? 'parquet' : 'csv')) as TrainingFormat;
+      if (format !== 'csv' && format !== 'parquet')
+        throw new ConfigError(`--format must be csv or parquet, got "${format}"`);
+      const table = opts.table as string | undefined;
+      if (table && !isPlainTableName(table))
+        throw new ConfigError(`--table "${table}" is not a plain table name (letters, digits, _)`);
+      if (config.clickhouse && (format === 'parquet' || table)) {
+        throw new ConfigError(
+          '--format parquet and --table use the embedded ClickHouse (its file() reads local files); unset --clickhouse',
+        );
+      }
+      let ch: ClickHouseClient | undefined;
+      const clickhouse = async () => {
+        ch ??= await openClickHouse({ url: config.clickhouse, dir: config.clickhouseDir });
+        return ch;
+      };
       let open: () => AsyncIterable<ReplayRecord>;
-      let close = async () => {};
+      let kafkaSource: KafkaSource | undefined;
       if (src.startsWith('file:')) {
         const path = src.slice(5);
         open = () => fromEventFile(path);
       } else if (src === 'clickhouse') {
-        const ch = await openClickHouse({ url: config.clickhouse, dir: config.clickhouseDir });
-        open = () => fromClickHouse(ch);
-        close = () => ch.close();
+        const client = await clickhouse();
+        open = () => fromClickHouse(client);
+      } else if (src === 'kafka') {
+        if (config.kafka.length === 0) throw new ConfigError('--source kafka needs Kafka: pass --kafka host:port');
+        if (!config.schemaRegistry)
+          throw new ConfigError('--source kafka needs a Schema Registry: pass --schema-registry URL');
+        const source = new KafkaSource({
+          kafka: createKafka(config.kafka),
+          brokers: config.kafka,
+          serde: new EventSerde(createRegistryClient(config.schemaRegistry)),
+          namespace: config.namespace,
+        });
+        kafkaSource = source;
+        open = () => source.open();
       } else {
-        throw new ConfigError(`--source must be clickhouse or file:PATH, got "${src}"`);
+        throw new ConfigError(`--source must be clickhouse, kafka or file:PATH, got "${src}"`);
       }
+      const converter = format === 'parquet' ? parquetConverter(await clickhouse()) : undefined;
       const bar = process.stderr.isTTY
         ? new SingleBar({ format: 'replay {bar} {value} events | {rate}/s | {duration}s' })
         : undefined;
@@ -68,7 +114,8 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
           features,
           open,
           sourceName: src,
-          out: opts.out as string,
+          out,
+          writer: converter && ((columns) => new ConvertingTrainingWriter(out, columns, converter)),
           attributionMs: parseDuration(opts.attribution as string),
           allowedLatenessMs: parseDuration(opts.allowedLateness as string),
           from: parseTime('--from', opts.from),
@@ -83,14 +130,30 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
           },
         });
         bar?.stop();
+        let runId: string | undefined;
+        if (table) {
+          runId = (opts.runId as string | undefined) ?? defaultRunId(src, opts.from, opts.to, meta);
+          await writeTrainingTable(await clickhouse(), { table, runId, file: out, format, meta });
+        }
         const seconds = (performance.now() - t0) / 1000;
+        const bad = kafkaSource?.bad ?? [];
+        for (const b of bad.slice(0, 10)) log.warn(b, 'skipped a record that cannot be decoded');
         log.info(
-          { ...meta, features: meta.features.length, out: opts.out, seconds: +seconds.toFixed(2) },
+          {
+            ...meta,
+            features: meta.features.length,
+            out,
+            format,
+            table,
+            run_id: runId,
+            ...(kafkaSource && { kafka_records: kafkaSource.read, undecodable: bad.length }),
+            seconds: +seconds.toFixed(2),
+          },
           'backfill done',
         );
       } finally {
         bar?.stop();
-        await close();
+        await ch?.close();
       }
     });
 }

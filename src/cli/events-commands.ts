@@ -10,7 +10,7 @@ import { formatOf, readRows } from '../events/rows.ts';
 import { EventSerde } from '../events/serde.ts';
 import { EVENT_KINDS } from '../events/types.ts';
 import { createKafka, ensureTopics, KafkaUnreachableError, withAdmin } from '../kafka/client.ts';
-import { EventPublisher, type Outgoing } from '../kafka/publish.ts';
+import { EventPublisher, inEventTimeOrder, type Outgoing } from '../kafka/publish.ts';
 import { log } from './log.ts';
 
 type ConfigOf = (cmd: Command) => Config;
@@ -88,9 +88,13 @@ export function registerEventCommands(program: Command, configOf: ConfigOf): voi
       'talkingdata',
     )
     .option('--max-errors <n>', 'stop after this many bad rows', '1000')
+    .option(
+      '--sort-by-time',
+      'publish events in event-time order (holds every event in memory first: ≈ 0.4 KB per TalkingData event); without it, rows go out in file order and events behind the watermark are dead-lettered as late',
+    )
     .addHelpText(
       'after',
-      '\nExample:\n  tributary produce --file ../shared/data/talkingdata_train_sample.csv --mapping talkingdata',
+      '\nExample:\n  tributary produce --file ../shared/data/talkingdata_train_sample.csv --mapping talkingdata --sort-by-time',
     )
     .action(async (opts: Record<string, string>, cmd: Command) => {
       const config = configOf(cmd);
@@ -111,7 +115,7 @@ export function registerEventCommands(program: Command, configOf: ConfigOf): voi
           for (const record of r.events) yield { record };
         }
       }
-      const published = await publishAll(config, events());
+      const published = await publishAll(config, opts.sortByTime ? await inEventTimeOrder(events()) : events());
       process.stdout.write(`${JSON.stringify({ rows, published, bad_rows: bad })}\n`);
       if (bad > 0) process.exitCode = 1;
     });

@@ -10,6 +10,17 @@ export interface Outgoing {
   ingestTime?: number;
 }
 
+/**
+ * Every record, sorted by event time (stable: equal times keep their input order), for sources that are not in
+ * time order: published as they are, most events would fall behind the stream's watermark and be dead-lettered
+ * as late. Holds the whole input in memory: ≈ 360 bytes of heap per TalkingData event (100k rows: +36 MB).
+ */
+export async function inEventTimeOrder(records: AsyncIterable<Outgoing>): Promise<Outgoing[]> {
+  const all: Outgoing[] = [];
+  for await (const r of records) all.push(r);
+  return all.sort((a, b) => a.record.event.event_time - b.record.event.event_time);
+}
+
 /** Events of one user share a partition, so a user's history stays in order. */
 export function partitionKey(record: AnyEvent): string {
   return 'user_id' in record.event ? record.event.user_id : record.event.request_id;

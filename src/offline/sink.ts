@@ -56,7 +56,7 @@ export interface OfflineBatch {
  * an integer into DateTime64(3) as ms ticks up to engine 26.7, but ClickHouse PR #108091 (2026) changes it to
  * seconds, so a number would be read differently by newer servers. This text parses the same everywhere.
  */
-function dateTime64(ms: number): string {
+export function dateTime64(ms: number): string {
   const iso = new Date(ms).toISOString(); // 2026-01-01T00:00:00.123Z
   return `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
 }

@@ -1,0 +1,166 @@
+// Training sets through ClickHouse: the Parquet export (typed columns, written by the engine from staged RowBinary)
+// and the analysts' table, one partition per run, listed with its feature list and definitions version in the
+// `training_sets` catalog.
+//
+// Both read and write files with the `file()` table function, i.e. on the machine running ClickHouse: the
+// embedded engine (chdb) here. With a ClickHouse server the files would be the server's, so the command refuses
+// that combination rather than reading the wrong files.
+import { randomUUID } from 'node:crypto';
+import { resolve } from 'node:path';
+import type { ClickHouseClient } from '@clickhouse/client';
+import { dateTime64 } from '../offline/sink.ts';
+import { ROW_KEYS, type TrainingConverter, type TrainingFormat, type TrainingMeta } from './training-set.ts';
+
+const quote = (s: string) => `'${s.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
+const ident = (s: string) => `\`${s.replaceAll('\\', '\\\\').replaceAll('`', '\\`')}\``;
+
+/** The columns of a training CSV or RowBinary staging file as ClickHouse reads them (event_time as epoch ms). */
+function fileStructure(features: readonly string[]): string {
+  const keys = ROW_KEYS.map((k) => `${ident(k)} ${k === 'event_time' ? 'Int64' : 'String'}`);
+  return [...keys, 'label UInt8', ...features.map((f) => `${ident(f)} Float64`)].join(', ');
+}
+
+/** The typed training columns selected from a CSV or staging file: event_time becomes a UTC timestamp (ms). */
+function typedColumns(features: readonly string[]): string {
+  const keys = ROW_KEYS.map((k) =>
+    k === 'event_time' ? `fromUnixTimestamp64Milli(event_time, 'UTC') AS event_time` : ident(k),
+  );
+  return [...keys, 'label', ...features.map(ident)].join(', ');
+}
+
+/** Typed rows of a training-set file (or the RowBinary staging file), as a SELECT source. */
+function rowsOf(path: string, format: TrainingFormat | 'rowbinary', features: readonly string[]): string {
+  const file = quote(resolve(path));
+  if (format === 'parquet') return `SELECT * FROM file(${file}, 'Parquet')`;
+  const input = format === 'csv' ? 'CSVWithNames' : 'RowBinary';
+  return `SELECT ${typedColumns(features)} FROM file(${file}, '${input}', ${quote(fileStructure(features))})`;
+}
+
+// Float text is parsed with the exact algorithm, so every value round-trips bit for bit.
+const READ_SETTINGS = 'precise_float_parsing = 1';
+
+/** Converts the staged rows into a Parquet file with typed columns (strings, DateTime64(3, UTC), UInt8, Float64). */
+export function parquetConverter(ch: ClickHouseClient): TrainingConverter {
+  return async (staged, to, features) => {
+    await ch.command({
+      query: `INSERT INTO FUNCTION file(${quote(resolve(to))}, 'Parquet') ${rowsOf(staged, 'rowbinary', features)}
+              SETTINGS engine_file_truncate_on_insert = 1`,
+    });
+  };
+}
+
+const CATALOG_DDL = `CREATE TABLE IF NOT EXISTS training_sets (
+  table String,
+  run_id String,
+  written_at DateTime64(3, 'UTC'),
+  definitions_version String,
+  features Array(String) COMMENT 'the feature columns, in definitions order',
+  source String,
+  rows UInt64,
+  positives UInt64,
+  held_back UInt64,
+  attribution_ms UInt64,
+  allowed_lateness_ms UInt64,
+  first_event_time Nullable(DateTime64(3, 'UTC')),
+  last_event_time Nullable(DateTime64(3, 'UTC')),
+  file String COMMENT 'the file written beside the table'
+)
+ENGINE = ReplacingMergeTree(written_at)
+ORDER BY (table, run_id)
+COMMENT 'one row per training-set run written to a table (read with FINAL: a rerun replaces its row)'`;
+
+function tableDdl(table: string, features: readonly string[]): string {
+  const low = new Set(['campaign_id', 'advertiser_id', 'category', 'publisher_id', 'device', 'os']);
+  const keys = ROW_KEYS.map(
+    (k) =>
+      `${ident(k)} ${k === 'event_time' ? "DateTime64(3, 'UTC')" : low.has(k) ? 'LowCardinality(String)' : 'String'}`,
+  );
+  const columns = [
+    ...keys,
+    'label UInt8',
+    ...features.map((f) => `${ident(f)} Float64`),
+    'definitions_version LowCardinality(String)',
+    'run_id LowCardinality(String)',
+  ];
+  return `CREATE TABLE IF NOT EXISTS ${ident(table)} (\n  ${columns.join(',\n  ')}\n)
+ENGINE = MergeTree
+PARTITION BY run_id
+ORDER BY (event_time, event_id)
+COMMENT 'point-in-time training rows; one partition per run (see training_sets)'`;
+}
+
+async function columnsOf(ch: ClickHouseClient, table: string): Promise<string[]> {
+  const rs = await ch.query({
+    query: `SELECT name FROM system.columns WHERE database = currentDatabase() AND table = {t:String} ORDER BY position`,
+    query_params: { t: table },
+    format: 'JSONEachRow',
+  });
+  return (await rs.json<{ name: string }>()).map((r) => r.name);
+}
+
+/** Whether `table` is a plain identifier (checked before a long replay, and again before writing). */
+export function isPlainTableName(table: string): boolean {
+  return /^[A-Za-z_][A-Za-z0-9_]*$/.test(table);
+}
+
+export interface TrainingTableWrite {
+  table: string;
+  runId: string;
+  /** The finished training-set file and its format. */
+  file: string;
+  format: TrainingFormat;
+  meta: TrainingMeta;
+}
+
+/**
+ * Loads a finished training-set file into `table` as the partition of `runId`, replacing that run's rows at once
+ * (ALTER ... REPLACE PARTITION from a staging table: readers see the old rows or the new, never both), and
+ * records the run in `training_sets`.
+ */
+export async function writeTrainingTable(ch: ClickHouseClient, w: TrainingTableWrite): Promise<void> {
+  const { table, runId, meta } = w;
+  if (!isPlainTableName(table)) throw new Error(`table name "${table}" is not a plain identifier`);
+  await ch.command({ query: tableDdl(table, meta.features) });
+  const expected = [...ROW_KEYS, 'label', ...meta.features, 'definitions_version', 'run_id'];
+  const actual = await columnsOf(ch, table);
+  if (actual.join(',') !== expected.join(',')) {
+    throw new Error(
+      `table ${table} exists with other columns (${actual.length} vs ${expected.length}: a different feature list or definitions); choose another --table`,
+    );
+  }
+  const staging = `${table}__staging_${randomUUID().replaceAll('-', '')}`;
+  await ch.command({ query: `CREATE TABLE ${ident(staging)} AS ${ident(table)}` });
+  try {
+    await ch.command({
+      query: `INSERT INTO ${ident(staging)}
+              SELECT *, ${quote(meta.definitions_version)}, ${quote(runId)} FROM (${rowsOf(w.file, w.format, meta.features)})
+              SETTINGS ${READ_SETTINGS}`,
+    });
+    await ch.command({ query: `ALTER TABLE ${ident(table)} REPLACE PARTITION ${quote(runId)} FROM ${ident(staging)}` });
+  } finally {
+    await ch.command({ query: `DROP TABLE IF EXISTS ${ident(staging)}` });
+  }
+  await ch.command({ query: CATALOG_DDL });
+  await ch.insert({
+    table: 'training_sets',
+    format: 'JSONEachRow',
+    values: [
+      {
+        table,
+        run_id: runId,
+        written_at: dateTime64(Date.now()),
+        definitions_version: meta.definitions_version,
+        features: meta.features,
+        source: meta.source,
+        rows: meta.rows,
+        positives: meta.positives,
+        held_back: meta.held_back,
+        attribution_ms: meta.attribution_ms,
+        allowed_lateness_ms: meta.allowed_lateness_ms,
+        first_event_time: meta.first_event_time && dateTime64(Date.parse(meta.first_event_time)),
+        last_event_time: meta.last_event_time && dateTime64(Date.parse(meta.last_event_time)),
+        file: resolve(w.file),
+      },
+    ],
+  });
+}
