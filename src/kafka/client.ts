@@ -1,5 +1,6 @@
 // kafkajs wiring shared by every stage: one place for client options, topic creation and reachability errors.
 import { type Admin, Kafka, logLevel } from 'kafkajs';
+import { type ServiceUnreachableError, unreachable } from '../config/unreachable.ts';
 
 export function createKafka(brokers: string[], clientId = 'tributary'): Kafka {
   return new Kafka({
@@ -11,12 +12,8 @@ export function createKafka(brokers: string[], clientId = 'tributary'): Kafka {
   });
 }
 
-export class KafkaUnreachableError extends Error {
-  constructor(brokers: string[], cause: unknown) {
-    super(
-      `Kafka not reachable at ${brokers.join(',')}: run \`tributary services start kafka\` or pass --kafka (${(cause as Error).message})`,
-    );
-  }
+export function kafkaUnreachable(brokers: string[], cause: unknown): ServiceUnreachableError {
+  return unreachable('Kafka', brokers.join(','), 'kafka', 'kafka', cause);
 }
 
 /** Creates missing topics with the given partition count; existing topics are left as they are. */
@@ -35,7 +32,7 @@ export async function withAdmin<T>(kafka: Kafka, brokers: string[], fn: (admin: 
   try {
     await admin.connect();
   } catch (err) {
-    throw new KafkaUnreachableError(brokers, err);
+    throw kafkaUnreachable(brokers, err);
   }
   try {
     return await fn(admin);

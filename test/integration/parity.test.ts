@@ -16,6 +16,7 @@ import { type AnyEvent, EVENT_KINDS } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { createKafka, ensureTopics } from '../../src/kafka/client.ts';
+import { KafkaLogProducer } from '../../src/kafka/event-log.ts';
 import { EventPublisher } from '../../src/kafka/publish.ts';
 import { openClickHouse } from '../../src/offline/clickhouse.ts';
 import { ensureOfflineSchema } from '../../src/offline/schema.ts';
@@ -94,7 +95,7 @@ describe('parity: served == backfill == SQL', () => {
       await admin.disconnect();
       const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
       await producer.connect();
-      const publisher = new EventPublisher(producer, serde, ns);
+      const publisher = new EventPublisher(new KafkaLogProducer(producer), serde, ns);
       for (const r of rows) for (const record of r.events) await publisher.add({ record });
       await publisher.flush();
       await producer.disconnect();
