@@ -94,6 +94,7 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
   let online: MemoryStore | ValkeyStore;
   let checkpoints: CheckpointStore;
   let valkey: Valkey | undefined;
+  let deadLettered: Record<string, number> | undefined;
   if (config.valkey) {
     // Failed commands surface quickly; the service retries them with backoff and keeps its group membership.
     valkey = new Valkey(config.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: 2 });
@@ -111,6 +112,8 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
     });
     checkpoints = new ValkeyCheckpoints(valkey, groupId);
   } else {
+    // Where the previous run got to: its dead letters up to there are in the log already.
+    deadLettered = (eventLog as FileEventLog).log.committed(groupId);
     (eventLog as FileEventLog).log.resetGroup(groupId);
     online = new MemoryStore();
     checkpoints = new MemoryCheckpoints();
@@ -133,7 +136,13 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
       metrics,
       log: o.log,
     },
-    { namespace: config.namespace, groupId, allowedLatenessMs: o.allowedLatenessMs, maxBatch: o.maxBatch },
+    {
+      namespace: config.namespace,
+      groupId,
+      allowedLatenessMs: o.allowedLatenessMs,
+      maxBatch: o.maxBatch,
+      deadLettered,
+    },
   );
   return {
     service,

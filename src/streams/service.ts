@@ -26,6 +26,11 @@ export interface StreamOptions {
   allowedLatenessMs: number;
   /** Upper bound on events per processed batch (bounds latency and memory). */
   maxBatch: number;
+  /**
+   * Per partition, the offset below which an earlier run already sent the dead letters: a rebuild from the log's
+   * beginning (the embedded default) does not send them again.
+   */
+  deadLettered?: Record<string, number>;
 }
 
 export interface StreamDeps {
@@ -190,7 +195,7 @@ export class StreamService {
       // does not wait for ClickHouse. The checkpoint commits only after all of them.
       const attempt = (sink: string, write: () => Promise<unknown>) => this.retry(sink, write, heartbeat, isRunning);
       const written = await Promise.all([
-        attempt('dead-letter', () => this.deadLetter(outcome.deadLetters)),
+        attempt('dead-letter', () => this.deadLetter(id, outcome.deadLetters)),
         attempt('clickhouse', () => this.writeOffline(id, outcome)),
         attempt('valkey', () =>
           this.deps.online.applyBatch(outcome.tiles, id, outcome.lastOffset, outcome.newestEventTime),
@@ -231,7 +236,9 @@ export class StreamService {
     });
   }
 
-  private async deadLetter(letters: DeadLetter[]): Promise<void> {
+  private async deadLetter(partitionId: string, all: DeadLetter[]): Promise<void> {
+    const sentBefore = this.options.deadLettered?.[partitionId] ?? 0;
+    const letters = sentBefore > 0 ? all.filter((d) => d.coordinates.offset >= sentBefore) : all;
     if (letters.length === 0) return;
     await this.producer.send([
       {
