@@ -117,6 +117,10 @@ export function registerEventCommands(program: Command, configOf: ConfigOf): voi
   program
     .command('schemas')
     .description('register the Avro schemas in schemas/ (BACKWARD compatibility enforced)')
+    .addHelpText(
+      'after',
+      '\nExample:\n  tributary schemas --schema-registry http://127.0.0.1:8081/apis/ccompat/v7   # prints subject and schema id',
+    )
     .action(async (_opts: unknown, cmd: Command) => {
       const config = configOf(cmd);
       const ids = await registerAll(createRegistryClient(config.schemaRegistry));

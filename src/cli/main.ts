@@ -61,6 +61,10 @@ function configOf(cmd: Command) {
 program
   .command('config')
   .description('print the effective configuration (secrets masked)')
+  .addHelpText(
+    'after',
+    '\nExamples:\n  tributary config\n  TRIBUTARY_VALKEY=redis://:secret@127.0.0.1:6379 tributary config --kafka 127.0.0.1:9092',
+  )
   .action((_o: unknown, cmd: Command) => {
     process.stdout.write(`${describeConfig(configOf(cmd))}\n`);
   });

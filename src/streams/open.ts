@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { type Config, ConfigError } from '../config/config.ts';
 import { unreachable } from '../config/unreachable.ts';
 import { allTopics } from '../events/catalog.ts';
-import { createRegistryClient, SchemaCompatibilityError } from '../events/registry.ts';
+import { createRegistryClient } from '../events/registry.ts';
 import { EventSerde } from '../events/serde.ts';
 import { EVENT_KINDS } from '../events/types.ts';
 import type { FeatureReader, FeatureSet } from '../features/compile.ts';
@@ -35,13 +35,15 @@ export function openEventLog(config: Config, log?: Logger, clientId = 'tributary
  * process (the schemas are registered in one fixed order), so a file log written by one process decodes in another.
  */
 export async function openSerde(config: Config): Promise<EventSerde> {
-  const serde = new EventSerde(createRegistryClient(config.schemaRegistry));
-  try {
-    await serde.prepare(EVENT_KINDS);
-  } catch (err) {
-    if (err instanceof SchemaCompatibilityError || !config.schemaRegistry) throw err;
-    throw unreachable('Schema Registry', config.schemaRegistry, 'registry', 'schema-registry', err);
+  if (config.schemaRegistry) {
+    // The registry client retries for half a minute; a user who mistyped the URL should hear at once.
+    const url = config.schemaRegistry;
+    await fetch(`${url}/subjects`, { signal: AbortSignal.timeout(5000) }).catch((err: Error) => {
+      throw unreachable('Schema Registry', url, 'registry', 'schema-registry', err.cause ?? err);
+    });
   }
+  const serde = new EventSerde(createRegistryClient(config.schemaRegistry));
+  await serde.prepare(EVENT_KINDS);
   return serde;
 }
 
@@ -97,14 +99,20 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
   let deadLettered: Record<string, number> | undefined;
   if (config.valkey) {
     // Failed commands surface quickly; the service retries them with backoff and keeps its group membership.
-    valkey = new Valkey(config.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: 2 });
-    valkey.on('error', (err) => o.log.warn({ err: err.message }, 'valkey connection error'));
+    valkey = new Valkey(config.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
+    let failure: Error | undefined; // the first connection's failure is reported once, below
+    const quiet = (err: Error) => {
+      failure ??= err;
+    };
+    valkey.on('error', quiet);
     try {
-      await valkey.ping();
+      await valkey.connect();
     } catch (err) {
       valkey.disconnect();
-      throw unreachable('Valkey', config.valkey, 'valkey', 'valkey', err);
+      throw unreachable('Valkey', config.valkey, 'valkey', 'valkey', failure ?? err);
     }
+    valkey.off('error', quiet);
+    valkey.on('error', (err) => o.log.warn({ err: err.message }, 'valkey connection error'));
     online = new ValkeyStore(valkey, {
       namespace: config.namespace,
       ttlSeconds: Math.ceil((o.features.retentionMs + o.allowedLatenessMs) / 1000),

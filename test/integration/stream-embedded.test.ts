@@ -31,7 +31,7 @@ const valkey = new Valkey(VALKEY_URL, { enableAutoPipelining: true });
 const features = new FeatureSet(DEFAULT_GROUPS);
 const dir = mkdtempSync(join(tmpdir(), 'tributary-embedded-'));
 const config = loadConfig({ logDir: join(dir, 'log'), namespace: ns, partitions: 3 }, {});
-const scenario = { seed: 33, days: 1, impressionsPerDay: 5000, lateShare: 0.04, duplicateShare: 0.03 };
+const scenario = { seed: 33, days: 1, impressionsPerDay: 3500, lateShare: 0.04, duplicateShare: 0.03 };
 const clients: ClickHouseClient[] = [];
 afterAll(async () => {
   valkey.disconnect();
@@ -111,7 +111,7 @@ describe('tributary stream, embedded', () => {
     expect(counts.late).toBeGreaterThan(10);
     expect(counts.invalid).toBe(5);
     const rows = await offlineRows(chFile);
-    expect(rows.impressions.length).toBeGreaterThan(4000);
+    expect(rows.impressions.length).toBeGreaterThan(3000);
     expect(rows.tiles.length).toBeGreaterThan(1000);
     expect(rows).toEqual(await offlineRows(clients[0] as ClickHouseClient));
 
