@@ -16,15 +16,26 @@ export function kafkaUnreachable(brokers: string[], cause: unknown): ServiceUnre
   return unreachable('Kafka', brokers.join(','), 'kafka', 'kafka', cause);
 }
 
-/** Creates missing topics with the given partition count; existing topics are left as they are. */
-export async function ensureTopics(admin: Admin, topics: string[], partitions: number): Promise<void> {
-  const existing = new Set(await admin.listTopics());
-  const missing = topics.filter((t) => !existing.has(t));
-  if (missing.length === 0) return;
-  await admin.createTopics({
-    waitForLeaders: true,
-    topics: missing.map((topic) => ({ topic, numPartitions: partitions, replicationFactor: 1 })),
-  });
+/**
+ * Creates missing topics with the given partition count; existing topics are left as they are. A busy broker can
+ * answer the wait for leaders with a retriable error (UNKNOWN_TOPIC_OR_PARTITION): look again, a few times.
+ */
+export async function ensureTopics(admin: Admin, topics: string[], partitions: number, attempts = 5): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const existing = new Set(await admin.listTopics());
+      const missing = topics.filter((t) => !existing.has(t));
+      if (missing.length === 0) return;
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: missing.map((topic) => ({ topic, numPartitions: partitions, replicationFactor: 1 })),
+      });
+      return;
+    } catch (err) {
+      if (!(err as { retriable?: boolean }).retriable || attempt >= attempts) throw err;
+      await new Promise((r) => setTimeout(r, 500 * attempt));
+    }
+  }
 }
 
 export async function withAdmin<T>(kafka: Kafka, brokers: string[], fn: (admin: Admin) => Promise<T>): Promise<T> {
