@@ -37,6 +37,8 @@ export interface LogRecord {
 export type StoredMessage = LogMessage & { headers?: Record<string, string> };
 
 const HEAD = 8;
+/** Bytes read at a time when indexing a partition. */
+const SCAN_CHUNK = 4 << 20;
 
 class PartitionFile {
   /** Byte position of each record; positions.length = the next offset. */
@@ -50,21 +52,33 @@ class PartitionFile {
     private fd: number,
   ) {}
 
-  /** Indexes records appended since the last look (by this process or another); returns the valid end. */
+  /** Indexes records appended since the last look (by this process or another), a chunk at a time. */
   refresh(): void {
     const size = fstatSync(this.fd).size;
-    if (size <= this.end) return;
-    const buf = Buffer.allocUnsafe(size - this.end);
-    readSync(this.fd, buf, 0, buf.length, this.end);
-    let at = 0;
-    while (at + HEAD <= buf.length) {
-      const len = buf.readUInt32BE(at);
-      if (at + HEAD + len > buf.length || crc32(buf.subarray(at + HEAD, at + HEAD + len)) !== buf.readUInt32BE(at + 4))
-        break;
-      this.positions.push(this.end + at);
-      at += HEAD + len;
+    while (this.end < size) {
+      const buf = Buffer.allocUnsafe(Math.min(size - this.end, SCAN_CHUNK));
+      readSync(this.fd, buf, 0, buf.length, this.end);
+      let at = 0;
+      while (at + HEAD <= buf.length && at + HEAD + buf.readUInt32BE(at) <= buf.length) {
+        const len = buf.readUInt32BE(at);
+        if (crc32(buf.subarray(at + HEAD, at + HEAD + len)) !== buf.readUInt32BE(at + 4)) break;
+        this.positions.push(this.end + at);
+        at += HEAD + len;
+      }
+      if (at > 0) {
+        this.end += at;
+        continue;
+      }
+      // Nothing whole in this chunk: a record longer than a chunk, or the end of the valid log.
+      if (buf.length < HEAD) return;
+      const len = buf.readUInt32BE(0);
+      if (len + HEAD <= buf.length || this.end + HEAD + len > size) return;
+      const big = Buffer.allocUnsafe(HEAD + len);
+      readSync(this.fd, big, 0, big.length, this.end);
+      if (crc32(big.subarray(HEAD)) !== big.readUInt32BE(4)) return;
+      this.positions.push(this.end);
+      this.end += big.length;
     }
-    this.end += at;
   }
 
   /** Opens for appending: whatever follows the last valid record (a torn write) is cut off first. */

@@ -85,6 +85,21 @@ describe('file log', () => {
     expectRecords(after.read('t', 0, 0, 10), 4);
   });
 
+  it('indexes records larger than its read chunk, and the records around them', () => {
+    const dir = fresh();
+    const log = new FileLog(dir);
+    log.ensureTopics(['t'], 1);
+    const big = Buffer.alloc(5 << 20, 7);
+    const small = (i: number) => ({ key: null, value: Buffer.from(`s${i}`), timestamp: i });
+    log.append([{ topic: 't', partition: 0, records: [small(0), { key: null, value: big, timestamp: 1 }, small(2)] }]);
+    log.close();
+    const again = new FileLog(dir);
+    const got = again.read('t', 0, 0, 10);
+    expect(got.map((m) => m.value?.length)).toEqual([2, big.length, 2]);
+    expect(got[1]?.value?.equals(big)).toBe(true);
+    expect(String(got[2]?.value)).toBe('s2');
+  });
+
   it('keeps committed offsets per group, merged, and forgets them on reset', () => {
     const log = new FileLog(fresh());
     expect(log.committed('g')).toEqual({});
