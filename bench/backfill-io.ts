@@ -25,6 +25,7 @@ import { type AdImpression, EVENT_KINDS } from '../src/events/types.ts';
 import { FeatureSet } from '../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
 import { createKafka, ensureTopics, withAdmin } from '../src/kafka/client.ts';
+import { KafkaLogProducer } from '../src/kafka/event-log.ts';
 import { EventPublisher } from '../src/kafka/publish.ts';
 import { openClickHouse } from '../src/offline/clickhouse.ts';
 import { type Bench, type Row, SERVERS } from './lib.ts';
@@ -115,7 +116,7 @@ export const backfillIoBench: Bench<'rows' | 'events'> = {
       log(`kafka source: publishing ${events} events`);
       const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
       await producer.connect();
-      const publisher = new EventPublisher(producer, serde, ns);
+      const publisher = new EventPublisher(new KafkaLogProducer(producer), serde, ns);
       for (const r of log0) await publisher.add(r);
       await publisher.flush();
       await producer.disconnect();

@@ -27,6 +27,7 @@ import { FeatureSet } from '../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
 import { entities, entityKey } from '../src/features/entities.ts';
 import { createKafka, ensureTopics, withAdmin } from '../src/kafka/client.ts';
+import { KafkaEventLog, KafkaLogProducer } from '../src/kafka/event-log.ts';
 import { EventPublisher } from '../src/kafka/publish.ts';
 import { openClickHouse } from '../src/offline/clickhouse.ts';
 import { ensureOfflineSchema } from '../src/offline/schema.ts';
@@ -162,7 +163,7 @@ class StreamBench {
     const producer = this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
     const t0 = performance.now();
-    const publisher = new EventPublisher(producer, this.serde, this.ns);
+    const publisher = new EventPublisher(new KafkaLogProducer(producer), this.serde, this.ns);
     for (const r of log) await publisher.add(r);
     await publisher.flush();
     const seconds = (performance.now() - t0) / 1000;
@@ -207,7 +208,7 @@ class StreamBench {
     const metrics = new StreamMetrics();
     const service = new StreamService(
       {
-        kafka: this.kafka,
+        eventLog: new KafkaEventLog(this.kafka, SERVERS.kafka),
         serde,
         features: this.features,
         online,

@@ -28,7 +28,7 @@ import { topicOf } from '../events/catalog.ts';
 import { BadEventError, type EventSerde } from '../events/serde.ts';
 import type { AdClick, AdImpression } from '../events/types.ts';
 import type { Source } from '../features/define.ts';
-import { KafkaUnreachableError } from '../kafka/client.ts';
+import { kafkaUnreachable } from '../kafka/client.ts';
 import type { ReplayRecord } from './replay.ts';
 
 export interface BadRecord {
@@ -166,7 +166,7 @@ export class KafkaSource {
     try {
       await admin.connect();
     } catch (err) {
-      throw new KafkaUnreachableError(brokers, err);
+      throw kafkaUnreachable(brokers, err);
     }
     try {
       const existing = new Set(await admin.listTopics());

@@ -7,29 +7,22 @@ import { DEFAULT_GENERATOR_OPTIONS, type GeneratorOptions, generate } from '../e
 import { loadMapping } from '../events/mapping.ts';
 import { createRegistryClient, registerAll } from '../events/registry.ts';
 import { formatOf, readRows } from '../events/rows.ts';
-import { EventSerde } from '../events/serde.ts';
-import { EVENT_KINDS } from '../events/types.ts';
-import { createKafka, ensureTopics, KafkaUnreachableError, withAdmin } from '../kafka/client.ts';
 import { EventPublisher, inEventTimeOrder, type Outgoing } from '../kafka/publish.ts';
+import { openEventLog, openSerde } from '../streams/open.ts';
 import { log } from './log.ts';
 
 type ConfigOf = (cmd: Command) => Config;
 
+/** Publishes to Kafka when configured, else appends to the file log; returns how many events went out. */
 async function publishAll(config: Config, records: AsyncIterable<Outgoing> | Iterable<Outgoing>): Promise<number> {
-  if (config.kafka.length === 0) throw new ConfigError('no Kafka configured: pass --kafka host:port or --out FILE');
-  if (!config.schemaRegistry) {
+  if (config.kafka.length > 0 && !config.schemaRegistry) {
     throw new ConfigError('publishing to Kafka needs a Schema Registry: pass --schema-registry URL');
   }
-  const serde = new EventSerde(createRegistryClient(config.schemaRegistry));
-  await serde.prepare(EVENT_KINDS);
-  const kafka = createKafka(config.kafka);
-  await withAdmin(kafka, config.kafka, (admin) => ensureTopics(admin, allTopics(config.namespace), config.partitions));
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
-  try {
-    await producer.connect();
-  } catch (err) {
-    throw new KafkaUnreachableError(config.kafka, err);
-  }
+  const serde = await openSerde(config);
+  const eventLog = openEventLog(config, log);
+  await eventLog.ensureTopics(allTopics(config.namespace), config.partitions);
+  const producer = eventLog.producer();
+  await producer.connect();
   const publisher = new EventPublisher(producer, serde, config.namespace);
   try {
     for await (const r of records) await publisher.add(r);
@@ -37,6 +30,7 @@ async function publishAll(config: Config, records: AsyncIterable<Outgoing> | Ite
   } finally {
     await producer.disconnect();
   }
+  log.info({ events: publisher.published, to: eventLog.where }, 'published');
   return publisher.published;
 }
 
@@ -44,7 +38,9 @@ export function registerEventCommands(program: Command, configOf: ConfigOf): voi
   const d = DEFAULT_GENERATOR_OPTIONS;
   program
     .command('generate')
-    .description('generate seeded, realistic ad traffic (impressions, clicks, requests) to Kafka or a file')
+    .description(
+      'generate seeded, realistic ad traffic (impressions, clicks, requests) into the event log (Kafka or the file log) or an NDJSON file',
+    )
     .option('--seed <n>', 'random seed: same seed, same events', String(d.seed))
     .option('--days <n>', 'days of traffic', String(d.days))
     .option('--impressions-per-day <n>', 'impressions per day', String(d.impressionsPerDay))
@@ -52,10 +48,10 @@ export function registerEventCommands(program: Command, configOf: ConfigOf): voi
     .option('--late-share <x>', 'share of events delivered minutes to hours late', String(d.lateShare))
     .option('--duplicate-share <x>', 'share of events sent twice', String(d.duplicateShare))
     .option('--candidates <n>', 'emit an AdRequest per impression with this many candidates (0 = none)', '0')
-    .option('--out <file>', 'write NDJSON to this file instead of Kafka')
+    .option('--out <file>', 'write NDJSON to this file instead of the event log')
     .addHelpText(
       'after',
-      '\nExamples:\n  tributary generate --days 1 --out events.ndjson\n  tributary generate --kafka localhost:9092 --schema-registry http://localhost:8081/apis/ccompat/v7',
+      '\nExamples:\n  tributary generate --days 1                      # into the file log (.data/log)\n  tributary generate --days 1 --out events.ndjson\n  tributary generate --kafka localhost:9092 --schema-registry http://localhost:8081/apis/ccompat/v7',
     )
     .action(async (opts: Record<string, string>, cmd: Command) => {
       const options: Partial<GeneratorOptions> = {
@@ -74,12 +70,14 @@ export function registerEventCommands(program: Command, configOf: ConfigOf): voi
       const records = generate(options);
       const n = opts.out ? await writeEventFile(opts.out, records) : await publishAll(configOf(cmd), records);
       const secs = (performance.now() - t0) / 1000;
-      log.info({ events: n, seconds: +secs.toFixed(2), to: opts.out ?? 'kafka' }, 'generated');
+      log.info({ events: n, seconds: +secs.toFixed(2), ...(opts.out ? { to: opts.out } : {}) }, 'generated');
     });
 
   program
     .command('produce')
-    .description('publish events from a CSV or NDJSON file, mapped onto the schemas; bad rows are reported by line')
+    .description(
+      'publish events from a CSV or NDJSON file into the event log (Kafka or the file log), mapped onto the schemas; bad rows are reported by line',
+    )
     .requiredOption('--file <path>', 'CSV or NDJSON file')
     .option('--format <fmt>', 'csv or ndjson (default: from the file name)')
     .option(
@@ -94,7 +92,7 @@ export function registerEventCommands(program: Command, configOf: ConfigOf): voi
     )
     .addHelpText(
       'after',
-      '\nExample:\n  tributary produce --file ../shared/data/talkingdata_train_sample.csv --mapping talkingdata --sort-by-time',
+      '\nExamples:\n  tributary produce --file ../shared/data/talkingdata_train_sample.csv --mapping talkingdata --sort-by-time\n  tributary produce --file sample.csv --mapping talkingdata --sort-by-time --kafka 127.0.0.1:9092 --schema-registry http://127.0.0.1:8081/apis/ccompat/v7',
     )
     .action(async (opts: Record<string, string>, cmd: Command) => {
       const config = configOf(cmd);
@@ -123,6 +121,10 @@ export function registerEventCommands(program: Command, configOf: ConfigOf): voi
   program
     .command('schemas')
     .description('register the Avro schemas in schemas/ (BACKWARD compatibility enforced)')
+    .addHelpText(
+      'after',
+      '\nExample:\n  tributary schemas --schema-registry http://127.0.0.1:8081/apis/ccompat/v7   # prints subject and schema id',
+    )
     .action(async (_opts: unknown, cmd: Command) => {
       const config = configOf(cmd);
       const ids = await registerAll(createRegistryClient(config.schemaRegistry));

@@ -1,8 +1,8 @@
 // The `tributary` command line.
 import { Command, CommanderError } from 'commander';
 import { ConfigError, describeConfig, loadConfig } from '../config/config.ts';
+import { ServiceUnreachableError } from '../config/unreachable.ts';
 import { SchemaCompatibilityError } from '../events/registry.ts';
-import { KafkaUnreachableError } from '../kafka/client.ts';
 import { registerBackfillCommand } from './backfill-command.ts';
 import { registerDemoCommand } from './demo-command.ts';
 import { registerEventCommands } from './events-commands.ts';
@@ -16,15 +16,31 @@ import { registerTrainCommand } from './train-command.ts';
 const program = new Command('tributary')
   .description('Real-time ad features and scoring: Kafka -> features -> Valkey + ClickHouse -> ONNX ranking')
   .option('--config <file>', 'JSON config file (default: ./tributary.config.json if present)')
-  .option('--kafka <brokers>', 'Kafka bootstrap servers, comma-separated [env TRIBUTARY_KAFKA]')
-  .option('--schema-registry <url>', 'Schema Registry URL (Confluent API) [env TRIBUTARY_SCHEMA_REGISTRY]')
-  .option('--valkey <url>', 'Valkey URL, redis://host:port [env TRIBUTARY_VALKEY]')
+  .option('--kafka <brokers>', 'Kafka bootstrap servers, comma-separated; default: the file log [env TRIBUTARY_KAFKA]')
+  .option('--log-dir <dir>', 'the file-based event log used without Kafka (.data/log) [env TRIBUTARY_LOG_DIR]')
+  .option(
+    '--schema-registry <url>',
+    'Schema Registry URL (Confluent API); default: in memory [env TRIBUTARY_SCHEMA_REGISTRY]',
+  )
+  .option('--valkey <url>', 'Valkey URL, redis://host:port; default: in process [env TRIBUTARY_VALKEY]')
   .option('--clickhouse <url>', 'ClickHouse server URL; default: embedded engine [env TRIBUTARY_CLICKHOUSE]')
   .option('--clickhouse-dir <dir>', 'embedded ClickHouse data folder [env TRIBUTARY_CLICKHOUSE_DIR]')
   .option('--partitions <n>', 'partitions for topics this command creates [env TRIBUTARY_PARTITIONS]')
   .option('--namespace <prefix>', 'prefix for topics, consumer group and Valkey keys [env TRIBUTARY_NAMESPACE]')
   .option('--models <dir>', 'model registry folder [env TRIBUTARY_MODELS_DIR]')
-  .showHelpAfterError()
+  .addHelpText(
+    'after',
+    `
+With no server configured everything runs in this process (file log, in-process online store, embedded
+ClickHouse). Settings: flags > environment (TRIBUTARY_*) > ./tributary.config.json (or --config) > defaults.
+
+Examples:
+  npm start                                   # the whole loop on embedded defaults
+  tributary generate --days 1 && tributary stream --until-caught-up
+  tributary config --kafka 127.0.0.1:9092     # print the effective configuration`,
+  )
+  // Usage mistakes are printed by the handler below as one line, without the help text.
+  .configureOutput({ outputError: () => {} })
   .exitOverride();
 
 function configOf(cmd: Command) {
@@ -32,6 +48,7 @@ function configOf(cmd: Command) {
   return loadConfig(
     {
       kafka: g.kafka,
+      logDir: g.logDir,
       schemaRegistry: g.schemaRegistry,
       valkey: g.valkey,
       clickhouse: g.clickhouse,
@@ -48,6 +65,10 @@ function configOf(cmd: Command) {
 program
   .command('config')
   .description('print the effective configuration (secrets masked)')
+  .addHelpText(
+    'after',
+    '\nExamples:\n  tributary config\n  TRIBUTARY_VALKEY=redis://:secret@127.0.0.1:6379 tributary config --kafka 127.0.0.1:9092',
+  )
   .action((_o: unknown, cmd: Command) => {
     process.stdout.write(`${describeConfig(configOf(cmd))}\n`);
   });
@@ -66,8 +87,13 @@ registerServicesCommand(program);
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
-  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? 0 : 2);
+  if (err instanceof CommanderError) {
+    if (err.exitCode === 0) process.exit(0);
+    process.stderr.write(`tributary: ${err.message.replace(/^error: /, '')} (see \`tributary --help\`)\n`);
+    process.exit(2);
+  }
   const known = err instanceof ConfigError || err instanceof SchemaCompatibilityError;
-  process.stderr.write(`tributary: ${(err as Error).message}\n`);
-  process.exit(err instanceof KafkaUnreachableError ? 3 : known ? 2 : 1);
+  const message = (err as Error).message.split('\n', 1)[0];
+  process.stderr.write(`tributary: ${message}\n`);
+  process.exit(err instanceof ServiceUnreachableError ? 3 : known ? 2 : 1);
 }

@@ -2,8 +2,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 
 export interface Config {
-  /** Kafka bootstrap servers; empty = the file-based event log. */
+  /** Kafka bootstrap servers; empty = the file-based event log at logDir. */
   kafka: string[];
+  /** The file-based event log's folder (used when no Kafka is configured). */
+  logDir: string;
   /** Confluent-API Schema Registry base URL; unset = the client library's in-memory registry. */
   schemaRegistry?: string;
   /** Valkey URL (redis://host:port); unset = the in-process online store. */
@@ -22,6 +24,7 @@ type Overrides = Partial<Record<keyof Config, unknown>>;
 
 const ENV: Record<keyof Config, string> = {
   kafka: 'TRIBUTARY_KAFKA',
+  logDir: 'TRIBUTARY_LOG_DIR',
   schemaRegistry: 'TRIBUTARY_SCHEMA_REGISTRY',
   valkey: 'TRIBUTARY_VALKEY',
   clickhouse: 'TRIBUTARY_CLICKHOUSE',
@@ -33,6 +36,7 @@ const ENV: Record<keyof Config, string> = {
 
 const DEFAULTS: Config = {
   kafka: [],
+  logDir: '.data/log',
   clickhouseDir: '.data/clickhouse',
   partitions: 3,
   namespace: '',
@@ -83,7 +87,7 @@ export function loadConfig(flags: Overrides = {}, env = process.env, configFile?
 
 /** The configuration as text with credentials in URLs masked. */
 export function describeConfig(c: Config): string {
-  const mask = (s: string) => s.replace(/\/\/([^:@/]+):([^@/]+)@/, '//$1:***@');
+  const mask = (s: string) => s.replace(/\/\/([^:@/]*):([^@/]+)@/, '//$1:***@');
   return Object.entries(c)
     .map(
       ([k, v]) => `${k}: ${v === undefined || (Array.isArray(v) && v.length === 0) ? '(embedded)' : mask(String(v))}`,

@@ -1,5 +1,6 @@
 // kafkajs wiring shared by every stage: one place for client options, topic creation and reachability errors.
 import { type Admin, Kafka, logLevel } from 'kafkajs';
+import { type ServiceUnreachableError, unreachable } from '../config/unreachable.ts';
 
 export function createKafka(brokers: string[], clientId = 'tributary'): Kafka {
   return new Kafka({
@@ -11,23 +12,30 @@ export function createKafka(brokers: string[], clientId = 'tributary'): Kafka {
   });
 }
 
-export class KafkaUnreachableError extends Error {
-  constructor(brokers: string[], cause: unknown) {
-    super(
-      `Kafka not reachable at ${brokers.join(',')}: run \`tributary services start kafka\` or pass --kafka (${(cause as Error).message})`,
-    );
-  }
+export function kafkaUnreachable(brokers: string[], cause: unknown): ServiceUnreachableError {
+  return unreachable('Kafka', brokers.join(','), 'kafka', 'kafka', cause);
 }
 
-/** Creates missing topics with the given partition count; existing topics are left as they are. */
-export async function ensureTopics(admin: Admin, topics: string[], partitions: number): Promise<void> {
-  const existing = new Set(await admin.listTopics());
-  const missing = topics.filter((t) => !existing.has(t));
-  if (missing.length === 0) return;
-  await admin.createTopics({
-    waitForLeaders: true,
-    topics: missing.map((topic) => ({ topic, numPartitions: partitions, replicationFactor: 1 })),
-  });
+/**
+ * Creates missing topics with the given partition count; existing topics are left as they are. A busy broker can
+ * answer the wait for leaders with a retriable error (UNKNOWN_TOPIC_OR_PARTITION): look again, a few times.
+ */
+export async function ensureTopics(admin: Admin, topics: string[], partitions: number, attempts = 5): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const existing = new Set(await admin.listTopics());
+      const missing = topics.filter((t) => !existing.has(t));
+      if (missing.length === 0) return;
+      await admin.createTopics({
+        waitForLeaders: true,
+        topics: missing.map((topic) => ({ topic, numPartitions: partitions, replicationFactor: 1 })),
+      });
+      return;
+    } catch (err) {
+      if (!(err as { retriable?: boolean }).retriable || attempt >= attempts) throw err;
+      await new Promise((r) => setTimeout(r, 500 * attempt));
+    }
+  }
 }
 
 export async function withAdmin<T>(kafka: Kafka, brokers: string[], fn: (admin: Admin) => Promise<T>): Promise<T> {
@@ -35,7 +43,7 @@ export async function withAdmin<T>(kafka: Kafka, brokers: string[], fn: (admin: 
   try {
     await admin.connect();
   } catch (err) {
-    throw new KafkaUnreachableError(brokers, err);
+    throw kafkaUnreachable(brokers, err);
   }
   try {
     return await fn(admin);

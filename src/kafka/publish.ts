@@ -1,12 +1,12 @@
-// Publishes events to their topics in Confluent wire format, batched, in the order given.
-import type { Producer } from 'kafkajs';
+// Publishes events to their topics (Kafka or the file log) in Confluent wire format, batched, in the order given.
 import { topicOf } from '../events/catalog.ts';
 import type { EventSerde } from '../events/serde.ts';
 import type { AnyEvent, EventKind } from '../events/types.ts';
+import type { LogProducer } from '../streams/event-log.ts';
 
 export interface Outgoing {
   record: AnyEvent;
-  /** Kafka message timestamp; the generator sets it to the simulated ingestion time. */
+  /** The log message's timestamp; the generator sets it to the simulated ingestion time. */
   ingestTime?: number;
 }
 
@@ -32,7 +32,7 @@ export class EventPublisher {
   published = 0;
 
   constructor(
-    private readonly producer: Producer,
+    private readonly producer: LogProducer,
     private readonly serde: EventSerde,
     private readonly namespace = '',
     private readonly batchSize = 5_000,
@@ -56,7 +56,7 @@ export class EventPublisher {
     this.pending = new Map();
     const n = this.size;
     this.size = 0;
-    await this.producer.sendBatch({ topicMessages, acks: -1 });
+    await this.producer.send(topicMessages);
     this.published += n;
   }
 }

@@ -16,6 +16,7 @@ import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { type ClickHouseClient, ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
+import { ServiceUnreachableError } from '../config/unreachable.ts';
 
 export interface OpenClickHouseOptions {
   /** A ClickHouse server (http(s)://user:pass@host:8123); unset = the embedded engine at `dir`. */
@@ -26,7 +27,7 @@ export interface OpenClickHouseOptions {
   database?: string;
 }
 
-export class ClickHouseUnavailableError extends Error {}
+export class ClickHouseUnavailableError extends ServiceUnreachableError {}
 
 type ClientConnection = NonNullable<NonNullable<Parameters<typeof createClient>[0]>['connection']>;
 

@@ -100,3 +100,10 @@ GROUP BY entity, field, op`,
 export async function ensureOfflineSchema(client: ClickHouseClient): Promise<void> {
   for (const query of OFFLINE_DDL) await client.command({ query });
 }
+
+/** Empties the tables the stream writes (the embedded default rebuilds them from the file log on each start). */
+export async function clearStreamTables(client: ClickHouseClient): Promise<void> {
+  for (const table of ['impressions', 'clicks', 'feature_tiles', 'served_vectors']) {
+    await client.command({ query: `TRUNCATE TABLE IF EXISTS ${table}` });
+  }
+}

@@ -3,6 +3,7 @@
 import type { FeatureReader, ReadRequest, ReadResult, UpdateSink } from '../features/compile.ts';
 import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
 import { getOrCreate } from '../util/map.ts';
+import type { RawTiles } from './valkey-store.ts';
 
 export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
   /** Last batch end offset applied per entity and source, as the Valkey store keeps it. */
@@ -57,6 +58,21 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
         }),
       };
     });
+  }
+
+  /** The stored tiles themselves, as ValkeyStore.readRaw returns them (for served-vector recording). */
+  readRaw(requests: readonly ReadRequest[]): Promise<RawTiles[]> {
+    return Promise.resolve(
+      requests.map((r) => {
+        const h = this.hashes.get(r.key);
+        const s = this.sets.get(r.key);
+        return {
+          key: r.key,
+          fields: r.fields.map((f) => [f, h?.get(f) ?? null] as const),
+          sets: [...new Set(r.sets.flat())].map((f) => [f, [...(s?.get(f) ?? [])]] as const),
+        };
+      }),
+    );
   }
 
   read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {

@@ -1,12 +1,12 @@
 // Where a partition's progress lives: the next offset to process, its admission state (watermark + recent
-// event ids), and the range of a batch in flight. Kept in Valkey beside the features it produced; Kafka's
-// committed offsets are only advisory (lag monitoring).
+// event ids), and the range of a batch in flight. Kept in Valkey beside the features it produced (or in process
+// memory beside the in-process online store); the log's committed offsets are only advisory (lag monitoring).
 //
 // Protocol per batch [start, end]: begin(intent) -> write sinks (each idempotent for that exact range) ->
 // commit(end + 1). After a crash, a recorded intent makes the restarted consumer reprocess exactly [start, end]
 // from the admission state at `start`, so it recomputes the identical batch and the sinks ignore what they have.
 import type { Cluster, Redis } from 'iovalkey';
-import type { Admission, AdmissionSnapshot } from '../features/admission.ts';
+import { Admission, type AdmissionSnapshot } from '../features/admission.ts';
 
 export interface Checkpoint {
   next: number;
@@ -72,5 +72,31 @@ export class ValkeyCheckpoints implements CheckpointStore {
     tx.hset(k, { next, max_event_time: admission.maxEventTime, buckets: JSON.stringify(admission.buckets()) });
     tx.hdel(k, 'intent_start', 'intent_end', 'intent_seq');
     await tx.exec();
+  }
+}
+
+/**
+ * The embedded default's checkpoints, in process memory beside the in-process online store (MemoryStore): both
+ * start empty with the process, so the embedded stream rebuilds them from the log's beginning on each start.
+ */
+export class MemoryCheckpoints implements CheckpointStore {
+  private readonly data = new Map<string, Checkpoint>();
+  private seq = 0;
+
+  async load(partitionId: string): Promise<Checkpoint | undefined> {
+    const c = this.data.get(partitionId);
+    return c && structuredClone(c);
+  }
+
+  async begin(partitionId: string, start: number, end: number): Promise<number> {
+    const c = this.data.get(partitionId) ?? { next: start, admission: new Admission(0).snapshot() };
+    const seq = ++this.seq;
+    this.data.set(partitionId, { ...c, intent: { start, end, seq } });
+    return seq;
+  }
+
+  async commit(partitionId: string, next: number, admission: Admission): Promise<void> {
+    admission.drainChanges();
+    this.data.set(partitionId, { next, admission: admission.snapshot() });
   }
 }

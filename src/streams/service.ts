@@ -1,6 +1,6 @@
-// `tributary stream`: a consumer-group member that turns ad_impressions and ad_clicks into online (Valkey) and
-// offline (ClickHouse) feature state, exactly once in effect (see checkpoint.ts for the protocol).
-import type { Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
+// `tributary stream`: a consumer-group member that turns ad_impressions and ad_clicks into online (Valkey or
+// in-process) and offline (ClickHouse) feature state, exactly once in effect (see checkpoint.ts for the protocol).
+// The same service runs over Kafka or the embedded file log (event-log.ts).
 import type { Logger } from 'pino';
 import { deadLetterTopic } from '../events/catalog.ts';
 import type { EventSerde } from '../events/serde.ts';
@@ -10,6 +10,7 @@ import type { Source } from '../features/define.ts';
 import type { TileWriter } from '../features/tile-batch.ts';
 import { type OfflineBatch, tileRowsOf } from '../offline/sink.ts';
 import type { CheckpointStore, Intent } from './checkpoint.ts';
+import type { EventLog, LogBatchPayload, LogConsumer, LogProducer } from './event-log.ts';
 import { reasonClass, type StreamMetrics } from './metrics.ts';
 import { type BatchOutcome, type DeadLetter, type LogMessage, processBatch, sourceTopics } from './processor.ts';
 import type { RawReader } from './served.ts';
@@ -25,10 +26,15 @@ export interface StreamOptions {
   allowedLatenessMs: number;
   /** Upper bound on events per processed batch (bounds latency and memory). */
   maxBatch: number;
+  /**
+   * Per partition, the offset below which an earlier run already sent the dead letters: a rebuild from the log's
+   * beginning (the embedded default) does not send them again.
+   */
+  deadLettered?: Record<string, number>;
 }
 
 export interface StreamDeps {
-  kafka: Kafka;
+  eventLog: EventLog;
   serde: EventSerde;
   features: FeatureSet;
   online: TileWriter;
@@ -51,8 +57,8 @@ interface PartitionState {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class StreamService {
-  private readonly consumer: Consumer;
-  private readonly producer: Producer;
+  private readonly consumer: LogConsumer;
+  private readonly producer: LogProducer;
   private readonly states = new Map<string, PartitionState>();
   private readonly sources: Map<string, Source>;
   /** Messages whose batch has been committed (applied, dead-lettered or counted as duplicates). */
@@ -62,35 +68,23 @@ export class StreamService {
     private readonly deps: StreamDeps,
     private readonly options: StreamOptions,
   ) {
-    this.consumer = deps.kafka.consumer({
-      groupId: options.groupId,
-      // A crashed member's partitions wait this long before moving; short, since restarts should be quick.
-      sessionTimeout: 10_000,
-      rebalanceTimeout: 20_000,
-      heartbeatInterval: 1_000,
-      maxBytesPerPartition: 4 << 20,
-    });
-    this.producer = deps.kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+    this.consumer = deps.eventLog.consumer(options.groupId);
+    this.producer = deps.eventLog.producer();
     const topics = sourceTopics(options.namespace);
     this.sources = new Map([
       [topics.impression, 'impression'],
       [topics.click, 'click'],
     ]);
-    // Partitions move on rebalance: forget their state, reload it from the checkpoint when they come back.
-    this.consumer.on(this.consumer.events.GROUP_JOIN, () => this.states.clear());
   }
 
   async start(): Promise<void> {
     await this.producer.connect();
-    await this.consumer.connect();
-    await this.consumer.subscribe({ topics: [...this.sources.keys()], fromBeginning: true });
-    await this.consumer.run({
-      // Offsets are resolved only after a batch's checkpoint commits, so Kafka's committed offsets (advisory: for
-      // lag monitoring and a fast start) never run ahead of the checkpoint.
-      autoCommit: true,
-      eachBatchAutoResolve: false,
-      eachBatch: (payload) => this.onBatch(payload),
-    });
+    // Partitions move on rebalance: forget their state, reload it from the checkpoint when they come back.
+    await this.consumer.start(
+      [...this.sources.keys()],
+      (payload) => this.onBatch(payload),
+      () => this.states.clear(),
+    );
   }
 
   async stop(): Promise<void> {
@@ -120,7 +114,7 @@ export class StreamService {
     isRunning,
     isStale,
     commitOffsetsIfNecessary,
-  }: EachBatchPayload) {
+  }: LogBatchPayload) {
     const { topic, partition } = batch;
     const id = `${topic}/${partition}`;
     const st = await this.state(id);
@@ -134,7 +128,7 @@ export class StreamService {
       if (!st.seeked) {
         // The group's advisory offset is ahead of our checkpoint (it can only lag, but be safe): go back.
         st.seeked = true;
-        this.consumer.seek({ topic, partition, offset: String(st.next) });
+        this.consumer.seek(topic, partition, st.next);
         return;
       }
       // Went back and still start later: the log no longer holds [next, first) (retention). Say so and go on.
@@ -155,7 +149,7 @@ export class StreamService {
         const { start, end } = st.intent;
         const last = messages.findLastIndex((m) => Number(m.offset) <= end);
         if (Number(messages[messages.length - 1]?.offset) < end) {
-          this.consumer.seek({ topic, partition, offset: String(start) });
+          this.consumer.seek(topic, partition, start);
           return;
         }
         take = last + 1;
@@ -194,14 +188,14 @@ export class StreamService {
         this.deps.log.warn({ err, partition: id }, 'batch failed before any write; retrying from the checkpoint');
         this.states.delete(id);
         await sleep(1000);
-        this.consumer.seek({ topic, partition, offset: String(st.next ?? first) });
+        this.consumer.seek(topic, partition, st.next ?? first);
         return;
       }
       // Each write is idempotent for this exact range (the intent), so the sinks go in parallel: the online store
       // does not wait for ClickHouse. The checkpoint commits only after all of them.
       const attempt = (sink: string, write: () => Promise<unknown>) => this.retry(sink, write, heartbeat, isRunning);
       const written = await Promise.all([
-        attempt('dead-letter', () => this.deadLetter(outcome.deadLetters)),
+        attempt('dead-letter', () => this.deadLetter(id, outcome.deadLetters)),
         attempt('clickhouse', () => this.writeOffline(id, outcome)),
         attempt('valkey', () =>
           this.deps.online.applyBatch(outcome.tiles, id, outcome.lastOffset, outcome.newestEventTime),
@@ -242,23 +236,26 @@ export class StreamService {
     });
   }
 
-  private async deadLetter(letters: DeadLetter[]): Promise<void> {
+  private async deadLetter(partitionId: string, all: DeadLetter[]): Promise<void> {
+    const sentBefore = this.options.deadLettered?.[partitionId] ?? 0;
+    const letters = sentBefore > 0 ? all.filter((d) => d.coordinates.offset >= sentBefore) : all;
     if (letters.length === 0) return;
-    await this.producer.send({
-      topic: deadLetterTopic(this.options.namespace),
-      acks: -1,
-      messages: letters.map((d) => ({
-        key: d.key,
-        value: d.value,
-        headers: {
-          reason: d.reason,
-          source_topic: d.coordinates.topic,
-          source_partition: String(d.coordinates.partition),
-          source_offset: String(d.coordinates.offset),
-          ingest_time: String(d.coordinates.ingest_time),
-        },
-      })),
-    });
+    await this.producer.send([
+      {
+        topic: deadLetterTopic(this.options.namespace),
+        messages: letters.map((d) => ({
+          key: d.key,
+          value: d.value,
+          headers: {
+            reason: d.reason,
+            source_topic: d.coordinates.topic,
+            source_partition: String(d.coordinates.partition),
+            source_offset: String(d.coordinates.offset),
+            ingest_time: String(d.coordinates.ingest_time),
+          },
+        })),
+      },
+    ]);
   }
 
   /**

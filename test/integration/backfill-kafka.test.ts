@@ -17,6 +17,7 @@ import { frame } from '../../src/events/wire.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { createKafka, ensureTopics } from '../../src/kafka/client.ts';
+import { KafkaLogProducer } from '../../src/kafka/event-log.ts';
 import { EventPublisher } from '../../src/kafka/publish.ts';
 import { KAFKA_BROKERS, REGISTRY_URL } from '../support/services.ts';
 
@@ -40,7 +41,7 @@ describe('backfill --source kafka', () => {
     await admin.disconnect();
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
-    const publisher = new EventPublisher(producer, serde, ns);
+    const publisher = new EventPublisher(new KafkaLogProducer(producer), serde, ns);
     for (const r of log) await publisher.add(r);
     await publisher.flush();
     // Bytes nobody can decode, amid the log (timestamps inside its range): skipped, counted, the replay goes on.

@@ -8,6 +8,7 @@ import { createRegistryClient, registerSchema, SchemaCompatibilityError } from '
 import { EventSerde } from '../../src/events/serde.ts';
 import { type AnyEvent, EVENT_KINDS, type EventKind, type ScoredRanking } from '../../src/events/types.ts';
 import { createKafka, ensureTopics } from '../../src/kafka/client.ts';
+import { KafkaLogProducer } from '../../src/kafka/event-log.ts';
 import { EventPublisher } from '../../src/kafka/publish.ts';
 import { endOffsets, readRange } from '../support/kafka.ts';
 import { KAFKA_BROKERS, REGISTRY_URL } from '../support/services.ts';
@@ -48,7 +49,7 @@ describe('events through Kafka and the Schema Registry', () => {
     for (const kind of EVENT_KINDS) before.set(kind, await endOffsets(admin, topicOf(kind)));
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
-    const publisher = new EventPublisher(producer, serde, '', 100);
+    const publisher = new EventPublisher(new KafkaLogProducer(producer), serde, '', 100);
     for (const record of sent) await publisher.add({ record });
     await publisher.flush();
     await producer.disconnect();

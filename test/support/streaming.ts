@@ -13,31 +13,36 @@ import { frame } from '../../src/events/wire.ts';
 import { Admission } from '../../src/features/admission.ts';
 import type { FeatureReader, FeatureSet } from '../../src/features/compile.ts';
 import type { Source } from '../../src/features/define.ts';
-import { ensureTopics } from '../../src/kafka/client.ts';
+import { KafkaEventLog } from '../../src/kafka/event-log.ts';
 import { EventPublisher } from '../../src/kafka/publish.ts';
 import { MemoryStore } from '../../src/online/memory-store.ts';
 import { ValkeyStore } from '../../src/online/valkey-store.ts';
 import { ValkeyCheckpoints } from '../../src/streams/checkpoint.ts';
+import type { EventLog } from '../../src/streams/event-log.ts';
 import { StreamMetrics } from '../../src/streams/metrics.ts';
-import { type LogMessage, processBatch } from '../../src/streams/processor.ts';
+import { caughtUp as caughtUpTo } from '../../src/streams/open.ts';
+import { type LogMessage, processBatch, sourceTopics } from '../../src/streams/processor.ts';
 import { type OfflineWriter, StreamService } from '../../src/streams/service.ts';
-import { REGISTRY_URL } from './services.ts';
+import { KAFKA_BROKERS, REGISTRY_URL } from './services.ts';
 
 export const LATENESS_MS = 3600_000;
 
+/** Kafka (on the test servers) or the file log, as the event log the helpers publish to and read from. */
+export function asEventLog(log: Kafka | EventLog): EventLog {
+  return 'where' in log ? log : new KafkaEventLog(log, KAFKA_BROKERS);
+}
+
 /** Publishes the log and five bad messages; returns the log and how many messages were sent per topic. */
 export async function publishScenario(
-  kafka: Kafka,
+  target: Kafka | EventLog,
   serde: EventSerde,
   namespace: string,
   gen: Partial<GeneratorOptions>,
 ) {
-  const admin = kafka.admin();
-  await admin.connect();
-  await ensureTopics(admin, allTopics(namespace), 3);
-  await admin.disconnect();
+  const eventLog = asEventLog(target);
+  await eventLog.ensureTopics(allTopics(namespace), 3);
   const log = generate(gen);
-  const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
+  const producer = eventLog.producer();
   await producer.connect();
   const publisher = new EventPublisher(producer, serde, namespace);
   for (const r of log) await publisher.add(r);
@@ -56,10 +61,9 @@ export async function publishScenario(
     },
     { value: serde.encode('impression', { ...imp, event_id: 'bad-empty', ad_id: '' } as never), why: /ad_id is empty/ },
   ];
-  await producer.send({
-    topic: topicOf('impression', namespace),
-    messages: bad.map((b) => ({ key: 'bad', value: b.value })),
-  });
+  await producer.send([
+    { topic: topicOf('impression', namespace), messages: bad.map((b) => ({ key: 'bad', value: b.value })) },
+  ]);
   await producer.disconnect();
   const sent = log.filter((r) => r.record.kind === 'impression' || r.record.kind === 'click').length + bad.length;
   return { log, bad, sent };
@@ -72,31 +76,29 @@ export interface ReadBack {
 }
 
 /** Every message of the source topics, per partition in offset order. */
-export async function readPartitions(kafka: Kafka, namespace: string, expected: number): Promise<ReadBack[]> {
+export async function readPartitions(log: Kafka | EventLog, namespace: string, expected: number): Promise<ReadBack[]> {
   const parts = new Map<string, ReadBack>();
   let n = 0;
-  const consumer = kafka.consumer({ groupId: `${namespace}reader-${Math.random()}` });
-  await consumer.connect();
-  await consumer.subscribe({
-    topics: [topicOf('impression', namespace), topicOf('click', namespace)],
-    fromBeginning: true,
-  });
+  const consumer = asEventLog(log).consumer(`${namespace}reader-${Math.random()}`);
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`read ${n} of ${expected}`)), 60_000);
     consumer
-      .run({
-        eachBatch: async ({ batch }) => {
+      .start(
+        [topicOf('impression', namespace), topicOf('click', namespace)],
+        async ({ batch, resolveOffset }) => {
           const id = `${batch.topic}/${batch.partition}`;
           const p = parts.get(id) ?? { topic: batch.topic, partition: batch.partition, messages: [] };
           parts.set(id, p);
           p.messages.push(...batch.messages);
+          resolveOffset(batch.lastOffset());
           n += batch.messages.length;
           if (n >= expected) {
             clearTimeout(timer);
             resolve();
           }
         },
-      })
+        () => {},
+      )
       .catch(reject);
   });
   await consumer.disconnect();
@@ -135,22 +137,9 @@ export async function until(what: string, done: () => boolean | Promise<boolean>
   }
 }
 
-/** True once every source partition's checkpoint has reached the end of the log. */
-export async function caughtUp(kafka: Kafka, valkey: Valkey, namespace: string, groupId: string): Promise<boolean> {
-  const admin = kafka.admin();
-  await admin.connect();
-  try {
-    for (const kind of ['impression', 'click'] as const) {
-      const topic = topicOf(kind, namespace);
-      for (const p of await admin.fetchTopicOffsets(topic)) {
-        const next = await valkey.hget(`tb:{ckpt|${groupId}|${topic}/${p.partition}}`, 'next');
-        if (Number(next ?? -1) !== Number(p.high)) return false;
-      }
-    }
-    return true;
-  } finally {
-    await admin.disconnect();
-  }
+/** True once every source partition's checkpoint (in Valkey, group `groupId`) has reached the end of the log. */
+export function caughtUp(kafka: Kafka, valkey: Valkey, namespace: string, groupId: string): Promise<boolean> {
+  return caughtUpTo(asEventLog(kafka), new ValkeyCheckpoints(valkey, groupId), Object.values(sourceTopics(namespace)));
 }
 
 /** Reads every impression's vector at a few moments from both stores; they must be identical. */
@@ -182,7 +171,7 @@ export function testStream(
   const metrics = o.metrics ?? new StreamMetrics();
   const service = new StreamService(
     {
-      kafka,
+      eventLog: asEventLog(kafka),
       serde: new EventSerde(createRegistryClient(REGISTRY_URL)),
       features,
       online,

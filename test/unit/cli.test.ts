@@ -1,16 +1,44 @@
 // The command line as a user meets it: the demo runs with no servers; mistakes get one line and a usable exit code.
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
-const cli = (...args: string[]) =>
-  spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, TRIBUTARY_KAFKA: '', TRIBUTARY_VALKEY: '', TRIBUTARY_SCHEMA_REGISTRY: '' },
-  });
-const demoDir = mkdtempSync(join(tmpdir(), 'cli-demo-'));
+const dir = mkdtempSync(join(tmpdir(), 'tributary-cli-'));
+const env = {
+  ...process.env,
+  TRIBUTARY_KAFKA: '',
+  TRIBUTARY_VALKEY: '',
+  TRIBUTARY_SCHEMA_REGISTRY: '',
+  TRIBUTARY_CLICKHOUSE: '',
+  TRIBUTARY_LOG_DIR: join(dir, 'log'),
+  TRIBUTARY_CLICKHOUSE_DIR: join(dir, 'clickhouse'),
+};
+const args = (a: string[]) => ['--import', 'tsx', 'src/cli/main.ts', ...a];
+const cli = (...a: string[]) => spawnSync(process.execPath, args(a), { encoding: 'utf8', env });
+/** The same, several at once (each is mostly tsx start-up). */
+const clis = (runs: string[][]) =>
+  Promise.all(
+    runs.map(
+      (a) =>
+        new Promise<{ status: number | null; stdout: string; stderr: string }>((resolve) => {
+          const p = spawn(process.execPath, args(a), { env });
+          let stdout = '';
+          let stderr = '';
+          p.stdout.on('data', (d) => {
+            stdout += d;
+          });
+          p.stderr.on('data', (d) => {
+            stderr += d;
+          });
+          p.on('close', (status) => resolve({ status, stdout, stderr }));
+        }),
+    ),
+  );
+/** No server listens here. */
+const NOWHERE = '127.0.0.1:59999';
+const demoDir = join(dir, 'demo');
 
 describe('tributary CLI', () => {
   it('runs the demo on embedded defaults and reports a training set', { timeout: 60_000 }, () => {
@@ -21,14 +49,16 @@ describe('tributary CLI', () => {
     expect(r.stdout).toMatch(/replayed through 58 features/);
   });
 
-  it('answers a configuration mistake with one line and exit 2, an unknown flag likewise', { timeout: 30_000 }, () => {
-    const noKafka = cli('stream');
-    expect(noKafka.status).toBe(2);
-    expect(noKafka.stderr.trim()).toBe('tributary: stream needs Kafka: pass --kafka host:port');
-    const badUrl = cli('--schema-registry', 'localhost:8081', 'config');
-    expect(badUrl.status).toBe(2);
-    expect(badUrl.stderr).toMatch(/schemaRegistry must be an http\(s\) URL/);
-    expect(cli('generate', '--no-such-flag').status).toBe(2);
+  it('streams a generated file log in another process, with no servers', { timeout: 90_000 }, () => {
+    const gen = cli('generate', '--days', '1', '--impressions-per-day', '3000');
+    expect(gen.status, gen.stderr).toBe(0);
+    const published = Number(/"events":(\d+),"to":"file log at /.exec(gen.stderr)?.[1]);
+    expect(published).toBeGreaterThan(3000);
+    const stream = cli('stream', '--until-caught-up');
+    expect(stream.status, stream.stderr).toBe(0);
+    // The schema ids of the in-memory registry agree across processes: every event decodes, none dead-lettered.
+    expect(Number(/"processed":(\d+)/.exec(stream.stderr)?.[1])).toBe(published);
+    expect(stream.stderr).not.toMatch(/dead|invalid|"level":[45]0/);
   });
 
   it('trains on the demo training set, registers, lists, promotes and rolls back', { timeout: 120_000 }, () => {
@@ -56,4 +86,64 @@ describe('tributary CLI', () => {
     expect(missing.status).toBe(1);
     expect(missing.stderr).toMatch(/^tributary: cannot read .*nope\.csv\.meta\.json/);
   });
+
+  it('answers each user mistake with one line and an exit code scripts can use', { timeout: 60_000 }, async () => {
+    writeFileSync(join(dir, 'bad.json'), '{ "kafka": ');
+    const [noRegistry, badUrl, unknownFlag, noFile, badFile, registry, valkey, clickhouse] = await clis([
+      ['stream', '--kafka', NOWHERE],
+      ['--schema-registry', 'localhost:8081', 'config'],
+      ['generate', '--no-such-flag'],
+      ['--config', join(dir, 'missing.json'), 'config'],
+      ['--config', join(dir, 'bad.json'), 'config'],
+      ['--schema-registry', `http://${NOWHERE}/apis/ccompat/v7`, 'generate', '--days', '1'],
+      ['--valkey', `redis://${NOWHERE}`, 'stream', '--no-offline'],
+      ['--clickhouse', `http://${NOWHERE}`, 'stream'],
+    ]);
+    const expectLine = (r: typeof noRegistry, status: number, line: RegExp) => {
+      expect(r?.status, r?.stderr).toBe(status);
+      expect(
+        r?.stderr
+          .trim()
+          .split('\n')
+          .filter((l) => !l.startsWith('npm warn')),
+      ).toEqual([expect.stringMatching(line)]);
+    };
+    expectLine(noRegistry, 2, /^tributary: stream from Kafka needs a Schema Registry: pass --schema-registry URL$/);
+    expectLine(badUrl, 2, /^tributary: schemaRegistry must be an http\(s\) URL, got "localhost:8081"$/);
+    expectLine(unknownFlag, 2, /^tributary: unknown option '--no-such-flag' \(see `tributary --help`\)$/);
+    expectLine(noFile, 2, /^tributary: cannot read config file .*missing\.json: ENOENT/);
+    expectLine(badFile, 2, /^tributary: cannot read config file .*bad\.json: .*JSON/);
+    expectLine(
+      registry,
+      3,
+      /^tributary: Schema Registry not reachable at http:\/\/127\.0\.0\.1:59999\/apis\/ccompat\/v7: run `tributary services start registry` or pass --schema-registry \(.*ECONNREFUSED/,
+    );
+    expectLine(
+      valkey,
+      3,
+      /^tributary: Valkey not reachable at redis:\/\/127\.0\.0\.1:59999: run `tributary services start valkey` or pass --valkey \(.*ECONNREFUSED/,
+    );
+    expectLine(
+      clickhouse,
+      3,
+      /^tributary: ClickHouse not reachable at URL: http:\/\/127\.0\.0\.1:59999 .*pass --clickhouse/,
+    );
+  });
+
+  it("prints the effective configuration with secrets masked, and examples in the commands' help", async () => {
+    const [config, ...helps] = await clis([
+      ['--valkey', 'redis://:s3cret@cache:6379', '--partitions', '6', 'config'],
+      ...['generate', 'stream', 'config'].map((c) => [c, '--help']),
+    ]);
+    expect(config?.status).toBe(0);
+    expect(config?.stdout).toContain('valkey: redis://:***@cache:6379');
+    expect(config?.stdout).toMatch(/^kafka: \(embedded\)$/m);
+    expect(config?.stdout).toMatch(/^logDir: .*log$/m);
+    expect(config?.stdout).toMatch(/^partitions: 6$/m);
+    expect(config?.stdout).not.toContain('s3cret');
+    for (const h of helps) {
+      expect(h.status).toBe(0);
+      expect(h.stdout).toMatch(/Examples?:\n {2}tributary /);
+    }
+  }, 60_000);
 });

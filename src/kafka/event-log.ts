@@ -1,0 +1,89 @@
+// Kafka behind the EventLog interface: the stream service's consumer group and producers, via kafkajs.
+import type { Consumer, Kafka, Producer } from 'kafkajs';
+import type { EventLog, LogBatchPayload, LogConsumer, LogProducer, OutMessage } from '../streams/event-log.ts';
+import { ensureTopics, kafkaUnreachable, withAdmin } from './client.ts';
+
+export class KafkaEventLog implements EventLog {
+  readonly where: string;
+
+  constructor(
+    readonly kafka: Kafka,
+    private readonly brokers: string[],
+  ) {
+    this.where = `Kafka at ${brokers.join(',')}`;
+  }
+
+  ensureTopics(topics: string[], partitions: number): Promise<void> {
+    return withAdmin(this.kafka, this.brokers, (admin) => ensureTopics(admin, topics, partitions));
+  }
+
+  async endOffsets(topic: string): Promise<{ partition: number; offset: number }[]> {
+    const offsets = await withAdmin(this.kafka, this.brokers, (admin) => admin.fetchTopicOffsets(topic));
+    return offsets.map((p) => ({ partition: p.partition, offset: Number(p.high) }));
+  }
+
+  consumer(groupId: string): LogConsumer {
+    return new KafkaLogConsumer(
+      this.kafka.consumer({
+        groupId,
+        // A crashed member's partitions wait this long before moving; short, since restarts should be quick.
+        sessionTimeout: 10_000,
+        rebalanceTimeout: 20_000,
+        heartbeatInterval: 1_000,
+        maxBytesPerPartition: 4 << 20,
+      }),
+    );
+  }
+
+  producer(): LogProducer {
+    return new KafkaLogProducer(this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 }), this.brokers);
+  }
+}
+
+export class KafkaLogConsumer implements LogConsumer {
+  constructor(private readonly consumer: Consumer) {}
+
+  async start(topics: string[], eachBatch: (p: LogBatchPayload) => Promise<void>, onAssign: () => void): Promise<void> {
+    this.consumer.on(this.consumer.events.GROUP_JOIN, onAssign);
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topics, fromBeginning: true });
+    await this.consumer.run({
+      // The service resolves offsets only after a batch's checkpoint commits, so the group's committed offsets
+      // (advisory: lag monitoring and a fast start) never run ahead of the checkpoint.
+      autoCommit: true,
+      eachBatchAutoResolve: false,
+      eachBatch,
+    });
+  }
+
+  seek(topic: string, partition: number, offset: number): void {
+    this.consumer.seek({ topic, partition, offset: String(offset) });
+  }
+
+  disconnect(): Promise<void> {
+    return this.consumer.disconnect();
+  }
+}
+
+export class KafkaLogProducer implements LogProducer {
+  constructor(
+    private readonly producer: Producer,
+    private readonly brokers: string[] = [],
+  ) {}
+
+  async connect(): Promise<void> {
+    try {
+      await this.producer.connect();
+    } catch (err) {
+      throw kafkaUnreachable(this.brokers, err);
+    }
+  }
+
+  async send(topicMessages: { topic: string; messages: OutMessage[] }[]): Promise<void> {
+    await this.producer.sendBatch({ topicMessages, acks: -1 });
+  }
+
+  disconnect(): Promise<void> {
+    return this.producer.disconnect();
+  }
+}
