@@ -38,7 +38,7 @@ const clis = (runs: string[][]) =>
   );
 /** No server listens here. */
 const NOWHERE = '127.0.0.1:59999';
-const demoDir = join(dir, 'demo');
+const demoDir = mkdtempSync(join(dir, 'demo-'));
 
 describe('tributary CLI', () => {
   it('runs the demo on embedded defaults and reports a training set', { timeout: 60_000 }, () => {
