@@ -1,7 +1,7 @@
 // The online store in Valkey. One hash per entity, `tb:{<entity key>}`, holds its tiles as fields
 // "<series>:<tile>" plus one "@<topic>/<partition>" marker per source partition; distinct-count tiles are sets
 // `tb:{<entity key>}|<series>:<tile>`. The braces are a hash tag: one entity's keys share a Valkey Cluster slot, so
-// each Lua call touches a single slot. Commands are auto-pipelined: a batch or a read is one round trip per node.
+// each Lua call touches a single slot. A batch is auto-pipelined, a read is one pipeline: one round trip per node.
 import type { Cluster, Redis } from 'iovalkey';
 import type { FeatureReader, ReadRequest, ReadResult } from '../features/compile.ts';
 import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
@@ -137,20 +137,35 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     );
   }
 
+  /** Every read of a plan in one round trip (see `send`). */
   async read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {
-    const hm = requests.map((r) =>
-      r.fields.length ? this.client.hmget(this.hashKey(r.key), ...r.fields) : Promise.resolve([]),
-    );
-    const sets = requests.map((r) => {
+    const commands: (string | number)[][] = [];
+    for (const r of requests) {
       const hk = this.hashKey(r.key);
-      return Promise.all(
-        r.sets.map((fields) => this.client.tbUnionCount(fields.length, ...fields.map((f) => `${hk}|${f}`))),
-      );
-    });
-    const [values, counts] = await Promise.all([Promise.all(hm), Promise.all(sets)]);
-    return requests.map((_, i) => ({
-      values: (values[i] as (string | null)[]).map((v) => (v === null ? null : Number(v))),
-      setCounts: counts[i] as number[],
+      if (r.fields.length) commands.push(['hmget', hk, ...r.fields]);
+      for (const fields of r.sets) commands.push(['tbUnionCount', fields.length, ...fields.map((f) => `${hk}|${f}`)]);
+    }
+    const replies = await this.send(commands);
+    let i = 0;
+    return requests.map((r) => ({
+      values: r.fields.length ? (replies[i++] as (string | null)[]).map((v) => (v === null ? null : Number(v))) : [],
+      setCounts: r.sets.map(() => replies[i++] as number),
     }));
+  }
+
+  /**
+   * One explicit pipeline on a single node. A Cluster pipeline must stay within one node's slots, so there the
+   * commands go out together and auto-pipelining (when enabled) groups them into one round trip per node.
+   */
+  private async send(commands: (string | number)[][]): Promise<unknown[]> {
+    if (this.client.isCluster) {
+      const client = this.client as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>;
+      return Promise.all(commands.map(([name, ...args]) => client[name as string]?.apply(this.client, args)));
+    }
+    const replies = (await this.client.pipeline(commands as string[][]).exec()) ?? [];
+    return replies.map(([err, value]) => {
+      if (err) throw err;
+      return value;
+    });
   }
 }

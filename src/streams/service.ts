@@ -11,7 +11,14 @@ import type { TileWriter } from '../features/tile-batch.ts';
 import { type OfflineBatch, tileRowsOf } from '../offline/sink.ts';
 import type { CheckpointStore, Intent } from './checkpoint.ts';
 import { reasonClass, type StreamMetrics } from './metrics.ts';
-import { type BatchOutcome, type DeadLetter, type LogMessage, processBatch, sourceTopics } from './processor.ts';
+import {
+  type BatchOutcome,
+  type DeadLetter,
+  deadLetterMessage,
+  type LogMessage,
+  processBatch,
+  sourceTopics,
+} from './processor.ts';
 import type { RawReader } from './served.ts';
 
 /** The offline store's write side; must ignore a batch id it has already written. */
@@ -247,17 +254,7 @@ export class StreamService {
     await this.producer.send({
       topic: deadLetterTopic(this.options.namespace),
       acks: -1,
-      messages: letters.map((d) => ({
-        key: d.key,
-        value: d.value,
-        headers: {
-          reason: d.reason,
-          source_topic: d.coordinates.topic,
-          source_partition: String(d.coordinates.partition),
-          source_offset: String(d.coordinates.offset),
-          ingest_time: String(d.coordinates.ingest_time),
-        },
-      })),
+      messages: letters.map(deadLetterMessage),
     });
   }
 
