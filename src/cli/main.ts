@@ -7,9 +7,11 @@ import { registerBackfillCommand } from './backfill-command.ts';
 import { registerDemoCommand } from './demo-command.ts';
 import { registerEventCommands } from './events-commands.ts';
 import { registerFeaturesCommand } from './features-command.ts';
+import { registerModelsCommand } from './models-command.ts';
 import { registerParityCommand } from './parity-command.ts';
 import { registerServicesCommand } from './services-command.ts';
 import { registerStreamCommand } from './stream-command.ts';
+import { registerTrainCommand } from './train-command.ts';
 
 const program = new Command('tributary')
   .description('Real-time ad features and scoring: Kafka -> features -> Valkey + ClickHouse -> ONNX ranking')
@@ -21,6 +23,7 @@ const program = new Command('tributary')
   .option('--clickhouse-dir <dir>', 'embedded ClickHouse data folder [env TRIBUTARY_CLICKHOUSE_DIR]')
   .option('--partitions <n>', 'partitions for topics this command creates [env TRIBUTARY_PARTITIONS]')
   .option('--namespace <prefix>', 'prefix for topics, consumer group and Valkey keys [env TRIBUTARY_NAMESPACE]')
+  .option('--models <dir>', 'model registry folder [env TRIBUTARY_MODELS_DIR]')
   .showHelpAfterError()
   .exitOverride();
 
@@ -35,6 +38,7 @@ function configOf(cmd: Command) {
       clickhouseDir: g.clickhouseDir,
       partitions: g.partitions,
       namespace: g.namespace,
+      modelsDir: g.models,
     },
     process.env,
     g.config,
@@ -53,6 +57,8 @@ registerStreamCommand(program, configOf);
 registerFeaturesCommand(program, configOf);
 registerBackfillCommand(program, configOf);
 registerParityCommand(program, configOf);
+registerTrainCommand(program, configOf);
+registerModelsCommand(program, configOf);
 registerDemoCommand(program);
 registerServicesCommand(program);
 

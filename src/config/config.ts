@@ -14,6 +14,8 @@ export interface Config {
   partitions: number;
   /** Prefix of topic names, the consumer group and Valkey keys: several pipelines can share servers. */
   namespace: string;
+  /** The model registry's folder (see src/model/registry.ts). */
+  modelsDir: string;
 }
 
 type Overrides = Partial<Record<keyof Config, unknown>>;
@@ -26,9 +28,16 @@ const ENV: Record<keyof Config, string> = {
   clickhouseDir: 'TRIBUTARY_CLICKHOUSE_DIR',
   partitions: 'TRIBUTARY_PARTITIONS',
   namespace: 'TRIBUTARY_NAMESPACE',
+  modelsDir: 'TRIBUTARY_MODELS_DIR',
 };
 
-const DEFAULTS: Config = { kafka: [], clickhouseDir: '.data/clickhouse', partitions: 3, namespace: '' };
+const DEFAULTS: Config = {
+  kafka: [],
+  clickhouseDir: '.data/clickhouse',
+  partitions: 3,
+  namespace: '',
+  modelsDir: '.data/models',
+};
 
 export class ConfigError extends Error {}
 
