@@ -103,7 +103,10 @@ export class ModelRuntime {
     try {
       const bytes = await this.registry.read(version);
       checkContract(readContract(bytes), this.features);
-      const next = new ServedModel(version, await ort.InferenceSession.create(bytes));
+      // One thread per run: a ranking's batch is small, and a thread pool per request only contends with the
+      // other requests (and the machine's other work) for cores.
+      const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+      const next = new ServedModel(version, session);
       const previous = this.served;
       this.served = next;
       this.refused = undefined;
