@@ -32,11 +32,8 @@ async function openScoring(config: Config, servedLogPath?: string) {
     retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
   });
   valkey.on('error', (err) => log.warn({ err: err.message }, 'valkey connection error'));
-  const store = new ValkeyStore(valkey, {
-    namespace: config.namespace,
-    ttlSeconds: 1,
-    retentionMs: features.retentionMs,
-  });
+  // Scoring only reads: the TTL and retention options concern writes.
+  const store = new ValkeyStore(valkey, { namespace: config.namespace, ttlSeconds: 0, retentionMs: 0 });
   const metrics = new ScoringMetrics();
   const models = new ModelRuntime(new ModelRegistry(config.modelsDir), features, metrics, log);
   await models.start();
