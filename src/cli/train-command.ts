@@ -59,8 +59,14 @@ export function registerTrainCommand(program: Command, configOf: (cmd: Command) 
       const promote = opts.promote === true || before === null;
       if (promote) await registry.promote(version);
 
+      const status =
+        before === version
+          ? 'already current (same data and parameters, same model)'
+          : promote
+            ? 'now current'
+            : `current stays ${before} (promote with \`tributary models promote ${version}\`)`;
       const m = r.metrics;
-      const { train: tr, eval: ev } = r.run.data as Record<string, { from: string; to: string }>;
+      const { train: tr, eval: ev } = r.run.data;
       const say = (s: string) => process.stdout.write(`${s}\n`);
       say(`training set  ${r.run.training_set} (definitions ${features.version}, ${features.names.length} features)`);
       say(`train         ${m.rows} rows, ${m.positives} clicks, ${tr?.from} .. ${tr?.to}`);
@@ -75,8 +81,6 @@ export function registerTrainCommand(program: Command, configOf: (cmd: Command) 
       say(`mean pCTR      ${pct(m.mean_pctr).padStart(9)}  (observed ${pct(m.eval_ctr)})`);
       say('calibration on the evaluation rows (each scorer: 10 equal-count buckets of its own predictions):');
       for (const line of calibrationTable(m.calibration, m.baseline_calibration)) say(line);
-      say(
-        `model ${version} registered in ${config.modelsDir} in ${r.run.seconds}s; ${promote ? 'now current' : `current stays ${before} (promote with \`tributary models promote ${version}\`)`}`,
-      );
+      say(`model ${version} registered in ${config.modelsDir} in ${r.run.seconds}s; ${status}`);
     });
 }

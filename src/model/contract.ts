@@ -31,10 +31,14 @@ export function readContract(bytes: Uint8Array): ModelContract {
   } catch (err) {
     throw new ModelContractError(`not an ONNX model: ${(err as Error).message}`);
   }
-  const inputs = (model.graph?.input ?? []).map((i) => i.name) ?? [];
-  const outputs = (model.graph?.output ?? []).map((o) => o.name) ?? [];
+  const input = model.graph?.input ?? [];
+  const inputs = input.map((i) => i.name);
+  const outputs = (model.graph?.output ?? []).map((o) => o.name);
   if (inputs.length !== 1 || inputs[0] !== INPUT)
     throw new ModelContractError(`model inputs are [${inputs.join(', ')}], expected exactly "${INPUT}"`);
+  const tensor = input[0]?.type?.tensorType;
+  if (tensor?.elemType !== onnx.TensorProto.DataType.FLOAT)
+    throw new ModelContractError(`model input "${INPUT}" must be float32`);
   if (!outputs.includes(OUTPUT))
     throw new ModelContractError(`model outputs are [${outputs.join(', ')}], expected "${OUTPUT}"`);
   const props = new Map(model.metadataProps.map((p) => [p.key, p.value]));
@@ -50,6 +54,11 @@ export function readContract(bytes: Uint8Array): ModelContract {
   const features = json(META.features);
   if (!Array.isArray(features) || !features.every((x) => typeof x === 'string'))
     throw new ModelContractError(`model metadata ${META.features} must be a JSON array of names`);
+  const width = tensor.shape?.dim?.[1]?.dimValue;
+  if (Number(width) !== features.length)
+    throw new ModelContractError(
+      `model input "${INPUT}" has ${width ?? 'no'} columns but its metadata lists ${features.length} features`,
+    );
   const definitionsVersion = props.get(META.definitionsVersion);
   if (!definitionsVersion) throw new ModelContractError(`model metadata lacks ${META.definitionsVersion}`);
   return {

@@ -6,8 +6,11 @@ import type { FeatureKind } from '../features/compile.ts';
 /** How a raw feature value enters the model: counts, sums and ages on a log scale, smoothed rates as log-odds. */
 export type Transform = 'log1p' | 'logit';
 
-/** Rates are clipped this far inside (0, 1) so a logit is always finite. */
-export const LOGIT_EPS = 1e-6;
+/**
+ * Rates are clipped this far inside (0, 1) so a logit is always finite. A power of two, so that both bounds are
+ * exact in the graph's float32 and the graph clips exactly where this code does.
+ */
+export const LOGIT_EPS = 2 ** -20;
 
 export function transformOf(kind: FeatureKind): Transform {
   return kind === 'ratio' ? 'logit' : 'log1p';

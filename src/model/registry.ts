@@ -50,9 +50,11 @@ async function readText(path: string): Promise<string | null> {
   }
 }
 
-/** Writes a whole file under a temporary name, then renames it into place. */
+let writes = 0;
+
+/** Writes a whole file under a temporary name (unique per process and write), then renames it into place. */
 async function writeAtomic(path: string, data: string | Uint8Array): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
+  const tmp = `${path}.${process.pid}.${writes++}.tmp`;
   await writeFile(tmp, data);
   await rename(tmp, path);
 }

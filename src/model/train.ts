@@ -1,5 +1,6 @@
 // `tributary train`'s core: training set -> time split -> logistic regression -> evaluation beside the baseline
 // (the ad's smoothed historical CTR alone) -> ONNX bytes carrying the contract's metadata, plus the run record.
+import { resolve } from 'node:path';
 import type { FeatureSet } from '../features/compile.ts';
 import { parseDuration } from '../features/time.ts';
 import { featureMismatch, META } from './contract.ts';
@@ -71,6 +72,10 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
       `${o.trainingSet} does not fit the current definitions (${problems.join('; ')}): rerun \`tributary backfill\` with all features`,
     );
   const { train: part, evaluation } = splitByTime(data, o.evalFraction);
+  if (!evaluation.y.includes(1) || !evaluation.y.includes(0))
+    throw new TrainingSetError(
+      'the evaluation part needs both clicks and non-clicks: use more data or a larger --eval-fraction',
+    );
   const f = o.features.names.length;
   const transforms = o.features.features.map((s) => transformOf(s.kind));
   const fit = fitLogistic(part.x, part.y, transforms, { l2: o.l2 });
@@ -112,20 +117,20 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     rows: p.y.length,
     positives: sum(p.y),
   });
-  const data_ = { train: range(part), eval: range(evaluation) };
+  const ranges = { train: range(part), eval: range(evaluation) };
   const bytes = writeOnnx(fit.model, [
     [META.features, JSON.stringify(o.features.names)],
     [META.definitionsVersion, o.features.version],
-    [META.trainingWindow, JSON.stringify({ from: data_.train.from, to: data_.train.to })],
+    [META.trainingWindow, JSON.stringify({ from: ranges.train.from, to: ranges.train.to })],
     [META.metrics, JSON.stringify(metrics)],
     ['tributary.params', JSON.stringify({ ...params, newton_iterations: fit.iterations })],
   ]);
   const run: TrainingRun = {
     trained_at: new Date().toISOString(),
-    training_set: o.trainingSet,
+    training_set: resolve(o.trainingSet),
     definitions_version: o.features.version,
     params,
-    data: data_,
+    data: ranges,
     metrics: { ...metrics, train_logloss: fit.trainLogloss, newton_iterations: fit.iterations },
     seconds: +((performance.now() - t0) / 1000).toFixed(3),
   };
