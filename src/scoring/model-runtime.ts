@@ -24,7 +24,8 @@ export class ServedModel {
   }
 
   done(): void {
-    if (--this.inFlight === 0 && this.retired) void this.session.release();
+    // A failed release only leaks the old session; it must not fail the request that happened to finish last.
+    if (--this.inFlight === 0 && this.retired) this.session.release().catch(() => {});
   }
 
   /** pCTR for `rows` vectors of `width` features laid out one after another in `batch`: one ONNX run. */
