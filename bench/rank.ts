@@ -5,7 +5,9 @@
 // correction) and at saturation (--connections, no rate), with --candidates per request; the baseline is the same
 // run with --baseline-candidates.
 // Time shares come from the server's own histograms (tributary_rank_stage_seconds: the Valkey read, vector
-// assembly, the ONNX run), differenced over each phase. autocannon's latencies have 1 ms resolution.
+// assembly, the ONNX run), differenced over each phase; they are wall times, so under concurrency they include
+// waiting for the server's event loop (the "alone" phase gives the clean shares). autocannon's latencies have
+// 1 ms resolution.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { createServer } from 'node:net';
