@@ -45,6 +45,21 @@ redis.call('EXPIRE', KEYS[1], ttl)
 return 1
 `;
 
+// The same fields of many entity hashes (one layout, many entities): one string per key, the values joined by
+// "," ("" when absent). Sending the field list once and answering one string per entity keeps a ranking's tens of
+// thousands of tile reads cheap to encode and parse.
+const READ = `
+local out = {}
+for k = 1, #KEYS do
+  local v = redis.call('HMGET', KEYS[k], unpack(ARGV))
+  for i = 1, #ARGV do
+    if not v[i] then v[i] = '' end
+  end
+  out[k] = table.concat(v, ',')
+end
+return out
+`;
+
 const UNION_COUNT = `
 if #KEYS == 0 then return 0 end
 return #redis.call('SUNION', unpack(KEYS))
@@ -53,6 +68,7 @@ return #redis.call('SUNION', unpack(KEYS))
 type Client = (Redis | Cluster) & {
   tbApply(numKeys: number, ...args: (string | number)[]): Promise<number>;
   tbUnionCount(numKeys: number, ...keys: string[]): Promise<number>;
+  tbRead(numKeys: number, ...args: string[]): Promise<string[]>;
 };
 
 /** One entity's stored tiles, as read for a served-vector overlay (see streams/served.ts). */
@@ -84,6 +100,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
   ) {
     client.defineCommand('tbApply', { lua: APPLY });
     client.defineCommand('tbUnionCount', { lua: UNION_COUNT });
+    client.defineCommand('tbRead', { lua: READ });
     this.client = client as Client;
     this.prefix = `${options.namespace ?? ''}tb:`;
   }
@@ -139,16 +156,43 @@ export class ValkeyStore implements FeatureReader, TileWriter {
 
   /** Every read of a plan in one round trip (see `send`). */
   async read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {
+    // Requests of one plan share a group's field list: one call per list, or per entity on a Cluster, where the
+    // keys of one call must share a slot.
+    const byFields = new Map<readonly string[], number[]>();
+    requests.forEach((r, i) => {
+      if (r.fields.length === 0) return;
+      const list = byFields.get(r.fields);
+      if (list) list.push(i);
+      else byFields.set(r.fields, [i]);
+    });
+    const calls: { indices: number[] }[] = [];
     const commands: (string | number)[][] = [];
+    for (const [fields, indices] of byFields) {
+      const chunks = this.client.isCluster ? indices.map((i) => [i]) : [indices];
+      for (const chunk of chunks) {
+        calls.push({ indices: chunk });
+        commands.push([
+          'tbRead',
+          chunk.length,
+          ...chunk.map((i) => this.hashKey((requests[i] as ReadRequest).key)),
+          ...fields,
+        ]);
+      }
+    }
     for (const r of requests) {
       const hk = this.hashKey(r.key);
-      if (r.fields.length) commands.push(['hmget', hk, ...r.fields]);
       for (const fields of r.sets) commands.push(['tbUnionCount', fields.length, ...fields.map((f) => `${hk}|${f}`)]);
     }
     const replies = await this.send(commands);
-    let i = 0;
-    return requests.map((r) => ({
-      values: r.fields.length ? (replies[i++] as (string | null)[]).map((v) => (v === null ? null : Number(v))) : [],
+    const values: (number | null)[][] = requests.map(() => []);
+    calls.forEach((call, c) => {
+      (replies[c] as string[]).forEach((packed, k) => {
+        values[call.indices[k] as number] = packed.split(',').map((v) => (v === '' ? null : Number(v)));
+      });
+    });
+    let i = calls.length;
+    return requests.map((r, ri) => ({
+      values: values[ri] as (number | null)[],
       setCounts: r.sets.map(() => replies[i++] as number),
     }));
   }
