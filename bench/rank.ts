@@ -9,7 +9,7 @@
 // waiting for the server's event loop (the "alone" phase gives the clean shares). autocannon's latencies have
 // 1 ms resolution.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -224,6 +224,7 @@ export const rankBench: Bench<Options> = {
       for await (const batch of stream) keys.push(...(batch as string[]));
       for (let i = 0; i < keys.length; i += 1000) await valkey.unlink(...keys.slice(i, i + 1000));
       valkey.disconnect();
+      rmSync(registry.dir, { recursive: true, force: true });
     }
   },
 };
