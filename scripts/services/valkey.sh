@@ -29,8 +29,10 @@ start() {
   if port_open "$PORT"; then log valkey "port $PORT is taken by another process: set VALKEY_PORT"; exit 1; fi
   local t0=$SECONDS
   # No persistence: Valkey is the online store, rebuilt from Kafka; tests want a clean server per start.
+  # Entity hashes beyond 64 fields as hash tables: a ranking HMGETs ~80 tile fields per entity, and in a listpack
+  # (the default up to 512 entries) each field is a linear scan (measured: 200 -> 60 us per HMGET, bench rank).
   "$(server_bin)" --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$DIR" \
-    --daemonize yes --pidfile "$PIDFILE" --logfile "$LOGFILE"
+    --hash-max-listpack-entries 64 --daemonize yes --pidfile "$PIDFILE" --logfile "$LOGFILE"
   for _ in $(seq 1 20); do [[ -f "$PIDFILE" ]] && break; sleep 0.1; done
   wait_for valkey "$PIDFILE" "$LOGFILE" 20 ping || exit 1
   log valkey "running on 127.0.0.1:$PORT ($(basename "$(server_bin)"), started in $((SECONDS - t0))s)"

@@ -9,6 +9,7 @@ import { registerEventCommands } from './events-commands.ts';
 import { registerFeaturesCommand } from './features-command.ts';
 import { registerModelsCommand } from './models-command.ts';
 import { registerParityCommand } from './parity-command.ts';
+import { registerScoringCommands } from './scoring-commands.ts';
 import { registerServicesCommand } from './services-command.ts';
 import { registerStreamCommand } from './stream-command.ts';
 import { registerTrainCommand } from './train-command.ts';
@@ -56,6 +57,10 @@ function configOf(cmd: Command) {
       partitions: g.partitions,
       namespace: g.namespace,
       modelsDir: g.models,
+      scoringToken: g.token,
+      maxCandidates: g.maxCandidates,
+      servedSampleRate: g.sampleRate,
+      rankTimeoutMs: g.rankTimeout,
     },
     process.env,
     g.config,
@@ -80,6 +85,7 @@ registerBackfillCommand(program, configOf);
 registerParityCommand(program, configOf);
 registerTrainCommand(program, configOf);
 registerModelsCommand(program, configOf);
+registerScoringCommands(program, configOf);
 registerDemoCommand(program);
 registerServicesCommand(program);
 

@@ -18,6 +18,14 @@ export interface Config {
   namespace: string;
   /** The model registry's folder (see src/model/registry.ts). */
   modelsDir: string;
+  /** Bearer token POST /v1/rank requires; unset = no auth. */
+  scoringToken?: string;
+  /** Most candidates one ranking request may carry. */
+  maxCandidates: number;
+  /** Share of rankings whose vectors go to the served-vector log, 0..1. */
+  servedSampleRate: number;
+  /** Longest wait for the online store per ranking; then defaults, flagged. */
+  rankTimeoutMs: number;
 }
 
 type Overrides = Partial<Record<keyof Config, unknown>>;
@@ -32,6 +40,10 @@ const ENV: Record<keyof Config, string> = {
   partitions: 'TRIBUTARY_PARTITIONS',
   namespace: 'TRIBUTARY_NAMESPACE',
   modelsDir: 'TRIBUTARY_MODELS_DIR',
+  scoringToken: 'TRIBUTARY_SCORING_TOKEN',
+  maxCandidates: 'TRIBUTARY_MAX_CANDIDATES',
+  servedSampleRate: 'TRIBUTARY_SERVED_SAMPLE_RATE',
+  rankTimeoutMs: 'TRIBUTARY_RANK_TIMEOUT_MS',
 };
 
 const DEFAULTS: Config = {
@@ -41,7 +53,12 @@ const DEFAULTS: Config = {
   partitions: 3,
   namespace: '',
   modelsDir: '.data/models',
+  maxCandidates: 500,
+  servedSampleRate: 0,
+  rankTimeoutMs: 50,
 };
+
+const POSITIVE_INTEGERS: readonly (keyof Config)[] = ['partitions', 'maxCandidates', 'rankTimeoutMs'];
 
 export class ConfigError extends Error {}
 
@@ -59,9 +76,14 @@ function normalise(key: keyof Config, v: unknown): unknown {
   if (v === undefined || v === '') return undefined;
   if (key === 'kafka')
     return (Array.isArray(v) ? v : String(v).split(',')).map((s) => String(s).trim()).filter(Boolean);
-  if (key === 'partitions') {
+  if (POSITIVE_INTEGERS.includes(key)) {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new ConfigError(`partitions must be a positive integer, got ${v}`);
+    if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${key} must be a positive integer, got ${v}`);
+    return n;
+  }
+  if (key === 'servedSampleRate') {
+    const n = Number(v);
+    if (!(n >= 0 && n <= 1)) throw new ConfigError(`servedSampleRate must be a number from 0 to 1, got ${v}`);
     return n;
   }
   const s = String(v);
@@ -89,8 +111,9 @@ export function loadConfig(flags: Overrides = {}, env = process.env, configFile?
 export function describeConfig(c: Config): string {
   const mask = (s: string) => s.replace(/\/\/([^:@/]*):([^@/]+)@/, '//$1:***@');
   return Object.entries(c)
-    .map(
-      ([k, v]) => `${k}: ${v === undefined || (Array.isArray(v) && v.length === 0) ? '(embedded)' : mask(String(v))}`,
-    )
+    .map(([k, v]) => {
+      if (k === 'scoringToken') return `${k}: ${v === undefined ? '(none)' : '***'}`;
+      return `${k}: ${v === undefined || (Array.isArray(v) && v.length === 0) ? '(embedded)' : mask(String(v))}`;
+    })
     .join('\n');
 }

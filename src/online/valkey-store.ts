@@ -1,7 +1,7 @@
 // The online store in Valkey. One hash per entity, `tb:{<entity key>}`, holds its tiles as fields
 // "<series>:<tile>" plus one "@<topic>/<partition>" marker per source partition; distinct-count tiles are sets
 // `tb:{<entity key>}|<series>:<tile>`. The braces are a hash tag: one entity's keys share a Valkey Cluster slot, so
-// each Lua call touches a single slot. Commands are auto-pipelined: a batch or a read is one round trip per node.
+// each Lua call touches a single slot. A batch is auto-pipelined, a read is one pipeline: one round trip per node.
 import type { Cluster, Redis } from 'iovalkey';
 import type { FeatureReader, ReadRequest, ReadResult } from '../features/compile.ts';
 import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
@@ -45,6 +45,21 @@ redis.call('EXPIRE', KEYS[1], ttl)
 return 1
 `;
 
+// The same fields of many entity hashes (one layout, many entities): one string per key, the values joined by
+// "," ("" when absent). Sending the field list once and answering one string per entity keeps a ranking's tens of
+// thousands of tile reads cheap to encode and parse.
+const READ = `
+local out = {}
+for k = 1, #KEYS do
+  local v = redis.call('HMGET', KEYS[k], unpack(ARGV))
+  for i = 1, #ARGV do
+    if not v[i] then v[i] = '' end
+  end
+  out[k] = table.concat(v, ',')
+end
+return out
+`;
+
 const UNION_COUNT = `
 if #KEYS == 0 then return 0 end
 return #redis.call('SUNION', unpack(KEYS))
@@ -53,6 +68,7 @@ return #redis.call('SUNION', unpack(KEYS))
 type Client = (Redis | Cluster) & {
   tbApply(numKeys: number, ...args: (string | number)[]): Promise<number>;
   tbUnionCount(numKeys: number, ...keys: string[]): Promise<number>;
+  tbRead(numKeys: number, ...args: string[]): Promise<string[]>;
 };
 
 /** One entity's stored tiles, as read for a served-vector overlay (see streams/served.ts). */
@@ -84,6 +100,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
   ) {
     client.defineCommand('tbApply', { lua: APPLY });
     client.defineCommand('tbUnionCount', { lua: UNION_COUNT });
+    client.defineCommand('tbRead', { lua: READ });
     this.client = client as Client;
     this.prefix = `${options.namespace ?? ''}tb:`;
   }
@@ -137,20 +154,62 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     );
   }
 
+  /** Every read of a plan in one round trip (see `send`). */
   async read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {
-    const hm = requests.map((r) =>
-      r.fields.length ? this.client.hmget(this.hashKey(r.key), ...r.fields) : Promise.resolve([]),
-    );
-    const sets = requests.map((r) => {
-      const hk = this.hashKey(r.key);
-      return Promise.all(
-        r.sets.map((fields) => this.client.tbUnionCount(fields.length, ...fields.map((f) => `${hk}|${f}`))),
-      );
+    // Requests of one plan share a group's field list: one call per list, or per entity on a Cluster, where the
+    // keys of one call must share a slot.
+    const byFields = new Map<readonly string[], number[]>();
+    requests.forEach((r, i) => {
+      if (r.fields.length === 0) return;
+      const list = byFields.get(r.fields);
+      if (list) list.push(i);
+      else byFields.set(r.fields, [i]);
     });
-    const [values, counts] = await Promise.all([Promise.all(hm), Promise.all(sets)]);
-    return requests.map((_, i) => ({
-      values: (values[i] as (string | null)[]).map((v) => (v === null ? null : Number(v))),
-      setCounts: counts[i] as number[],
+    const calls: { indices: number[] }[] = [];
+    const commands: (string | number)[][] = [];
+    for (const [fields, indices] of byFields) {
+      const chunks = this.client.isCluster ? indices.map((i) => [i]) : [indices];
+      for (const chunk of chunks) {
+        calls.push({ indices: chunk });
+        commands.push([
+          'tbRead',
+          chunk.length,
+          ...chunk.map((i) => this.hashKey((requests[i] as ReadRequest).key)),
+          ...fields,
+        ]);
+      }
+    }
+    for (const r of requests) {
+      const hk = this.hashKey(r.key);
+      for (const fields of r.sets) commands.push(['tbUnionCount', fields.length, ...fields.map((f) => `${hk}|${f}`)]);
+    }
+    const replies = await this.send(commands);
+    const values: (number | null)[][] = requests.map(() => []);
+    calls.forEach((call, c) => {
+      (replies[c] as string[]).forEach((packed, k) => {
+        values[call.indices[k] as number] = packed.split(',').map((v) => (v === '' ? null : Number(v)));
+      });
+    });
+    let i = calls.length;
+    return requests.map((r, ri) => ({
+      values: values[ri] as (number | null)[],
+      setCounts: r.sets.map(() => replies[i++] as number),
     }));
+  }
+
+  /**
+   * One explicit pipeline on a single node. A Cluster pipeline must stay within one node's slots, so there the
+   * commands go out together and auto-pipelining (when enabled) groups them into one round trip per node.
+   */
+  private async send(commands: (string | number)[][]): Promise<unknown[]> {
+    if (this.client.isCluster) {
+      const client = this.client as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>;
+      return Promise.all(commands.map(([name, ...args]) => client[name as string]?.apply(this.client, args)));
+    }
+    const replies = (await this.client.pipeline(commands as string[][]).exec()) ?? [];
+    return replies.map(([err, value]) => {
+      if (err) throw err;
+      return value;
+    });
   }
 }

@@ -31,6 +31,21 @@ export interface DeadLetter {
   coordinates: Coordinates;
 }
 
+/** A dead letter as a Kafka message: the original bytes, the reason and where they came from in headers. */
+export function deadLetterMessage(d: DeadLetter) {
+  return {
+    key: d.key,
+    value: d.value,
+    headers: {
+      reason: d.reason,
+      source_topic: d.coordinates.topic,
+      source_partition: String(d.coordinates.partition),
+      source_offset: String(d.coordinates.offset),
+      ingest_time: String(d.coordinates.ingest_time),
+    },
+  };
+}
+
 export interface BatchOutcome {
   firstOffset: number;
   lastOffset: number;

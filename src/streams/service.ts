@@ -12,7 +12,14 @@ import { type OfflineBatch, tileRowsOf } from '../offline/sink.ts';
 import type { CheckpointStore, Intent } from './checkpoint.ts';
 import type { EventLog, LogBatchPayload, LogConsumer, LogProducer } from './event-log.ts';
 import { reasonClass, type StreamMetrics } from './metrics.ts';
-import { type BatchOutcome, type DeadLetter, type LogMessage, processBatch, sourceTopics } from './processor.ts';
+import {
+  type BatchOutcome,
+  type DeadLetter,
+  deadLetterMessage,
+  type LogMessage,
+  processBatch,
+  sourceTopics,
+} from './processor.ts';
 import type { RawReader } from './served.ts';
 
 /** The offline store's write side; must ignore a batch id it has already written. */
@@ -241,20 +248,7 @@ export class StreamService {
     const letters = sentBefore > 0 ? all.filter((d) => d.coordinates.offset >= sentBefore) : all;
     if (letters.length === 0) return;
     await this.producer.send([
-      {
-        topic: deadLetterTopic(this.options.namespace),
-        messages: letters.map((d) => ({
-          key: d.key,
-          value: d.value,
-          headers: {
-            reason: d.reason,
-            source_topic: d.coordinates.topic,
-            source_partition: String(d.coordinates.partition),
-            source_offset: String(d.coordinates.offset),
-            ingest_time: String(d.coordinates.ingest_time),
-          },
-        })),
-      },
+      { topic: deadLetterTopic(this.options.namespace), messages: letters.map(deadLetterMessage) },
     ]);
   }
 

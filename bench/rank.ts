@@ -1,0 +1,230 @@
+// The ranking benchmark: POST /v1/rank on a real `tributary serve` process (a child, so the load generator does
+// not share its event loop) over a real local Valkey holding the features of a generated log (its tiles applied
+// through ValkeyStore, as the stream writes them) and a model trained by the real backfill + `train`.
+// autocannon drives it with one connection (each request alone), at a fixed rate (--rate, with coordinated-omission
+// correction) and at saturation (--connections, no rate), with --candidates per request; the baseline is the same
+// run with --baseline-candidates.
+// Time shares come from the server's own histograms (tributary_rank_stage_seconds: the Valkey read, vector
+// assembly, the ONNX run), differenced over each phase; they are wall times, so under concurrency they include
+// waiting for the server's event loop (the "alone" phase gives the clean shares). autocannon's latencies have
+// 1 ms resolution.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import autocannon from 'autocannon';
+import { Valkey } from 'iovalkey';
+import { generate } from '../src/events/generator.ts';
+import type { AdImpression } from '../src/events/types.ts';
+import { FeatureSet } from '../src/features/compile.ts';
+import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
+import { TileBatch } from '../src/features/tile-batch.ts';
+import { ModelRegistry } from '../src/model/registry.ts';
+import { ValkeyStore } from '../src/online/valkey-store.ts';
+import { replayRecords, trainAndRegister } from '../test/support/models.ts';
+import { type Bench, type Row, SERVERS, sleep } from './lib.ts';
+
+type Options = 'impressions' | 'candidates' | 'baseline-candidates' | 'rate' | 'seconds' | 'connections' | 'timeout-ms';
+
+/** Mean ms per ranking in each stage, and rankings answered with defaults, from /metrics. */
+interface StageTotals {
+  count: number;
+  seconds: Record<'valkey' | 'assembly' | 'onnx', number>;
+  defaulted: number;
+}
+
+async function stageTotals(base: string): Promise<StageTotals> {
+  const text = await (await fetch(`${base}/metrics`)).text();
+  const value = (re: RegExp) => Number(text.match(re)?.[1] ?? 0);
+  const sum = (stage: string) => value(new RegExp(`tributary_rank_stage_seconds_sum\\{stage="${stage}"\\} (\\S+)`));
+  return {
+    count: value(/tributary_rank_stage_seconds_count\{stage="onnx"\} (\S+)/),
+    seconds: { valkey: sum('valkey'), assembly: sum('assembly'), onnx: sum('onnx') },
+    defaulted: value(/tributary_rankings_total\{features="defaults"\} (\S+)/),
+  };
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+interface PhaseResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  non2xx: number;
+  errors: number;
+  /** Mean ms per ranking in each stage, server side. */
+  stageMs: Record<'valkey' | 'assembly' | 'onnx', number>;
+  defaulted: number;
+}
+
+async function phase(
+  base: string,
+  bodies: string[],
+  o: { seconds: number; connections: number; rate?: number },
+): Promise<PhaseResult> {
+  const before = await stageTotals(base);
+  let i = 0;
+  const result = await autocannon({
+    url: base,
+    connections: o.connections,
+    duration: o.seconds,
+    ...(o.rate ? { overallRate: o.rate } : {}),
+    requests: [
+      {
+        method: 'POST',
+        path: '/v1/rank',
+        headers: { 'content-type': 'application/json' },
+        setupRequest: (req) => ({ ...req, body: bodies[i++ % bodies.length] }),
+      },
+    ],
+  });
+  const after = await stageTotals(base);
+  const n = after.count - before.count || 1;
+  const ms = (s: keyof StageTotals['seconds']) => ((after.seconds[s] - before.seconds[s]) / n) * 1000;
+  const latency = result.latency;
+  return {
+    rps: result.requests.average,
+    p50: latency.p50 as number,
+    p99: latency.p99 as number,
+    p999: latency.p99_9 as number,
+    non2xx: result.non2xx,
+    errors: result.errors + result.timeouts,
+    stageMs: { valkey: ms('valkey'), assembly: ms('assembly'), onnx: ms('onnx') },
+    defaulted: after.defaulted - before.defaulted,
+  };
+}
+
+export const rankBench: Bench<Options> = {
+  name: 'rank',
+  description: 'POST /v1/rank (tributary serve) over local Valkey: fixed rate and saturation, vs fewer candidates',
+  options: {
+    impressions: 40_000,
+    candidates: 100,
+    'baseline-candidates': 10,
+    rate: 1000,
+    seconds: 10,
+    connections: 16,
+    'timeout-ms': 1000,
+  },
+  async run(ctx) {
+    const o = ctx.options;
+    const ns = `bench-rank-${Date.now()}.`;
+    const features = new FeatureSet(DEFAULT_GROUPS);
+    const log = generate({ seed: 11, days: 2, impressionsPerDay: o.impressions / 2 });
+    const impressions = log.filter((r) => r.record.kind === 'impression').map((r) => r.record.event as AdImpression);
+
+    ctx.log(`applying ${log.length} events' tiles to Valkey ${SERVERS.valkey} under ${ns}`);
+    const valkey = new Valkey(SERVERS.valkey, { enableAutoPipelining: true });
+    const store = new ValkeyStore(valkey, { namespace: ns, ttlSeconds: 3600, retentionMs: features.retentionMs });
+    const tiles = new TileBatch();
+    for (const { record } of log)
+      if (record.kind === 'impression' || record.kind === 'click') features.apply(record.kind, record.event, tiles);
+    const end = Math.max(...impressions.map((i) => i.event_time));
+    await store.applyBatch(tiles, 'bench/0', 0, end);
+
+    ctx.log('training a model (backfill + train)');
+    const registry = new ModelRegistry(mkdtempSync(join(tmpdir(), 'bench-models-')));
+    await registry.promote(await trainAndRegister(registry, features, replayRecords(log), 1));
+
+    const port = await freePort();
+    const base = `http://127.0.0.1:${port}`;
+    // biome-ignore format: one argument per flag reads best
+    const args = ['--import', 'tsx', join(import.meta.dirname, '../src/cli/main.ts'), 'serve',
+      '--valkey', SERVERS.valkey, '--namespace', ns, '--models', registry.dir, '--port', String(port),
+      '--rank-timeout', String(o['timeout-ms']), '--max-candidates', '1000'];
+    const server: ChildProcess = spawn(process.execPath, args, {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, TRIBUTARY_LOG_LEVEL: 'warn' },
+    });
+    try {
+      for (let t = 0; ; t++) {
+        if ((await fetch(`${base}/readyz`).catch(() => null))?.status === 200) break;
+        if (t > 300 || server.exitCode !== null) throw new Error('tributary serve did not become ready');
+        await sleep(100);
+      }
+      // Requests for random impressions' users and pages, over distinct ads drawn the way traffic draws them.
+      const bodiesOf = (n: number) =>
+        Array.from({ length: 256 }, (_, k) => {
+          const at = impressions[(k * 7919) % impressions.length] as AdImpression;
+          const ads = new Map<string, AdImpression>();
+          for (let j = k * 104_729; ads.size < n; j++) {
+            const i = impressions[j % impressions.length] as AdImpression;
+            ads.set(i.ad_id, i);
+          }
+          return JSON.stringify({
+            request_id: `bench-${k}`,
+            user_id: at.user_id,
+            publisher_id: at.publisher_id,
+            device: at.device,
+            os: at.os,
+            time: end + 60_000,
+            candidates: [...ads.values()].map((i) => ({
+              ad_id: i.ad_id,
+              campaign_id: i.campaign_id,
+              advertiser_id: i.advertiser_id,
+              category: i.category,
+              bid: i.bid,
+            })),
+          });
+        });
+      const main = bodiesOf(o.candidates);
+      const baseline = bodiesOf(o['baseline-candidates']);
+      ctx.log('warming up');
+      await phase(base, main, { seconds: 2, connections: 4 });
+
+      // One connection: each request alone (latency and stage times without queueing); then a fixed rate; then
+      // as fast as it goes.
+      const phases = {
+        alone: { connections: 1 },
+        rate: { connections: Math.max(o.connections, 32), rate: o.rate },
+        max: { connections: o.connections },
+      };
+      type PhaseKey = keyof typeof phases;
+      const results: Record<string, PhaseResult> = {};
+      for (const [variant, bodies, n] of [
+        ['baseline', baseline, o['baseline-candidates']],
+        ['main', main, o.candidates],
+      ] as const) {
+        for (const [key, p] of Object.entries(phases)) {
+          ctx.log(`${n} candidates, ${key}: ${JSON.stringify(p)} for ${o.seconds}s`);
+          results[`${variant}-${key}`] = await phase(base, bodies, { seconds: o.seconds, ...p });
+        }
+      }
+      const label = `rank ${o.candidates} cand (baseline ${o['baseline-candidates']})`;
+      const row = (key: PhaseKey, metric: string, pick: (p: PhaseResult) => number): Row => ({
+        benchmark: label,
+        metric: `${metric} ${key === 'rate' ? `@${o.rate}/s` : key === 'max' ? 'saturated' : 'alone'}`,
+        value: pick(results[`main-${key}`] as PhaseResult),
+        baseline: pick(results[`baseline-${key}`] as PhaseResult),
+      });
+      const rows: Row[] = (Object.keys(phases) as PhaseKey[]).flatMap((key) => [
+        row(key, 'req/s', (p) => p.rps),
+        row(key, 'p50 ms', (p) => p.p50),
+        row(key, 'p99 ms', (p) => p.p99),
+        row(key, 'p99.9 ms', (p) => p.p999),
+        row(key, 'Valkey ms/req', (p) => p.stageMs.valkey),
+        row(key, 'assembly ms/req', (p) => p.stageMs.assembly),
+        row(key, 'ONNX ms/req', (p) => p.stageMs.onnx),
+        row(key, 'defaulted rankings', (p) => p.defaulted),
+        row(key, 'non-2xx + errors', (p) => p.non2xx + p.errors),
+      ]);
+      return { rows, details: { namespace: ns, results } };
+    } finally {
+      server.kill('SIGTERM');
+      const keys: string[] = [];
+      const stream = valkey.scanStream({ match: `${ns}*`, count: 1000 });
+      for await (const batch of stream) keys.push(...(batch as string[]));
+      for (let i = 0; i < keys.length; i += 1000) await valkey.unlink(...keys.slice(i, i + 1000));
+      valkey.disconnect();
+      rmSync(registry.dir, { recursive: true, force: true });
+    }
+  },
+};

@@ -1,0 +1,154 @@
+// `tributary serve` (HTTP ranking) and `tributary score` (Kafka ranking): one scoring stack wired to the servers.
+import type { Command } from 'commander';
+import { Valkey } from 'iovalkey';
+import { type Config, ConfigError } from '../config/config.ts';
+import { allTopics } from '../events/catalog.ts';
+import { FeatureSet } from '../features/compile.ts';
+import { DEFAULT_GROUPS } from '../features/definitions.ts';
+import { ModelRegistry } from '../model/registry.ts';
+import { ValkeyStore } from '../online/valkey-store.ts';
+import { ScoreConsumer } from '../scoring/consumer.ts';
+import { ScoringMetrics } from '../scoring/metrics.ts';
+import { ModelRuntime } from '../scoring/model-runtime.ts';
+import { Ranker } from '../scoring/ranker.ts';
+import { ServedLog } from '../scoring/served-log.ts';
+import { buildServer } from '../scoring/server.ts';
+import { openEventLog, openSerde } from '../streams/open.ts';
+import { log } from './log.ts';
+
+/** The ranker over Valkey and the registry's current model; `close` releases what it opened. */
+async function openScoring(config: Config, servedLogPath?: string) {
+  if (!config.valkey)
+    throw new ConfigError('scoring needs Valkey for online features: pass --valkey redis://host:port');
+  const features = new FeatureSet(DEFAULT_GROUPS);
+  // No offline queue and no per-command retries: a ranking never waits for a reconnect, it uses defaults; the
+  // client keeps reconnecting in the background.
+  const valkey = new Valkey(config.valkey, {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 1_000,
+    retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
+  });
+  valkey.on('error', (err) => log.warn({ err: err.message }, 'valkey connection error'));
+  // Scoring only reads: the TTL and retention options concern writes.
+  const store = new ValkeyStore(valkey, { namespace: config.namespace, ttlSeconds: 0, retentionMs: 0 });
+  const metrics = new ScoringMetrics();
+  const models = new ModelRuntime(new ModelRegistry(config.modelsDir), features, metrics, log);
+  await models.start();
+  const served = servedLogPath
+    ? new ServedLog({ path: servedLogPath, sampleRate: config.servedSampleRate }, log)
+    : undefined;
+  const ranker = new Ranker(
+    { features, reader: store, models, metrics, log, served },
+    { readTimeoutMs: config.rankTimeoutMs },
+  );
+  return {
+    ranker,
+    models,
+    metrics,
+    valkey,
+    async close() {
+      await served?.close();
+      await models.stop();
+      valkey.disconnect();
+    },
+  };
+}
+
+function untilSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+}
+
+export function registerScoringCommands(program: Command, configOf: (cmd: Command) => Config): void {
+  const scoringOptions = (c: Command) =>
+    c
+      .option('--models <dir>', 'model registry folder [env TRIBUTARY_MODELS_DIR] (default .data/models)')
+      .option('--max-candidates <n>', 'most candidates per request [env TRIBUTARY_MAX_CANDIDATES] (default 500)')
+      .option('--rank-timeout <ms>', 'longest wait for Valkey per ranking [env TRIBUTARY_RANK_TIMEOUT_MS] (default 50)')
+      .option(
+        '--sample-rate <r>',
+        'share of rankings written to the served-vector log [env TRIBUTARY_SERVED_SAMPLE_RATE] (default 0)',
+      )
+      .option('--served-log <file>', 'served-vector log (NDJSON)', 'served-vectors.ndjson');
+
+  scoringOptions(
+    program
+      .command('serve')
+      .description('rank candidate ads over HTTP: POST /v1/rank, /healthz, /readyz, /metrics, /openapi.json')
+      .option('--port <port>', 'port to listen on', '8080')
+      .option('--host <host>', 'address to listen on', '127.0.0.1')
+      .option('--token <token>', 'require Authorization: Bearer <token> on /v1/rank [env TRIBUTARY_SCORING_TOKEN]')
+      .option('--body-limit <bytes>', 'largest request body', String(1 << 20)),
+  )
+    .addHelpText(
+      'after',
+      '\nExample:\n  tributary serve --valkey redis://127.0.0.1:6379 --models .data/models --port 8080 --sample-rate 0.01',
+    )
+    .action(async (opts: Record<string, string>, cmd: Command) => {
+      const config = configOf(cmd);
+      const port = Number(opts.port);
+      const bodyLimit = Number(opts.bodyLimit);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError('--port must be 0..65535');
+      if (!Number.isInteger(bodyLimit) || bodyLimit < 1)
+        throw new ConfigError('--body-limit must be a positive integer');
+      const scoring = await openScoring(config, opts.servedLog);
+      const app = await buildServer(
+        {
+          ranker: scoring.ranker,
+          metrics: scoring.metrics,
+          log,
+          models: scoring.models,
+          storeProblem: () => (scoring.valkey.status === 'ready' ? null : `valkey ${scoring.valkey.status}`),
+        },
+        { maxCandidates: config.maxCandidates, bodyLimit, token: config.scoringToken },
+      );
+      const address = await app.listen({ port, host: opts.host });
+      log.info({ address, model: scoring.models.model?.version ?? null }, 'serving');
+      await untilSignal();
+      await app.close();
+      await scoring.close();
+    });
+
+  scoringOptions(
+    program
+      .command('score')
+      .description('rank AdRequest events from ad_requests and publish ScoredRanking events to ad_rankings')
+      .option('--group <id>', 'consumer group id', 'tributary-score')
+      .option('--concurrency <n>', 'rankings in flight at once', '16'),
+  ).action(async (opts: Record<string, string>, cmd: Command) => {
+    const config = configOf(cmd);
+    if (config.kafka.length > 0 && !config.schemaRegistry)
+      throw new ConfigError('score from Kafka needs a Schema Registry: pass --schema-registry URL');
+    const concurrency = Number(opts.concurrency);
+    if (!Number.isInteger(concurrency) || concurrency < 1)
+      throw new ConfigError('--concurrency must be a positive integer');
+    const eventLog = openEventLog(config, log, 'tributary-score');
+    await eventLog.ensureTopics(allTopics(config.namespace), config.partitions);
+    const scoring = await openScoring(config, opts.servedLog);
+    const consumer = new ScoreConsumer(
+      {
+        eventLog,
+        serde: await openSerde(config),
+        ranker: scoring.ranker,
+        hasModel: () => scoring.models.model !== undefined,
+        metrics: scoring.metrics,
+        log,
+      },
+      {
+        namespace: config.namespace,
+        groupId: `${config.namespace}${opts.group}`,
+        maxCandidates: config.maxCandidates,
+        concurrency,
+      },
+    );
+    await consumer.start();
+    log.info({ model: scoring.models.model?.version ?? null }, 'scoring requests');
+    await untilSignal();
+    log.info({ scored: consumer.scored, deadLettered: consumer.deadLettered }, 'stopping');
+    await consumer.stop();
+    await scoring.close();
+  });
+}
