@@ -1,52 +1,260 @@
-// `tributary demo` (npm start): the loop on embedded defaults, no servers. For now: generate traffic, replay it
-// through the feature definitions into a point-in-time training set, and report. Streaming into the embedded
-// stores, training and serving join as they land.
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+// `tributary demo` (npm start): the whole loop in one process on embedded defaults, through the same code paths
+// the servers use: generate traffic into the file log -> stream it into the in-process online store and the
+// embedded ClickHouse -> backfill a training set from the stream's history -> parity (served == backfill == SQL)
+// -> train and register a model -> score the held-out period's requests -> serve /v1/rank until stopped.
+import { rmSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
+import { checkParity } from '../backfill/parity.ts';
 import { runBackfill } from '../backfill/run.ts';
-import { fromEventFile } from '../backfill/sources.ts';
-import { writeEventFile } from '../events/event-file.ts';
+import { fromClickHouse } from '../backfill/sources.ts';
+import { type Config, ConfigError } from '../config/config.ts';
 import { generate } from '../events/generator.ts';
+import type { AdImpression, AdRequest } from '../events/types.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { HOUR } from '../features/time.ts';
+import { ModelRegistry } from '../model/registry.ts';
+import { train } from '../model/train.ts';
+import { openClickHouse } from '../offline/clickhouse.ts';
+import { ScoringMetrics } from '../scoring/metrics.ts';
+import { ModelRuntime } from '../scoring/model-runtime.ts';
+import { Ranker } from '../scoring/ranker.ts';
+import { buildServer } from '../scoring/server.ts';
+import { openStream } from '../streams/open.ts';
+import { publishAll } from './events-commands.ts';
+import { log } from './log.ts';
 
-export function registerDemoCommand(program: Command): void {
+interface DemoOptions {
+  days: string;
+  impressionsPerDay: string;
+  candidates: string;
+  out: string;
+  port: string;
+  serve: boolean;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
+const quantile = (sorted: number[], q: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+
+export function registerDemoCommand(program: Command, configOf: (cmd: Command) => Config): void {
   program
     .command('demo')
-    .description('run the pipeline end to end on embedded defaults (no servers) and print a report')
-    .option('--days <n>', 'days of generated traffic', '1')
-    .option('--out <dir>', 'where to write the event log and training set (default: a temp folder)')
-    .action(async (opts: { days: string; out?: string }) => {
-      const dir = opts.out ?? mkdtempSync(join(tmpdir(), 'tributary-demo-'));
+    .description('run the whole loop in this process on embedded defaults (no servers), report, then serve /v1/rank')
+    .option('--days <n>', 'days of generated traffic', '3')
+    .option('--impressions-per-day <n>', 'impressions per day', '20000')
+    .option('--candidates <n>', 'candidate ads per generated ad request', '20')
+    .option(
+      '--out <dir>',
+      'where the demo keeps its log, offline store, training set and models (replaced)',
+      '.data/demo',
+    )
+    .option('--port <port>', 'port for /v1/rank once the report is printed (0 = any free port)', '8080')
+    .option('--no-serve', 'exit after the report instead of serving /v1/rank')
+    .addHelpText('after', '\nExamples:\n  npm start\n  tributary demo --days 2 --no-serve\n  tributary demo --port 0')
+    .action(async (opts: DemoOptions, cmd: Command) => {
+      const base = configOf(cmd);
+      if (base.kafka.length || base.valkey || base.clickhouse)
+        throw new ConfigError(
+          'demo runs on embedded defaults only: drop --kafka/--valkey/--clickhouse (with servers, use `tributary stream`, `backfill`, `train`, `serve`)',
+        );
+      const days = Number(opts.days);
+      const perDay = Number(opts.impressionsPerDay);
+      const candidates = Number(opts.candidates);
+      const port = Number(opts.port);
+      for (const [flag, v] of [
+        ['--days', days],
+        ['--impressions-per-day', perDay],
+        ['--candidates', candidates],
+      ] as const)
+        if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${flag} must be a positive integer`);
+      if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError('--port must be 0..65535');
+      if (days < 2) throw new ConfigError('--days must be at least 2: the model is evaluated on a later period');
+
+      const dir = resolve(opts.out);
+      rmSync(dir, { recursive: true, force: true });
+      const config: Config = {
+        ...base,
+        logDir: `${dir}/log`,
+        clickhouseDir: `${dir}/clickhouse`,
+        modelsDir: `${dir}/models`,
+      };
       const say = (s: string) => process.stdout.write(`${s}\n`);
+      const step = (s: string) => say(`\n▸ ${s}`);
+      const tty = process.stdout.isTTY === true;
       const t0 = performance.now();
-      const log = generate({ days: Number(opts.days), impressionsPerDay: 20_000 });
-      const events = join(dir, 'events.ndjson');
-      await writeEventFile(events, log);
-      const tGen = performance.now();
-      say(`generated ${log.length} events (impressions, clicks; late, out-of-order, duplicates) -> ${events}`);
       const features = new FeatureSet(DEFAULT_GROUPS);
-      const out = join(dir, 'training.csv');
+
+      step(`generating ${days} days of traffic into the file log (${config.logDir})`);
+      const records = generate({ days, impressionsPerDay: perDay, candidatesPerRequest: candidates });
+      const published = await publishAll(config, records);
+      const streamed = records.filter((r) => r.record.kind === 'impression' || r.record.kind === 'click').length;
+      say(`  ${fmt(published)} events (impressions, clicks, ad requests; late, out-of-order and duplicate ones too)`);
+
+      step('streaming impressions and clicks into the in-process online store and the embedded ClickHouse');
+      const ch = await openClickHouse({ dir: config.clickhouseDir });
+      const stream = await openStream(config, {
+        features,
+        group: 'demo',
+        allowedLatenessMs: HOUR,
+        maxBatch: 5000,
+        offline: ch,
+        recordServed: true,
+        log,
+      });
+      const tStream = performance.now();
+      await stream.service.start();
+      const consumed = async () => (await stream.metrics.events.get()).values.reduce((total, v) => total + v.value, 0);
+      const bar = tty ? new SingleBar({ format: '  {bar} {value}/{total} events | {rate}/s' }) : undefined;
+      bar?.start(streamed, 0, { rate: 0 });
+      while (!(await stream.caughtUp())) {
+        await sleep(200);
+        const n = await consumed();
+        bar?.update(n, { rate: fmt(n / ((performance.now() - tStream) / 1000)) });
+      }
+      const streamSeconds = (performance.now() - tStream) / 1000;
+      bar?.update(streamed, { rate: fmt(streamed / streamSeconds) });
+      bar?.stop();
+      await stream.close();
+      const verdicts = new Map<string, number>();
+      for (const v of (await stream.metrics.events.get()).values)
+        verdicts.set(String(v.labels.verdict), (verdicts.get(String(v.labels.verdict)) ?? 0) + v.value);
+      const tiles = await scalar(ch, 'SELECT count() FROM feature_tiles');
+      say(
+        `  ${fmt(streamed)} events in ${streamSeconds.toFixed(1)} s (${fmt(streamed / streamSeconds)} events/s): ` +
+          [...verdicts].map(([k, n]) => `${fmt(n)} ${k}`).join(', '),
+      );
+      say(`  ${fmt(tiles)} feature tile rows written offline; ${features.names.length} features online`);
+
+      step('backfilling a point-in-time training set from the stream’s history (same definitions)');
+      const trainingSet = `${dir}/training.csv`;
+      const tBackfill = performance.now();
       const meta = await runBackfill({
         features,
-        open: () => fromEventFile(events),
-        sourceName: `file:${events}`,
-        out,
+        open: () => fromClickHouse(ch),
+        sourceName: 'clickhouse',
+        out: trainingSet,
         attributionMs: HOUR,
         allowedLatenessMs: HOUR,
       });
-      const seconds = (performance.now() - tGen) / 1000;
       say(
-        `replayed through ${features.names.length} features (definitions ${features.version}) at ${Math.round(log.length / seconds)} events/s`,
+        `  ${fmt(meta.rows)} rows, ${fmt(meta.positives)} clicked, ${fmt(meta.held_back)} held back (attribution window open) in ${((performance.now() - tBackfill) / 1000).toFixed(1)} s -> ${trainingSet}`,
       );
+
+      step('parity: served (online store) == backfill == independent ClickHouse SQL, every impression, every feature');
+      const parity = await checkParity(ch, features, DEFAULT_GROUPS, HOUR);
       say(
-        `training set: ${meta.rows} rows, ${meta.positives} clicked (${((100 * meta.positives) / Math.max(1, meta.rows)).toFixed(2)}%), ${meta.held_back} held back (attribution window open) -> ${out}`,
+        `  ${fmt(parity.impressions)} impressions × ${features.names.length} features: ${parity.mismatches} mismatches` +
+          (parity.missingServed + parity.missingSql ? ` (${parity.missingServed + parity.missingSql} missing)` : ''),
       );
+      await ch.close();
+
+      step('training a logistic regression (ONNX) on the earlier 80%, evaluating on the later 20%');
+      const result = await train({ trainingSet, features, evalFraction: 0.2, l2: 0.01, seed: 1 });
+      const registry = new ModelRegistry(config.modelsDir);
+      const version = await registry.register(result.bytes, result.run);
+      await registry.promote(version);
+      const m = result.metrics;
+      say(`  model ${version} registered and current (${config.modelsDir})`);
+
+      step('scoring the held-out period’s ad requests with the model over the online store');
+      const metrics = new ScoringMetrics();
+      const models = new ModelRuntime(registry, features, metrics, log);
+      await models.start();
+      const ranker = new Ranker(
+        { features, reader: stream.online, models, metrics, log },
+        { readTimeoutMs: config.rankTimeoutMs },
+      );
+      const evalFrom = Date.parse(result.run.data.eval?.from ?? '');
+      const scored = await scoreHeldOut(ranker, records, evalFrom);
       say(
-        `done in ${((performance.now() - t0) / 1000).toFixed(1)}s. Next: \`tributary features\`, \`tributary backfill --help\`; with servers: \`npm run services start\` and \`tributary stream --help\`.`,
+        `  ${fmt(scored.requests)} requests × ${candidates} candidates: p50 ${scored.p50.toFixed(2)} ms, p99 ${scored.p99.toFixed(2)} ms per ranking; ` +
+          `clicked ads ranked in the top 10% of their candidates ${(100 * scored.clickedTopDecile).toFixed(1)}% of the time (random: 10%)`,
       );
+
+      const seconds = (performance.now() - t0) / 1000;
+      say('\n── report ──────────────────────────────────────────────');
+      say(`events streamed        ${fmt(streamed)} at ${fmt(streamed / streamSeconds)} events/s`);
+      say(`features               ${features.names.length} (definitions ${features.version}), ${fmt(tiles)} tile rows`);
+      say(`training rows          ${fmt(meta.rows)} (${fmt(meta.positives)} clicked)`);
+      say(`AUC                    ${m.auc.toFixed(4)}   baseline (ad CTR alone) ${m.baseline_auc.toFixed(4)}`);
+      say(`log loss               ${m.logloss.toFixed(5)}  baseline ${m.baseline_logloss.toFixed(5)}`);
+      say(`parity mismatches      ${parity.mismatches}`);
+      say(`held-out requests      ${fmt(scored.requests)} scored, p99 ${scored.p99.toFixed(2)} ms`);
+      say(`total                  ${seconds.toFixed(1)} s`);
+
+      if (!opts.serve) {
+        await models.stop();
+        return;
+      }
+      const app = await buildServer(
+        { ranker, metrics, log, models, storeProblem: () => null },
+        { maxCandidates: config.maxCandidates, bodyLimit: 1 << 20, token: config.scoringToken },
+      );
+      const address = await app.listen({ port, host: '127.0.0.1' });
+      const sample = scored.sample;
+      const body = JSON.stringify({
+        request_id: 'demo-1',
+        user_id: sample.user_id,
+        publisher_id: sample.publisher_id,
+        device: sample.device,
+        os: sample.os,
+        time: sample.event_time,
+        candidates: sample.candidates.slice(0, 3),
+      });
+      say(`\nserving /v1/rank at ${address} (Ctrl-C to stop). Try:`);
+      say(`  curl -s ${address}/v1/rank -H 'content-type: application/json' -d '${body}'`);
+      await new Promise<void>((done) => {
+        process.once('SIGINT', done);
+        process.once('SIGTERM', done);
+      });
+      await app.close();
+      await models.stop();
     });
+}
+
+async function scalar(ch: Awaited<ReturnType<typeof openClickHouse>>, query: string): Promise<number> {
+  const rows = await (await ch.query({ query, format: 'JSONEachRow' })).json<Record<string, string>>();
+  return Number(Object.values(rows[0] ?? {})[0] ?? 0);
+}
+
+/**
+ * Ranks every request of the held-out period at its own moment (by pCTR: bids left out) and checks where the ad
+ * that was shown and then clicked lands among its candidates.
+ */
+async function scoreHeldOut(ranker: Ranker, records: ReturnType<typeof generate>, from: number) {
+  const clicked = new Set<string>();
+  const shown = new Map<string, AdImpression>();
+  const requests: AdRequest[] = [];
+  for (const { record } of records) {
+    if (record.kind === 'click') clicked.add(record.event.impression_id);
+    else if (record.kind === 'impression' && record.event.request_id) shown.set(record.event.request_id, record.event);
+    else if (record.kind === 'request' && record.event.event_time >= from) requests.push(record.event);
+  }
+  const latencies: number[] = [];
+  let clicks = 0;
+  let top = 0;
+  for (const req of requests) {
+    const t = performance.now();
+    const ranking = await ranker.rank({ ...req, candidates: req.candidates.map((c) => ({ ...c, bid: null })) });
+    latencies.push(performance.now() - t);
+    const imp = shown.get(req.request_id);
+    if (!imp || !clicked.has(imp.event_id)) continue;
+    clicks++;
+    const rank = ranking.ranked.find((c) => c.ad_id === imp.ad_id)?.rank ?? Number.POSITIVE_INFINITY;
+    if (rank <= Math.max(1, Math.ceil(req.candidates.length / 10))) top++;
+  }
+  latencies.sort((a, b) => a - b);
+  const sample = requests.at(-1);
+  if (!sample) throw new Error('no ad requests in the held-out period: generate more days');
+  return {
+    requests: requests.length,
+    p50: quantile(latencies, 0.5),
+    p99: quantile(latencies, 0.99),
+    clickedTopDecile: clicks ? top / clicks : 0,
+    sample,
+  };
 }

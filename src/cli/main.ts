@@ -86,7 +86,7 @@ registerParityCommand(program, configOf);
 registerTrainCommand(program, configOf);
 registerModelsCommand(program, configOf);
 registerScoringCommands(program, configOf);
-registerDemoCommand(program);
+registerDemoCommand(program, configOf);
 registerServicesCommand(program);
 
 /** Exit codes: 0 ok, 1 failure or bad input rows, 2 usage or configuration error, 3 a server is unreachable. */

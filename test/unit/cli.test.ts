@@ -41,12 +41,44 @@ const NOWHERE = '127.0.0.1:59999';
 const demoDir = mkdtempSync(join(dir, 'demo-'));
 
 describe('tributary CLI', () => {
-  it('runs the demo on embedded defaults and reports a training set', { timeout: 60_000 }, () => {
-    const r = cli('demo', '--out', demoDir);
-    expect(r.status, r.stderr).toBe(0);
-    const rows = Number(/training set: (\d+) rows/.exec(r.stdout)?.[1]);
-    expect(rows).toBeGreaterThan(10_000);
-    expect(r.stdout).toMatch(/replayed through 58 features/);
+  it('runs the whole loop on embedded defaults: parity 0, AUC above the baseline, then /v1/rank answers', {
+    timeout: 240_000,
+  }, async () => {
+    const demo = spawn(
+      process.execPath,
+      args(['demo', '--out', demoDir, '--days', '2', '--impressions-per-day', '12000', '--port', '0']),
+      { env },
+    );
+    let stdout = '';
+    let stderr = '';
+    demo.stderr.on('data', (d) => {
+      stderr += d;
+    });
+    const exited = new Promise<number | null>((done) => demo.on('close', done));
+    // The report, then the address and a sample request body once it serves.
+    const serving = await new Promise<RegExpExecArray>((done, fail) => {
+      demo.stdout.on('data', (d) => {
+        stdout += d;
+        const m = /serving \/v1\/rank at (\S+) .*\n.*-d '(.*)'\n/.exec(stdout);
+        if (m) done(m);
+      });
+      demo.on('close', (code) => fail(new Error(`demo exited (${code}) before serving: ${stderr.slice(-2000)}`)));
+    });
+    expect(stdout).toMatch(/^parity mismatches\s+0$/m);
+    const auc = /^AUC\s+([\d.]+)\s+baseline \(ad CTR alone\) ([\d.]+)$/m.exec(stdout);
+    expect(Number(auc?.[1])).toBeGreaterThan(Number(auc?.[2]));
+    expect(Number(/^training rows\s+([\d,]+)/m.exec(stdout)?.[1]?.replaceAll(',', ''))).toBeGreaterThan(10_000);
+    const res = await fetch(`${serving[1]}/v1/rank`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: serving[2],
+    });
+    expect(res.status).toBe(200);
+    const ranking = (await res.json()) as { ranked: { rank: number; pctr: number }[]; features_defaulted: boolean };
+    expect(ranking.ranked.map((c) => c.rank)).toEqual([1, 2, 3]);
+    expect(ranking.features_defaulted).toBe(false);
+    demo.kill('SIGINT');
+    expect(await exited).toBe(0);
   });
 
   it('streams a generated file log in another process, with no servers', { timeout: 90_000 }, () => {
