@@ -46,8 +46,8 @@ export async function checkParity(
   const replay = new Replay(features, allowedLatenessMs);
   const backfill = new Map<string, Float64Array>();
   for await (const r of fromClickHouse(ch)) {
-    const { vector } = replay.apply(r);
-    if (vector) backfill.set(r.event.event_id, vector);
+    const vector = replay.apply(r);
+    if (vector) backfill.set(r.event.event_id, vector.slice());
   }
   const served = await servedVectors(ch);
   const sql = await sqlFeatures(ch, groups, { allowedLatenessMs });

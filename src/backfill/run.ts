@@ -43,7 +43,7 @@ export async function runBackfill(o: BackfillOptions): Promise<TrainingMeta> {
   const from = o.from ?? Number.NEGATIVE_INFINITY;
   const to = o.to ?? Number.POSITIVE_INFINITY;
   for await (const r of o.open()) {
-    const { vector } = replay.apply(r);
+    const vector = replay.apply(r);
     if (++events % 10_000 === 0) o.onProgress?.(events);
     if (!vector || r.source !== 'impression') continue;
     const t = r.event.event_time;
