@@ -19,6 +19,12 @@ function parseTime(flag: string, v: string | undefined): number | undefined {
   return t;
 }
 
+function positiveInt(flag: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${flag} must be a positive whole number, got "${v}"`);
+  return n;
+}
+
 export function registerBackfillCommand(program: Command, configOf: (cmd: Command) => Config): void {
   program
     .command('backfill')
@@ -38,6 +44,11 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
     .option('--from <iso>', 'first impression time to emit')
     .option('--to <iso>', 'emit impressions before this time')
     .option('--features <names>', 'comma-separated subset of features (default: all)')
+    .option(
+      '--checkpoint-every <events>',
+      'records between checkpoints (OUT.checkpoint.json); rerunning an interrupted backfill resumes from the last',
+      '1000000',
+    )
     .addHelpText(
       'after',
       '\nExamples:\n  tributary backfill --source file:events.ndjson --out train.csv\n  tributary backfill --source clickhouse --attribution 30m --from 2026-11-02T00:00:00Z',
@@ -74,6 +85,8 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
           from: parseTime('--from', opts.from),
           to: parseTime('--to', opts.to),
           only: opts.features?.split(',').map((s) => s.trim()),
+          checkpointEvery: positiveInt('--checkpoint-every', opts.checkpointEvery as string),
+          onResume: (events) => log.info({ events }, 'resuming from the last checkpoint'),
           onProgress: (events) => {
             const rate = Math.round(events / ((performance.now() - t0) / 1000));
             if (bar) {
