@@ -6,7 +6,7 @@ import type { FeatureSet } from '../features/compile.ts';
 import type { FeatureGroup } from '../features/define.ts';
 import { sqlFeatures } from './parity-sql.ts';
 import { Replay } from './replay.ts';
-import { fromClickHouse } from './sources.ts';
+import { fromClickHouse, partitionsIn } from './sources.ts';
 
 export interface FeatureParity {
   name: string;
@@ -43,7 +43,7 @@ export async function checkParity(
   groups: readonly FeatureGroup[],
   allowedLatenessMs: number,
 ): Promise<ParityReport> {
-  const replay = new Replay(features, allowedLatenessMs);
+  const replay = new Replay(features, allowedLatenessMs, { partitions: await partitionsIn(ch) });
   const backfill = new Map<string, Float64Array>();
   for await (const r of fromClickHouse(ch)) {
     const vector = replay.apply(r);

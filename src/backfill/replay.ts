@@ -52,13 +52,14 @@ export class Replay {
     options: {
       state?: ReplayStateKind;
       /**
-       * How many partitions the log holds: until each has been seen, no tile is dropped (one may start far behind
-       * the others). Left out, the partitions seen so far are taken as all of them.
+       * How many partitions the log holds: once each has been seen, tiles older than every partition's watermark
+       * by a whole window are dropped. Left out, none is ever dropped: exact for any log, but the state then grows
+       * with the span of the history (a partition may start far behind the others).
        */
       partitions?: number;
     } = {},
   ) {
-    this.partitions = options.partitions ?? 0;
+    this.partitions = options.partitions ?? Number.POSITIVE_INFINITY;
     this.vector = new Float64Array(features.names.length);
     this.state =
       options.state === 'memory'

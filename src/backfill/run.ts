@@ -23,6 +23,8 @@ export interface BackfillOptions {
   checkpointEvery?: number;
   /** Called when an earlier, interrupted run of the same backfill is resumed, with its position. */
   onResume?: (events: number) => void;
+  /** How many partitions the source holds, when known (see Replay): bounds the replay's state. */
+  partitions?: number;
 }
 
 /**
@@ -80,7 +82,7 @@ export async function runBackfill(o: BackfillOptions): Promise<TrainingMeta> {
   const resumed = readCheckpoint(checkpointPath, `${o.out}.partial`, run);
   const writer = new CsvTrainingWriter(o.out, columns, resumed);
   if (resumed) o.onResume?.(resumed.events);
-  const replay = new Replay(o.features, o.allowedLatenessMs);
+  const replay = new Replay(o.features, o.allowedLatenessMs, { partitions: o.partitions });
   const skip = resumed?.events ?? 0;
   let events = 0;
   let positives = resumed?.positives ?? 0;

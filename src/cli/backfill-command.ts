@@ -4,7 +4,7 @@ import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
 import type { ReplayRecord } from '../backfill/replay.ts';
 import { runBackfill } from '../backfill/run.ts';
-import { fromClickHouse, fromEventFile } from '../backfill/sources.ts';
+import { fromClickHouse, fromEventFile, partitionsIn } from '../backfill/sources.ts';
 import { type Config, ConfigError } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
@@ -59,12 +59,15 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
       const src = opts.source as string;
       let open: () => AsyncIterable<ReplayRecord>;
       let close = async () => {};
+      let partitions: number | undefined;
       if (src.startsWith('file:')) {
         const path = src.slice(5);
         open = () => fromEventFile(path);
+        partitions = 1;
       } else if (src === 'clickhouse') {
         const ch = await openClickHouse({ url: config.clickhouse, dir: config.clickhouseDir });
         open = () => fromClickHouse(ch);
+        partitions = await partitionsIn(ch);
         close = () => ch.close();
       } else {
         throw new ConfigError(`--source must be clickhouse or file:PATH, got "${src}"`);
@@ -85,6 +88,7 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
           from: parseTime('--from', opts.from),
           to: parseTime('--to', opts.to),
           only: opts.features?.split(',').map((s) => s.trim()),
+          partitions,
           checkpointEvery: positiveInt('--checkpoint-every', opts.checkpointEvery as string),
           onResume: (events) => log.info({ events }, 'resuming from the last checkpoint'),
           onProgress: (events) => {
