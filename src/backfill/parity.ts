@@ -6,7 +6,7 @@ import type { FeatureSet } from '../features/compile.ts';
 import type { FeatureGroup } from '../features/define.ts';
 import { sqlFeatures } from './parity-sql.ts';
 import { Replay } from './replay.ts';
-import { fromClickHouse } from './sources.ts';
+import { fromClickHouse, partitionsIn } from './sources.ts';
 
 export interface FeatureParity {
   name: string;
@@ -43,11 +43,11 @@ export async function checkParity(
   groups: readonly FeatureGroup[],
   allowedLatenessMs: number,
 ): Promise<ParityReport> {
-  const replay = new Replay(features, allowedLatenessMs);
+  const replay = new Replay(features, allowedLatenessMs, { partitions: await partitionsIn(ch) });
   const backfill = new Map<string, Float64Array>();
   for await (const r of fromClickHouse(ch)) {
-    const { vector } = replay.apply(r);
-    if (vector) backfill.set(r.event.event_id, vector);
+    const vector = replay.apply(r);
+    if (vector) backfill.set(r.event.event_id, vector.slice());
   }
   const served = await servedVectors(ch);
   const sql = await sqlFeatures(ch, groups, { allowedLatenessMs });

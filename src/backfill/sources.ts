@@ -31,6 +31,18 @@ async function* ordered<E>(client: ClickHouseClient, table: string, times: strin
 const before = (a: Row<unknown>, b: Row<unknown>) =>
   a.batch_seq < b.batch_seq || (a.batch_seq === b.batch_seq && a.offset < b.offset);
 
+/** How many Kafka partitions the offline store's events come from (the replay drops old state once it saw all). */
+export async function partitionsIn(client: ClickHouseClient): Promise<number> {
+  const rs = await client.query({
+    query: `SELECT count() AS n FROM (SELECT DISTINCT topic, partition FROM impressions
+            UNION DISTINCT SELECT DISTINCT topic, partition FROM clicks)`,
+    format: 'JSONEachRow',
+    clickhouse_settings: { output_format_json_quote_64bit_integers: 0 },
+  });
+  const [row] = await rs.json<{ n: number }>();
+  return row?.n ?? 0;
+}
+
 /** Every consumed event from the offline store, in the stream's apply order: (batch_seq, offset). */
 export async function* fromClickHouse(client: ClickHouseClient): AsyncGenerator<ReplayRecord> {
   const imps = ordered<AdImpression>(client, 'impressions', []);

@@ -2,7 +2,7 @@
 // the definitions' version recorded beside it (FILE.meta.json). Files appear whole or not at all.
 
 import { once } from 'node:events';
-import { createWriteStream, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import type { AdImpression } from '../events/types.ts';
 
 export const ROW_KEYS = [
@@ -43,9 +43,17 @@ export interface TrainingMeta {
   last_event_time: string | null;
 }
 
+/** What a resumable writer has durably written: the staging file's length and the rows in it. */
+export interface Committed {
+  bytes: number;
+  rows: number;
+}
+
 export interface TrainingWriter {
   readonly rows: number;
   write(r: TrainingRow): Promise<void>;
+  /** Resumable writers: writes out every row so far (a backfill checkpoint can then point past them). */
+  commit?(): Promise<Committed>;
   /** Makes the output appear, whole, with its metadata. */
   close(meta: TrainingMeta): Promise<void>;
 }
@@ -65,14 +73,29 @@ function csvField(v: string): string {
 /** The rows as CSV in a file of its own (a staging file: the writers below decide where it ends up). */
 class CsvRows {
   private readonly out;
+  /** Rows not yet handed to the file stream: written in chunks. */
+  private pending = '';
+  /** Bytes handed to the file stream, header included. */
+  private bytes: number;
   rows = 0;
 
   constructor(
     readonly path: string,
     private readonly columns: readonly TrainingColumn[],
+    /** Continue an interrupted write: keep the first `bytes` (holding `rows` rows) of the file. */
+    resume?: Committed,
   ) {
-    this.out = createWriteStream(path);
-    this.out.write(`${[...ROW_KEYS, 'label', ...columns.map((c) => c.name)].join(',')}\n`);
+    if (resume) {
+      truncateSync(path, resume.bytes);
+      this.out = createWriteStream(path, { flags: 'r+', start: resume.bytes });
+      this.bytes = resume.bytes;
+      this.rows = resume.rows;
+    } else {
+      this.out = createWriteStream(path);
+      const header = `${[...ROW_KEYS, 'label', ...columns.map((c) => c.name)].join(',')}\n`;
+      this.out.write(header);
+      this.bytes = Buffer.byteLength(header);
+    }
   }
 
   async write(r: TrainingRow): Promise<void> {
@@ -82,10 +105,28 @@ class CsvRows {
     line += r.label;
     for (const c of this.columns) line += `,${r.vector[c.index]}`;
     this.rows++;
-    if (!this.out.write(`${line}\n`)) await once(this.out, 'drain');
+    this.pending += `${line}\n`;
+    if (this.pending.length >= 1 << 20) await this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    const chunk = this.pending;
+    this.pending = '';
+    this.bytes += Buffer.byteLength(chunk);
+    if (!this.out.write(chunk)) await once(this.out, 'drain');
+  }
+
+  /** Hands every row to the file and waits until it is written: the partial file's committed length. */
+  async commit(): Promise<{ bytes: number; rows: number }> {
+    const chunk = this.pending;
+    this.pending = '';
+    this.bytes += Buffer.byteLength(chunk);
+    await new Promise<void>((resolve, reject) => this.out.write(chunk, (err) => (err ? reject(err) : resolve())));
+    return { bytes: this.bytes, rows: this.rows };
   }
 
   async end(): Promise<void> {
+    await this.commit();
     this.out.end();
     await once(this.out, 'finish');
   }
@@ -166,8 +207,13 @@ export class CsvTrainingWriter implements TrainingWriter {
   constructor(
     private readonly path: string,
     columns: readonly TrainingColumn[],
+    resume?: Committed,
   ) {
-    this.csv = new CsvRows(`${path}.partial`, columns);
+    this.csv = new CsvRows(`${path}.partial`, columns, resume);
+  }
+
+  commit(): Promise<Committed> {
+    return this.csv.commit();
   }
 
   get rows(): number {

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { KafkaSource } from '../backfill/kafka-source.ts';
 import type { ReplayRecord } from '../backfill/replay.ts';
 import { runBackfill } from '../backfill/run.ts';
-import { fromClickHouse, fromEventFile } from '../backfill/sources.ts';
+import { fromClickHouse, fromEventFile, partitionsIn } from '../backfill/sources.ts';
 import { isPlainTableName, parquetConverter, writeTrainingTable } from '../backfill/training-clickhouse.ts';
 import { ConvertingTrainingWriter, type TrainingFormat, type TrainingMeta } from '../backfill/training-set.ts';
 import { type Config, ConfigError } from '../config/config.ts';
@@ -33,6 +33,12 @@ function defaultRunId(source: string, from: string | undefined, to: string | und
   return createHash('sha256').update(JSON.stringify(params)).digest('hex').slice(0, 16);
 }
 
+function positiveInt(flag: string, v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${flag} must be a positive whole number, got "${v}"`);
+  return n;
+}
+
 export function registerBackfillCommand(program: Command, configOf: (cmd: Command) => Config): void {
   program
     .command('backfill')
@@ -55,6 +61,11 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
     .option('--from <iso>', 'first impression time to emit')
     .option('--to <iso>', 'emit impressions before this time')
     .option('--features <names>', 'comma-separated subset of features (default: all)')
+    .option(
+      '--checkpoint-every <events>',
+      'records between checkpoints (OUT.checkpoint.json); rerunning an interrupted backfill resumes from the last',
+      '1000000',
+    )
     .addHelpText(
       'after',
       '\nExamples:\n  tributary backfill --source file:events.ndjson --out train.csv\n  tributary backfill --source clickhouse --attribution 30m --from 2026-11-02T00:00:00Z\n  tributary backfill --source kafka --out train.parquet --table training_rows',
@@ -82,12 +93,15 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
       };
       let open: () => AsyncIterable<ReplayRecord>;
       let kafkaSource: KafkaSource | undefined;
+      let partitions: number | undefined;
       if (src.startsWith('file:')) {
         const path = src.slice(5);
         open = () => fromEventFile(path);
+        partitions = 2; // one per event kind
       } else if (src === 'clickhouse') {
         const client = await clickhouse();
         open = () => fromClickHouse(client);
+        partitions = await partitionsIn(client);
       } else if (src === 'kafka') {
         if (config.kafka.length === 0) throw new ConfigError('--source kafka needs Kafka: pass --kafka host:port');
         if (!config.schemaRegistry)
@@ -121,6 +135,9 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
           from: parseTime('--from', opts.from),
           to: parseTime('--to', opts.to),
           only: opts.features?.split(',').map((s) => s.trim()),
+          partitions,
+          checkpointEvery: positiveInt('--checkpoint-every', opts.checkpointEvery as string),
+          onResume: (events) => log.info({ events }, 'resuming from the last checkpoint'),
           onProgress: (events) => {
             const rate = Math.round(events / ((performance.now() - t0) / 1000));
             if (bar) {

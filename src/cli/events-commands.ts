@@ -14,7 +14,10 @@ import { log } from './log.ts';
 type ConfigOf = (cmd: Command) => Config;
 
 /** Publishes to Kafka when configured, else appends to the file log; returns how many events went out. */
-export async function publishAll(config: Config, records: AsyncIterable<Outgoing> | Iterable<Outgoing>): Promise<number> {
+export async function publishAll(
+  config: Config,
+  records: AsyncIterable<Outgoing> | Iterable<Outgoing>,
+): Promise<number> {
   if (config.kafka.length > 0 && !config.schemaRegistry) {
     throw new ConfigError('publishing to Kafka needs a Schema Registry: pass --schema-registry URL');
   }

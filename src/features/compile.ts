@@ -36,7 +36,7 @@ export interface ReadResult {
   setCounts: readonly number[];
 }
 
-interface Series {
+export interface Series {
   /** Short, stable id used in stored field names: "<aggregation index>.<tile seconds>". */
   readonly id: string;
   readonly agg: Aggregation;
@@ -46,7 +46,7 @@ interface Series {
   readonly windows: readonly Window[];
 }
 
-interface Slot {
+export interface Slot {
   readonly series: number;
   readonly window: Window;
   readonly feature: number;
@@ -55,7 +55,7 @@ interface Slot {
   readonly to: number;
 }
 
-interface CompiledGroup {
+export interface CompiledGroup {
   readonly group: FeatureGroup;
   readonly minTileMs: number;
   readonly series: readonly Series[];
@@ -64,6 +64,25 @@ interface CompiledGroup {
 }
 
 type SourceEvent = AdImpression | AdClick;
+
+/**
+ * What one event adds to its tile of a series: the delta (count; sum in 1/scale units), the member (distinct), the
+ * event time (last_seen, kept as the tile's maximum); null when the event has no value for the column.
+ */
+export function updateOf(agg: Aggregation, e: SourceEvent): number | string | null {
+  switch (agg.op) {
+    case 'count':
+      return 1;
+    case 'sum': {
+      const v = (e as AdImpression)[agg.column];
+      return v == null ? null : Math.round(v * agg.scale);
+    }
+    case 'distinct':
+      return e[agg.column];
+    case 'last_seen':
+      return e.event_time;
+  }
+}
 
 function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGroup {
   const series: Series[] = [];
@@ -146,8 +165,10 @@ export class FeatureSet {
   readonly version: string;
   /** How long stored tiles stay useful: the longest window plus one tile. */
   readonly retentionMs: number;
-  private readonly groups: readonly CompiledGroup[];
-  private readonly bySource: Record<Source, { group: number; series: Series }[]>;
+  /** The compiled groups: what other stores (e.g. the replay's tile rings) derive their layout from. */
+  readonly groups: readonly CompiledGroup[];
+  /** Per source, the series its events update, grouped by group in group order. */
+  readonly bySource: Record<Source, readonly { group: number; index: number; series: Series }[]>;
 
   constructor(groups: readonly FeatureGroup[]) {
     const names = new Set<string>();
@@ -159,10 +180,13 @@ export class FeatureSet {
     this.groups = groups.map((g) => compileGroup(g, features));
     this.features = features;
     this.names = features.map((f) => f.name);
-    this.bySource = { impression: [], click: [] };
+    const bySource: Record<Source, { group: number; index: number; series: Series }[]> = { impression: [], click: [] };
     this.groups.forEach((g, gi) => {
-      for (const series of g.series) this.bySource[series.agg.source].push({ group: gi, series });
+      g.series.forEach((series, index) => {
+        bySource[series.agg.source].push({ group: gi, index, series });
+      });
     });
+    this.bySource = bySource;
     this.retentionMs = Math.max(...this.groups.flatMap((g) => g.series.map((s) => (s.maxTiles + 1) * s.tileMs)));
     const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name })));
     this.version = createHash('sha256').update(canonical).digest('hex').slice(0, 12);
@@ -191,24 +215,12 @@ export class FeatureSet {
         key = entityKey((this.groups[group] as CompiledGroup).group.entity, e);
         lastGroup = group;
       }
+      const update = updateOf(series.agg, e);
+      if (update === null) continue;
       const field = `${series.id}:${tileOf(e.event_time, series.tileMs)}`;
-      const agg = series.agg;
-      switch (agg.op) {
-        case 'count':
-          sink.incr(key, field, 1);
-          break;
-        case 'sum': {
-          const v = (e as AdImpression)[agg.column];
-          if (v != null) sink.incr(key, field, Math.round(v * agg.scale));
-          break;
-        }
-        case 'distinct':
-          sink.sadd(key, field, e[agg.column]);
-          break;
-        case 'last_seen':
-          sink.max(key, field, e.event_time);
-          break;
-      }
+      if (typeof update === 'string') sink.sadd(key, field, update);
+      else if (series.agg.op === 'last_seen') sink.max(key, field, update);
+      else sink.incr(key, field, update);
     }
   }
 
@@ -282,27 +294,42 @@ function layout(g: CompiledGroup, t: number): Layout {
 }
 
 function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array): void {
-  const values = new Float64Array(g.slots.length);
+  const raw = new Float64Array(g.slots.length);
+  for (let si = 0; si < g.slots.length; si++) {
+    const slot = g.slots[si] as Slot;
+    const op = (g.series[slot.series] as Series).agg.op;
+    let x: number;
+    if (op === 'distinct') {
+      x = res.setCounts[slot.from] as number;
+    } else if (op === 'last_seen') {
+      x = Number.NEGATIVE_INFINITY;
+      for (let i = slot.from; i < slot.to; i++) x = Math.max(x, res.values[i] ?? Number.NEGATIVE_INFINITY);
+    } else {
+      x = 0;
+      for (let i = slot.from; i < slot.to; i++) x += res.values[i] ?? 0;
+    }
+    raw[si] = x;
+  }
+  finishGroup(g, t, raw, v);
+}
+
+/**
+ * Turns a group's per-slot aggregates at t into its features in v (and overwrites `raw` with them): `raw` holds
+ * per slot the window's total (count; sum in 1/scale units), latest event time (last_seen; -Infinity when none)
+ * or distinct count. Every store's read ends here, so values become features in one place.
+ */
+export function finishGroup(g: CompiledGroup, t: number, raw: Float64Array, v: Float64Array): void {
   for (let si = 0; si < g.slots.length; si++) {
     const slot = g.slots[si] as Slot;
     const agg = (g.series[slot.series] as Series).agg;
-    let x: number;
-    if (agg.op === 'distinct') {
-      x = res.setCounts[slot.from] as number;
-    } else if (agg.op === 'last_seen') {
-      let latest = Number.NEGATIVE_INFINITY;
-      for (let i = slot.from; i < slot.to; i++) latest = Math.max(latest, res.values[i] ?? Number.NEGATIVE_INFINITY);
-      x = latest === Number.NEGATIVE_INFINITY ? slot.window.lengthMs / 1000 : (t - latest) / 1000;
-    } else {
-      let total = 0;
-      for (let i = slot.from; i < slot.to; i++) total += res.values[i] ?? 0;
-      x = agg.op === 'sum' ? total / agg.scale : total;
-    }
-    values[si] = x;
+    let x = raw[si] as number;
+    if (agg.op === 'last_seen') x = x === Number.NEGATIVE_INFINITY ? slot.window.lengthMs / 1000 : (t - x) / 1000;
+    else if (agg.op === 'sum') x = x / agg.scale;
+    raw[si] = x;
     v[slot.feature] = x;
   }
   for (const r of g.ratios) {
-    v[r.feature] = ((values[r.num] as number) + r.rate * r.weight) / ((values[r.den] as number) + r.weight);
+    v[r.feature] = ((raw[r.num] as number) + r.rate * r.weight) / ((raw[r.den] as number) + r.weight);
   }
 }
 

@@ -22,6 +22,7 @@ import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { KafkaEventLog } from '../../src/kafka/event-log.ts';
 import { ModelRegistry } from '../../src/model/registry.ts';
+import { MemoryStore } from '../../src/online/memory-store.ts';
 import { ValkeyStore } from '../../src/online/valkey-store.ts';
 import { ScoreConsumer } from '../../src/scoring/consumer.ts';
 import { ScoringMetrics } from '../../src/scoring/metrics.ts';
@@ -172,11 +173,11 @@ describe('POST /v1/rank', () => {
     expect(json.features_defaulted).toBe(false);
 
     // The backfill's replay of what the stream applied, read at the request's moment.
-    const replay = new Replay(features, LATENESS_MS);
+    const replay = new Replay(features, LATENESS_MS, { state: 'memory' });
     for (const r of records) replay.apply(r);
     const contexts = body.candidates.map((c) => ({ ...c, user_id: body.user_id, publisher_id: body.publisher_id }));
     const plan = features.plan(contexts, body.time);
-    const vectors = features.assemble(plan, replay.store.readSync(plan.requests));
+    const vectors = features.assemble(plan, (replay.store as MemoryStore).readSync(plan.requests));
     const f = features.names.length;
     const x = new Float32Array(vectors.length * f);
     vectors.forEach((v, i) => {

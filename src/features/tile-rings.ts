@@ -1,0 +1,420 @@
+// The replay's feature state, built for speed from the compiled FeatureSet (same series, slots, updates and
+// boundary rule; no feature is declared here). Entity instances are interned on their raw ids (no key strings)
+// into a number; per group, one record per entity in two typed-array slabs holds, per series, a ring of tiles
+// and, per window, its running total at the tile last read (the cursor). A read at the cursor's tile copies the
+// totals; another tile slides them by the tiles that enter and leave. Exact distinct counts keep, per window,
+// how many of its tiles hold each member. Rings that must span more than their initial size move to their own,
+// larger arrays.
+import type { AdClick, AdImpression } from '../events/types.ts';
+import { type CompiledGroup, type FeatureSet, finishGroup, type Series, updateOf } from './compile.ts';
+import type { Source } from './define.ts';
+import type { KeyFields } from './entities.ts';
+import { firstTile, tileOf } from './window.ts';
+
+const EMPTY = -2147483648;
+
+/** A ring that outgrew its place in the slab. */
+interface Ring {
+  tags: Int32Array;
+  values: Float64Array;
+  members: (Set<number> | undefined)[] | null;
+}
+
+/** Where one entity's ring of one series is: tile T sits at base + (T & mask) when tags[that] === T. */
+interface View {
+  tags: Int32Array;
+  tagBase: number;
+  values: Float64Array;
+  valueBase: number;
+  mask: number;
+  members: (Set<number> | undefined)[] | null;
+}
+
+interface GroupLayout {
+  readonly g: CompiledGroup;
+  readonly fields: readonly (keyof KeyFields)[];
+  /** Entity numbers by first id (then by second id for two-field entities). */
+  readonly ids: Map<string, number | Map<string, number>>;
+  entities: number;
+  /** Per entity: the tags of every series' ring. */
+  tags: Int32Array;
+  /** Per entity: every series' ring values, then the cursor per series, then the total per slot. */
+  values: Float64Array;
+  readonly tagStride: number;
+  readonly valueStride: number;
+  readonly ringOffset: Int32Array;
+  readonly ringSize: Int32Array;
+  readonly cursorOffset: number;
+  readonly totalOffset: number;
+  /** Rings that outgrew the slab, by entity * series count + series. */
+  readonly grown: Map<number, Ring>;
+  /** Distinct series in the slab: members per ring position, by entity * series count + series. */
+  readonly members: Map<number, (Set<number> | undefined)[]>;
+  /** Distinct slots: how many window tiles hold each member, by entity * slot count + slot. */
+  readonly occurrences: Map<number, Map<number, number>>;
+  /** Per series: its slots; and the newest tile ever dropped from any of its rings (needing it again is an error). */
+  readonly slotsOf: readonly number[][];
+  readonly lostUpTo: number[];
+  /** Per slot: its window's length in tiles. */
+  readonly tiles: Int32Array;
+  /** Distinct series: member numbers by value. */
+  readonly memberIds: (Map<string, number> | null)[];
+  readonly raw: Float64Array;
+}
+
+function pow2AtLeast(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+export class TileRings {
+  private readonly layouts: GroupLayout[];
+  /** Entity of each group for the event being processed (resolved once per event). */
+  private readonly current: Int32Array;
+  private readonly view: View = {
+    tags: new Int32Array(0),
+    tagBase: 0,
+    values: new Float64Array(0),
+    valueBase: 0,
+    mask: 0,
+    members: null,
+  };
+
+  /**
+   * `lowWatermark()` is the lowest event time any future read or update can have (the replay's lowest partition
+   * watermark): tiles older than it by a whole window are never needed again and may be overwritten.
+   */
+  constructor(
+    readonly features: FeatureSet,
+    allowedLatenessMs: number,
+    private readonly lowWatermark: () => number,
+  ) {
+    this.layouts = features.groups.map((g) => {
+      // Within one partition, reads and updates stay within the lateness of the newest tile.
+      const ringSize = Int32Array.from(g.series, (s) =>
+        pow2AtLeast(s.maxTiles + Math.ceil(allowedLatenessMs / s.tileMs) + 2),
+      );
+      const ringOffset = new Int32Array(g.series.length);
+      let size = 0;
+      g.series.forEach((_, s) => {
+        ringOffset[s] = size;
+        size += ringSize[s] as number;
+      });
+      return {
+        g,
+        fields: g.group.entity.fields,
+        ids: new Map(),
+        entities: 0,
+        tags: new Int32Array(0),
+        values: new Float64Array(0),
+        tagStride: size,
+        valueStride: size + g.series.length + g.slots.length,
+        ringOffset,
+        ringSize,
+        cursorOffset: size,
+        totalOffset: size + g.series.length,
+        grown: new Map(),
+        members: new Map(),
+        occurrences: new Map(),
+        slotsOf: g.series.map((_, s) => g.slots.flatMap((slot, i) => (slot.series === s ? [i] : []))),
+        lostUpTo: g.series.map(() => EMPTY),
+        tiles: Int32Array.from(g.slots, (slot) => slot.window.tiles),
+        memberIds: g.series.map((s) => (s.agg.op === 'distinct' ? new Map<string, number>() : null)),
+        raw: new Float64Array(g.slots.length),
+      };
+    });
+    this.current = new Int32Array(this.layouts.length);
+  }
+
+  /**
+   * Reads the vector of `e` at its event time into `out` (when given), then applies `e`'s updates. Reading first
+   * keeps the point-in-time rule; the event's own tile is outside every window anyway.
+   */
+  step(source: Source, e: AdImpression | AdClick, out: Float64Array | null): void {
+    for (let gi = 0; gi < this.layouts.length; gi++) this.current[gi] = entity(this.layouts[gi] as GroupLayout, e);
+    if (out) this.read(e.event_time, out);
+    const updates = this.features.bySource[source];
+    for (let i = 0; i < updates.length; i++) {
+      const { group, index, series } = updates[i] as (typeof updates)[number];
+      const update = updateOf(series.agg, e);
+      if (update === null) continue;
+      const layout = this.layouts[group] as GroupLayout;
+      const ent = this.current[group] as number;
+      const tile = tileOf(e.event_time, series.tileMs);
+      if (typeof update === 'string') {
+        const ids = layout.memberIds[index] as Map<string, number>;
+        let id = ids.get(update);
+        if (id === undefined) {
+          id = ids.size;
+          ids.set(update, id);
+        }
+        this.addMember(layout, ent, index, tile, id);
+      } else {
+        this.addValue(layout, ent, index, series, tile, update);
+      }
+    }
+  }
+
+  /** Points this.view at entity ent's ring of series s. */
+  private locate(layout: GroupLayout, ent: number, s: number): View {
+    const v = this.view;
+    const key = ent * layout.ringSize.length + s;
+    const ring = layout.grown.get(key);
+    if (ring) {
+      v.tags = ring.tags;
+      v.tagBase = 0;
+      v.values = ring.values;
+      v.valueBase = 0;
+      v.mask = ring.tags.length - 1;
+      v.members = ring.members;
+      return v;
+    }
+    const offset = layout.ringOffset[s] as number;
+    v.tags = layout.tags;
+    v.tagBase = ent * layout.tagStride + offset;
+    v.values = layout.values;
+    v.valueBase = ent * layout.valueStride + offset;
+    v.mask = (layout.ringSize[s] as number) - 1;
+    v.members = null;
+    if (layout.memberIds[s]) {
+      let members = layout.members.get(key);
+      if (!members) {
+        members = new Array(layout.ringSize[s]).fill(undefined);
+        layout.members.set(key, members);
+      }
+      v.members = members;
+    }
+    return v;
+  }
+
+  /** The view position of `tile`, taking it over from an older tile that is no longer needed, or growing. */
+  private claim(layout: GroupLayout, ent: number, s: number, tile: number): number {
+    for (;;) {
+      const v = this.locate(layout, ent, s);
+      const at = tile & v.mask;
+      const held = v.tags[v.tagBase + at] as number;
+      if (held === tile) return at;
+      if (tile <= (layout.lostUpTo[s] as number)) lost(layout, s, tile);
+      if (held === EMPTY) {
+        v.tags[v.tagBase + at] = tile;
+        return at;
+      }
+      const series = layout.g.series[s] as Series;
+      if (held < tile && held < tileOf(this.lowWatermark(), series.tileMs) - series.maxTiles) {
+        // Never read or updated again; the totals at the cursor may include it, so the next read recomputes them.
+        layout.values[ent * layout.valueStride + layout.cursorOffset + s] = Number.NaN;
+        if (held > (layout.lostUpTo[s] as number)) layout.lostUpTo[s] = held;
+        v.tags[v.tagBase + at] = tile;
+        v.values[v.valueBase + at] = 0;
+        if (v.members) v.members[at] = undefined;
+        return at;
+      }
+      layout.grown.set(ent * layout.ringSize.length + s, grow(v));
+    }
+  }
+
+  private addValue(layout: GroupLayout, ent: number, s: number, series: Series, tile: number, x: number) {
+    const at = this.claim(layout, ent, s, tile);
+    const { values, valueBase } = this.view;
+    if (series.agg.op === 'last_seen') {
+      // Read by scanning, no totals. A fresh tile holds 0, below any event time.
+      if (x > (values[valueBase + at] as number)) values[valueBase + at] = x;
+      return;
+    }
+    values[valueBase + at] = (values[valueBase + at] as number) + x;
+    const base = ent * layout.valueStride;
+    const c = layout.values[base + layout.cursorOffset + s] as number;
+    if (!(tile < c)) return; // also when there is no cursor
+    const slots = layout.slotsOf[s] as number[];
+    for (let k = 0; k < slots.length; k++) {
+      const si = slots[k] as number;
+      const total = base + layout.totalOffset + si;
+      if (tile >= c - (layout.tiles[si] as number)) layout.values[total] = (layout.values[total] as number) + x;
+    }
+  }
+
+  private addMember(layout: GroupLayout, ent: number, s: number, tile: number, id: number) {
+    const at = this.claim(layout, ent, s, tile);
+    const members = this.view.members as (Set<number> | undefined)[];
+    let set = members[at];
+    if (set === undefined) {
+      set = new Set();
+      members[at] = set;
+    }
+    if (set.has(id)) return;
+    set.add(id);
+    const c = layout.values[ent * layout.valueStride + layout.cursorOffset + s] as number;
+    if (!(tile < c)) return;
+    const slots = layout.slotsOf[s] as number[];
+    for (let k = 0; k < slots.length; k++) {
+      const si = slots[k] as number;
+      if (tile >= c - (layout.tiles[si] as number)) enterOne(layout, ent, si, id);
+    }
+  }
+
+  private read(t: number, out: Float64Array): void {
+    for (let gi = 0; gi < this.layouts.length; gi++) {
+      const layout = this.layouts[gi] as GroupLayout;
+      const ent = this.current[gi] as number;
+      const { g, raw } = layout;
+      const base = ent * layout.valueStride;
+      for (let s = 0; s < g.series.length; s++) {
+        const series = g.series[s] as Series;
+        const cur = tileOf(t, series.tileMs);
+        const slots = layout.slotsOf[s] as number[];
+        if (series.agg.op === 'last_seen') {
+          const v = this.locate(layout, ent, s);
+          for (let k = 0; k < slots.length; k++) {
+            const si = slots[k] as number;
+            raw[si] = latest(v, cur, firstTile(t, (g.slots[si] as CompiledGroup['slots'][number]).window));
+          }
+          continue;
+        }
+        if (layout.values[base + layout.cursorOffset + s] !== cur) this.moveTo(layout, ent, s, t, cur);
+        for (let k = 0; k < slots.length; k++) {
+          const si = slots[k] as number;
+          raw[si] = layout.values[base + layout.totalOffset + si] as number;
+        }
+      }
+      finishGroup(g, t, raw, out);
+    }
+  }
+
+  /** Brings series s's window totals from the cursor's tile to `cur` (t's tile). */
+  private moveTo(layout: GroupLayout, ent: number, s: number, t: number, cur: number): void {
+    const v = this.locate(layout, ent, s);
+    const cursorAt = ent * layout.valueStride + layout.cursorOffset + s;
+    const c = layout.values[cursorAt] as number;
+    for (const si of layout.slotsOf[s] as number[]) {
+      const w = (layout.g.slots[si] as CompiledGroup['slots'][number]).window;
+      const lo = firstTile(t, w);
+      if (lo <= (layout.lostUpTo[s] as number)) lost(layout, s, lo);
+      if (Number.isNaN(c) || Math.abs(cur - c) >= w.tiles) {
+        layout.values[ent * layout.valueStride + layout.totalOffset + si] = 0;
+        layout.occurrences.get(ent * layout.tiles.length + si)?.clear();
+        for (let tile = lo; tile < cur; tile++) include(layout, ent, si, v, tile, 1);
+      } else if (cur > c) {
+        for (let tile = c - w.tiles; tile < lo; tile++) include(layout, ent, si, v, tile, -1);
+        for (let tile = c; tile < cur; tile++) include(layout, ent, si, v, tile, 1);
+      } else {
+        for (let tile = cur; tile < c; tile++) include(layout, ent, si, v, tile, -1);
+        for (let tile = lo; tile < c - w.tiles; tile++) include(layout, ent, si, v, tile, 1);
+      }
+    }
+    layout.values[cursorAt] = cur;
+  }
+}
+
+/** The entity number of e in this group, a new one (empty rings, no cursor) on first sight. */
+function entity(layout: GroupLayout, e: KeyFields): number {
+  const first = e[layout.fields[0] as keyof KeyFields];
+  const found = layout.ids.get(first);
+  if (layout.fields.length === 1) {
+    if (found !== undefined) return found as number;
+    const ent = newEntity(layout);
+    layout.ids.set(first, ent);
+    return ent;
+  }
+  let bySecond = found as Map<string, number> | undefined;
+  if (bySecond === undefined) {
+    bySecond = new Map();
+    layout.ids.set(first, bySecond);
+  }
+  const second = e[layout.fields[1] as keyof KeyFields];
+  let ent = bySecond.get(second);
+  if (ent === undefined) {
+    ent = newEntity(layout);
+    bySecond.set(second, ent);
+  }
+  return ent;
+}
+
+function newEntity(layout: GroupLayout): number {
+  const ent = layout.entities++;
+  if (layout.entities * layout.tagStride > layout.tags.length) {
+    const capacity = Math.max(1024, layout.entities * 2);
+    const tags = new Int32Array(capacity * layout.tagStride).fill(EMPTY);
+    tags.set(layout.tags);
+    const values = new Float64Array(capacity * layout.valueStride);
+    values.set(layout.values);
+    layout.tags = tags;
+    layout.values = values;
+  }
+  const cursors = ent * layout.valueStride + layout.cursorOffset;
+  layout.values.fill(Number.NaN, cursors, cursors + layout.ringSize.length);
+  return ent;
+}
+
+/** The ring in view, in arrays of its own twice its size (live tiles, distinct modulo the old size, stay so). */
+function grow(v: View): Ring {
+  const size = (v.mask + 1) * 2;
+  const ring: Ring = {
+    tags: new Int32Array(size).fill(EMPTY),
+    values: new Float64Array(size),
+    members: v.members ? new Array(size).fill(undefined) : null,
+  };
+  for (let i = 0; i <= v.mask; i++) {
+    const tag = v.tags[v.tagBase + i] as number;
+    if (tag === EMPTY) continue;
+    ring.tags[tag & (size - 1)] = tag;
+    ring.values[tag & (size - 1)] = v.values[v.valueBase + i] as number;
+    if (ring.members && v.members) ring.members[tag & (size - 1)] = v.members[i];
+  }
+  return ring;
+}
+
+function lost(layout: GroupLayout, s: number, tile: number): never {
+  throw new Error(
+    `${layout.g.group.entity.name} series ${(layout.g.series[s] as Series).id}: tile ${tile} was needed after it ` +
+      'was dropped (a partition started far behind the others); give the replay its partition count',
+  );
+}
+
+/** Adds (sign 1) or removes (sign -1) a tile's contribution to slot si's window total. */
+function include(layout: GroupLayout, ent: number, si: number, v: View, tile: number, sign: 1 | -1): void {
+  const at = tile & v.mask;
+  if (v.tags[v.tagBase + at] !== tile) return;
+  if (v.members) {
+    const set = v.members[at];
+    if (set) for (const m of set) (sign > 0 ? enterOne : leaveOne)(layout, ent, si, m);
+  } else {
+    const total = ent * layout.valueStride + layout.totalOffset + si;
+    layout.values[total] = (layout.values[total] as number) + sign * (v.values[v.valueBase + at] as number);
+  }
+}
+
+function occurrencesOf(layout: GroupLayout, ent: number, si: number): Map<number, number> {
+  const key = ent * layout.tiles.length + si;
+  let occ = layout.occurrences.get(key);
+  if (!occ) {
+    occ = new Map();
+    layout.occurrences.set(key, occ);
+  }
+  return occ;
+}
+
+function enterOne(layout: GroupLayout, ent: number, si: number, m: number): void {
+  const occ = occurrencesOf(layout, ent, si);
+  const n = occ.get(m) ?? 0;
+  occ.set(m, n + 1);
+  const total = ent * layout.valueStride + layout.totalOffset + si;
+  if (n === 0) layout.values[total] = (layout.values[total] as number) + 1;
+}
+
+function leaveOne(layout: GroupLayout, ent: number, si: number, m: number): void {
+  const occ = occurrencesOf(layout, ent, si);
+  const n = occ.get(m) as number;
+  if (n === 1) {
+    occ.delete(m);
+    const total = ent * layout.valueStride + layout.totalOffset + si;
+    layout.values[total] = (layout.values[total] as number) - 1;
+  } else occ.set(m, n - 1);
+}
+
+/** The latest event time in [lo, cur) in view: the newest written tile holds it (tiles are ordered in time). */
+function latest(v: View, cur: number, lo: number): number {
+  for (let tile = cur - 1; tile >= lo; tile--)
+    if (v.tags[v.tagBase + (tile & v.mask)] === tile) return v.values[v.valueBase + (tile & v.mask)] as number;
+  return Number.NEGATIVE_INFINITY;
+}
