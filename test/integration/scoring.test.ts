@@ -22,7 +22,7 @@ import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { KafkaEventLog } from '../../src/kafka/event-log.ts';
 import { ModelRegistry } from '../../src/model/registry.ts';
-import { MemoryStore } from '../../src/online/memory-store.ts';
+import type { MemoryStore } from '../../src/online/memory-store.ts';
 import { ValkeyStore } from '../../src/online/valkey-store.ts';
 import { ScoreConsumer } from '../../src/scoring/consumer.ts';
 import { ScoringMetrics } from '../../src/scoring/metrics.ts';
