@@ -94,7 +94,7 @@ describe('tributary CLI', () => {
   });
 
   it('trains on the demo training set, registers, lists, promotes and rolls back', { timeout: 120_000 }, () => {
-    const models = join(demoDir, 'models');
+    const models = join(demoDir, 'models-cli'); // not the demo's own registry
     const trainHere = (...args: string[]) =>
       cli('train', '--training-set', join(demoDir, 'training.csv'), '--models', models, ...args);
     const first = trainHere();
