@@ -28,7 +28,7 @@ import { topicOf } from '../events/catalog.ts';
 import { BadEventError, type EventSerde } from '../events/serde.ts';
 import type { AdClick, AdImpression } from '../events/types.ts';
 import type { Source } from '../features/define.ts';
-import { kafkaUnreachable } from '../kafka/client.ts';
+import { withAdmin } from '../kafka/client.ts';
 import type { ReplayRecord } from './replay.ts';
 
 export interface BadRecord {
@@ -160,15 +160,9 @@ export class KafkaSource {
   }
 
   /** Every partition of both topics with its [earliest, end) range at this moment. */
-  private async partitions(): Promise<PartitionRead[]> {
+  private partitions(): Promise<PartitionRead[]> {
     const { kafka, brokers, namespace } = this.o;
-    const admin = kafka.admin();
-    try {
-      await admin.connect();
-    } catch (err) {
-      throw kafkaUnreachable(brokers, err);
-    }
-    try {
+    return withAdmin(kafka, brokers, async (admin) => {
       const existing = new Set(await admin.listTopics());
       const out: PartitionRead[] = [];
       // Impressions first: on equal timestamps an impression precedes a click (it is what the click is on).
@@ -191,9 +185,7 @@ export class KafkaSource {
         }
       }
       return out;
-    } finally {
-      await admin.disconnect();
-    }
+    });
   }
 
   private async deleteGroup(groupId: string): Promise<void> {
