@@ -3,6 +3,7 @@
 // embedded ClickHouse -> backfill a training set from the stream's history -> parity (served == backfill == SQL)
 // -> train and register a model -> score the held-out period's requests -> serve /v1/rank until stopped.
 import { rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import type { Command } from 'commander';
@@ -73,6 +74,9 @@ export function registerDemoCommand(program: Command, configOf: (cmd: Command) =
         if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${flag} must be a positive integer`);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError('--port must be 0..65535');
       if (days < 2) throw new ConfigError('--days must be at least 2: the model is evaluated on a later period');
+      // Say it now rather than after the whole loop.
+      if (opts.serve && !(await portFree(port)))
+        throw new ConfigError(`port ${port} is taken: pass --port N (0 = any free port) or --no-serve`);
 
       const dir = resolve(opts.out);
       rmSync(dir, { recursive: true, force: true });
@@ -214,6 +218,15 @@ export function registerDemoCommand(program: Command, configOf: (cmd: Command) =
       await app.close();
       await models.stop();
     });
+}
+
+function portFree(port: number): Promise<boolean> {
+  if (port === 0) return Promise.resolve(true);
+  return new Promise((done) => {
+    const probe = createServer()
+      .once('error', () => done(false))
+      .listen(port, '127.0.0.1', () => probe.close(() => done(true)));
+  });
 }
 
 async function scalar(ch: Awaited<ReturnType<typeof openClickHouse>>, query: string): Promise<number> {

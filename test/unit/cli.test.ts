@@ -1,6 +1,8 @@
 // The command line as a user meets it: the demo runs with no servers; mistakes get one line and a usable exit code.
 import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -160,6 +162,16 @@ describe('tributary CLI', () => {
       3,
       /^tributary: ClickHouse not reachable at URL: http:\/\/127\.0\.0\.1:59999 .*pass --clickhouse/,
     );
+  });
+
+  it('refuses a demo whose port is taken before doing any work', async () => {
+    const taken = createServer().listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    const { port } = taken.address() as AddressInfo;
+    const [r] = await clis([['demo', '--port', String(port), '--out', join(dir, 'demo-port')]]);
+    taken.close();
+    expect(r?.status, r?.stderr).toBe(2);
+    expect(r?.stderr).toContain(`tributary: port ${port} is taken: pass --port N (0 = any free port) or --no-serve`);
   });
 
   it("prints the effective configuration with secrets masked, and examples in the commands' help", async () => {
