@@ -1,11 +1,9 @@
 // The headline promise on real servers: stream a generated log with late, out-of-order and duplicate events
 // through Kafka into Valkey and ClickHouse, recording what the online store served; then the served vectors, the
 // backfill's replay and an independent SQL query agree for every impression and every feature.
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { Valkey } from 'iovalkey';
 import { afterAll, describe, expect, it } from 'vitest';
 import { checkParity } from '../../src/backfill/parity.ts';
@@ -18,10 +16,9 @@ import { createKafka } from '../../src/kafka/client.ts';
 import { openClickHouse } from '../../src/offline/clickhouse.ts';
 import { ensureOfflineSchema } from '../../src/offline/schema.ts';
 import { OfflineSink } from '../../src/offline/sink.ts';
-import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
+import { cliWithServers, KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
 import { caughtUp, LATENESS_MS, publishScenario, testStream, until } from '../support/streaming.ts';
 
-const run = promisify(execFile);
 const kafka = createKafka(KAFKA_BROKERS);
 const valkey = new Valkey(VALKEY_URL, { enableAutoPipelining: true });
 const features = new FeatureSet(DEFAULT_GROUPS);
@@ -83,14 +80,7 @@ describe('parity: served == backfill == SQL', () => {
     'holds over the TalkingData sample',
     async () => {
       const ns = `td${Date.now()}.`;
-      const { stdout } = await run(process.execPath, [
-        '--import',
-        'tsx',
-        'src/cli/main.ts',
-        '--kafka',
-        KAFKA_BROKERS.join(','),
-        '--schema-registry',
-        REGISTRY_URL,
+      const { stdout } = await cliWithServers(
         '--namespace',
         ns,
         '--partitions',
@@ -101,7 +91,7 @@ describe('parity: served == backfill == SQL', () => {
         '--mapping',
         'talkingdata',
         '--sort-by-time',
-      ]);
+      );
       expect(JSON.parse(stdout)).toEqual({ rows: 100_000, published: 100_227, bad_rows: 0 });
       const report = await streamAndCheck(ns);
       expect(report.impressions).toBeGreaterThan(90_000);

@@ -1,31 +1,18 @@
 // `tributary produce` publishes the real TalkingData sample: exactly one impression per row, one click per
 // attributed row, nothing else, nothing lost.
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { topicOf } from '../../src/events/catalog.ts';
 import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { countSince, endOffsets, readRange } from '../support/kafka.ts';
-import { KAFKA_BROKERS, REGISTRY_URL } from '../support/services.ts';
+import { cliWithServers, KAFKA_BROKERS, REGISTRY_URL } from '../support/services.ts';
 
 const SAMPLE = join(import.meta.dirname, '../../../shared/data/talkingdata_train_sample.csv');
-const run = promisify(execFile);
-const cli = (...args: string[]) =>
-  run(process.execPath, [
-    '--import',
-    'tsx',
-    'src/cli/main.ts',
-    '--kafka',
-    KAFKA_BROKERS.join(','),
-    '--schema-registry',
-    REGISTRY_URL,
-    ...args,
-  ]);
+const cli = cliWithServers;
 
 const kafka = createKafka(KAFKA_BROKERS);
 const admin = kafka.admin();
