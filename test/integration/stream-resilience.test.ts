@@ -5,6 +5,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Valkey } from 'iovalkey';
+import { AssignerProtocol } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
@@ -44,32 +45,61 @@ function service(ns: string, metrics: StreamMetrics, offline?: OfflineWriter) {
   return { svc, online };
 }
 
-async function scenario(ns: string, seed: number) {
+async function scenario(ns: string, seed: number, holdBack = 0) {
   const serde = new EventSerde(createRegistryClient(REGISTRY_URL));
   await serde.prepare(EVENT_KINDS);
-  const published = await publishScenario(kafka, serde, ns, {
-    seed,
-    days: 1,
-    impressionsPerDay: 8000,
-    lateShare: 0.03,
-    duplicateShare: 0.03,
-  });
+  const published = await publishScenario(
+    kafka,
+    serde,
+    ns,
+    {
+      seed,
+      days: 1,
+      impressionsPerDay: 8000,
+      lateShare: 0.03,
+      duplicateShare: 0.03,
+    },
+    { holdBack },
+  );
   const contexts = published.log
     .filter((r) => r.record.kind === 'impression')
     .map((r) => r.record.event as AdImpression);
   return { serde, contexts, ...published };
 }
 
+/** True when the consumer group is stable with two members, each holding partitions. */
+async function bothAssigned(groupId: string): Promise<boolean> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    const [group] = (await admin.describeGroups([groupId])).groups;
+    return (
+      group?.state === 'Stable' &&
+      group.members.length === 2 &&
+      group.members.every((m) =>
+        Object.values(AssignerProtocol.MemberAssignment.decode(m.memberAssignment)?.assignment ?? {}).some(
+          (partitions) => partitions.length > 0,
+        ),
+      )
+    );
+  } finally {
+    await admin.disconnect();
+  }
+}
+
 describe('stream resilience', () => {
   it('loses and duplicates nothing when a second instance joins and the first leaves (two rebalances)', async () => {
     const ns = `rb${Date.now()}.`;
-    const { serde, contexts, sent } = await scenario(ns, 44);
+    // Half the log waits until B holds partitions: otherwise A may finish everything before the rebalance.
+    const { serde, contexts, sent, publishRest } = await scenario(ns, 44, 0.5);
     const [ma, mb] = [new StreamMetrics(), new StreamMetrics()];
     const a = service(ns, ma);
     const b = service(ns, mb);
     await a.svc.start();
     await until('instance A to make progress', () => a.svc.processed > sent * 0.2);
     await b.svc.start();
+    await until('the group to settle with both members assigned', () => bothAssigned(`${ns}stream`));
+    await publishRest();
     await until(
       'both instances to share the work',
       () => b.svc.processed > 0 && a.svc.processed + b.svc.processed > sent * 0.6,

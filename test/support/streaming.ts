@@ -18,7 +18,7 @@ import { EventPublisher } from '../../src/kafka/publish.ts';
 import { MemoryStore } from '../../src/online/memory-store.ts';
 import { ValkeyStore } from '../../src/online/valkey-store.ts';
 import { ValkeyCheckpoints } from '../../src/streams/checkpoint.ts';
-import type { EventLog } from '../../src/streams/event-log.ts';
+import type { EventLog, OutMessage } from '../../src/streams/event-log.ts';
 import { StreamMetrics } from '../../src/streams/metrics.ts';
 import { caughtUp as caughtUpTo } from '../../src/streams/open.ts';
 import { type LogMessage, processBatch, sourceTopics } from '../../src/streams/processor.ts';
@@ -32,21 +32,30 @@ export function asEventLog(log: Kafka | EventLog): EventLog {
   return 'where' in log ? log : new KafkaEventLog(log, KAFKA_BROKERS);
 }
 
-/** Publishes the log and five bad messages; returns the log and how many messages were sent per topic. */
+/**
+ * Publishes the log and five bad messages; returns the log and how many messages are sent per topic in all.
+ * With `holdBack`, that share of the log (its end) is published only when the test calls `publishRest()`.
+ */
 export async function publishScenario(
   target: Kafka | EventLog,
   serde: EventSerde,
   namespace: string,
   gen: Partial<GeneratorOptions>,
+  { holdBack = 0 }: { holdBack?: number } = {},
 ) {
   const eventLog = asEventLog(target);
   await eventLog.ensureTopics(allTopics(namespace), 3);
   const log = generate(gen);
-  const producer = eventLog.producer();
-  await producer.connect();
-  const publisher = new EventPublisher(producer, serde, namespace);
-  for (const r of log) await publisher.add(r);
-  await publisher.flush();
+  const split = Math.round(log.length * (1 - holdBack));
+  const publish = async (records: typeof log, extra: { topic: string; messages: OutMessage[] }[] = []) => {
+    const producer = eventLog.producer();
+    await producer.connect();
+    const publisher = new EventPublisher(producer, serde, namespace);
+    for (const r of records) await publisher.add(r);
+    await publisher.flush();
+    if (extra.length) await producer.send(extra);
+    await producer.disconnect();
+  };
   const imp = log.find((r) => r.record.kind === 'impression')?.record.event as unknown as Record<string, number>;
   const bad = [
     { value: Buffer.from('definitely not avro'), why: /shorter than|magic byte/ },
@@ -61,12 +70,11 @@ export async function publishScenario(
     },
     { value: serde.encode('impression', { ...imp, event_id: 'bad-empty', ad_id: '' } as never), why: /ad_id is empty/ },
   ];
-  await producer.send([
+  await publish(log.slice(0, split), [
     { topic: topicOf('impression', namespace), messages: bad.map((b) => ({ key: 'bad', value: b.value })) },
   ]);
-  await producer.disconnect();
   const sent = log.filter((r) => r.record.kind === 'impression' || r.record.kind === 'click').length + bad.length;
-  return { log, bad, sent };
+  return { log, bad, sent, publishRest: () => publish(log.slice(split)) };
 }
 
 export interface ReadBack {
