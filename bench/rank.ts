@@ -123,7 +123,12 @@ export const rankBench: Bench<Options> = {
 
     ctx.log(`applying ${log.length} events' tiles to Valkey ${SERVERS.valkey} under ${ns}`);
     const valkey = new Valkey(SERVERS.valkey, { enableAutoPipelining: true });
-    const store = new ValkeyStore(valkey, { namespace: ns, ttlSeconds: 3600, retentionMs: features.retentionMs });
+    const store = new ValkeyStore(valkey, {
+      features,
+      namespace: ns,
+      ttlSeconds: 3600,
+      retentionMs: features.retentionMs,
+    });
     const tiles = new TileBatch();
     for (const { record } of log)
       if (record.kind === 'impression' || record.kind === 'click') features.apply(record.kind, record.event, tiles);

@@ -198,6 +198,7 @@ class StreamBench {
     const vns = `${this.ns}${variant.key}.`;
     const client = new Valkey(SERVERS.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: null });
     const online = new ValkeyStore(client, {
+      features: this.features,
       namespace: vns,
       ttlSeconds: Math.ceil((this.features.retentionMs + LATENESS_MS) / 1000),
       retentionMs: this.features.retentionMs,

@@ -22,8 +22,10 @@ interface ReplayState {
  * ~200× slower than the tile rings; kept as the baseline they are tested and benchmarked against.
  */
 class MemoryState implements ReplayState {
-  readonly store = new MemoryStore();
-  constructor(private readonly features: FeatureSet) {}
+  readonly store: MemoryStore;
+  constructor(private readonly features: FeatureSet) {
+    this.store = new MemoryStore(features);
+  }
 
   step(source: Source, e: AdImpression | AdClick, out: Float64Array | null): void {
     if (out) {

@@ -54,6 +54,7 @@ export function registerFeaturesCommand(program: Command, configOf: (cmd: Comman
       try {
         await valkey.connect();
         const store = new ValkeyStore(valkey, {
+          features: fs,
           namespace: config.namespace,
           ttlSeconds: 0,
           retentionMs: fs.retentionMs,

@@ -31,7 +31,12 @@ async function openScoring(config: Config, servedLogPath?: string) {
   });
   valkey.on('error', (err) => log.warn({ err: err.message }, 'valkey connection error'));
   // Scoring only reads: the TTL and retention options concern writes.
-  const store = new ValkeyStore(valkey, { namespace: config.namespace, ttlSeconds: 0, retentionMs: 0 });
+  const store = new ValkeyStore(valkey, {
+    features,
+    namespace: config.namespace,
+    ttlSeconds: 0,
+    retentionMs: 0,
+  });
   const metrics = new ScoringMetrics();
   const models = new ModelRuntime(new ModelRegistry(config.modelsDir), features, metrics, log);
   await models.start();

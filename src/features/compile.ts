@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import type { AdClick, AdImpression } from '../events/types.ts';
 import type { Aggregation, FeatureGroup, Source } from './define.ts';
 import { entityKey, type KeyFields } from './entities.ts';
-import { firstTile, tileOf, type Window } from './window.ts';
+import { firstReadTile, firstTile, tileOf, type Window } from './window.ts';
 
 export type FeatureKind = Aggregation['op'] | 'ratio';
 
@@ -17,7 +17,10 @@ export interface FeatureSpec {
   readonly default: number;
 }
 
-/** Where stores put tile updates. Keys are entity keys; fields are "<series>:<tile>". */
+/**
+ * Where tile updates go. Keys are entity keys; fields are "<series>:<tile>". Online stores keep them in the read
+ * layout instead (FeatureSet.forEachStoredField); the offline store records them as they are.
+ */
 export interface UpdateSink {
   incr(key: string, field: string, delta: number): void;
   max(key: string, field: string, value: number): void;
@@ -50,9 +53,8 @@ export interface Slot {
   readonly series: number;
   readonly window: Window;
   readonly feature: number;
-  /** Numeric series: this window's tiles are values[from, to) of the group's read layout. Distinct: set index. */
-  readonly from: number;
-  readonly to: number;
+  /** Where a read answers this window: numeric series, values[at] (its stored total); distinct, setCounts[at]. */
+  readonly at: number;
 }
 
 export interface CompiledGroup {
@@ -103,7 +105,7 @@ function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGro
     for (const w of agg.windows) {
       const s = series.findIndex((x) => x.agg === agg && x.tileMs === w.tileMs);
       slotOf.set(`${agg.name}/${w.name}`, slots.length);
-      slots.push({ series: s, window: w, feature: features.length, from: 0, to: 0 });
+      slots.push({ series: s, window: w, feature: features.length, at: 0 });
       features.push({
         name: `${group.entity.name}__${agg.name}_${w.name}`,
         entity: group.entity.name,
@@ -113,22 +115,12 @@ function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGro
       });
     }
   });
-  // Numeric series sit one after another in the read layout; each window is the last `tiles` of its series.
-  let offset = 0;
-  let setIndex = 0;
-  const seriesOffset = series.map((x) => {
-    const o = offset;
-    if (x.agg.op !== 'distinct') offset += x.maxTiles;
-    return o;
-  });
+  // A read answers numeric windows and distinct windows in slot order, each in its own list.
+  let numeric = 0;
+  let distinct = 0;
   slots.forEach((slot, i) => {
-    const x = series[slot.series] as Series;
-    if (x.agg.op === 'distinct') {
-      slots[i] = { ...slot, from: setIndex, to: ++setIndex };
-    } else {
-      const end = (seriesOffset[slot.series] as number) + x.maxTiles;
-      slots[i] = { ...slot, from: end - slot.window.tiles, to: end };
-    }
+    const op = (series[slot.series] as Series).agg.op;
+    slots[i] = { ...slot, at: op === 'distinct' ? distinct++ : numeric++ };
   });
   const ratios: CompiledGroup['ratios'][number][] = [];
   for (const r of group.ratios) {
@@ -169,6 +161,8 @@ export class FeatureSet {
   readonly groups: readonly CompiledGroup[];
   /** Per source, the series its events update, grouped by group in group order. */
   readonly bySource: Record<Source, readonly { group: number; index: number; series: Series }[]>;
+  /** Per entity name, per numeric series id: the field prefix of each of its windows' stored totals. */
+  private readonly storedPrefixes = new Map<string, Map<string, { prefix: string; tiles: number }[]>>();
 
   constructor(groups: readonly FeatureGroup[]) {
     const names = new Set<string>();
@@ -187,6 +181,17 @@ export class FeatureSet {
       });
     });
     this.bySource = bySource;
+    for (const g of this.groups) {
+      const bySeries = new Map<string, { prefix: string; tiles: number }[]>();
+      for (const x of g.series) {
+        if (x.agg.op === 'distinct') continue;
+        bySeries.set(
+          x.id,
+          x.windows.map((w) => ({ prefix: storedPrefix(x, w), tiles: w.tiles })),
+        );
+      }
+      this.storedPrefixes.set(g.group.entity.name, bySeries);
+    }
     this.retentionMs = Math.max(...this.groups.flatMap((g) => g.series.map((s) => (s.maxTiles + 1) * s.tileMs)));
     const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name })));
     this.version = createHash('sha256').update(canonical).digest('hex').slice(0, 12);
@@ -222,6 +227,21 @@ export class FeatureSet {
       else if (series.agg.op === 'last_seen') sink.max(key, field, update);
       else sink.incr(key, field, update);
     }
+  }
+
+  /**
+   * The online stores' layout: per numeric window, its total as a read in each tile sees it, in field
+   * "<series>.<tiles>:<read tile>". An update to tile k of a series counts towards the read tiles k+1 … k+tiles of
+   * each of its windows (the boundary rule, window.ts), so a read takes one field per window, not every tile.
+   * Calls `visit` with each stored field that the update of `field` (a "<series>:<tile>" of entity `key`) touches;
+   * none for sets (distinct counts keep per-tile sets, unioned at read).
+   */
+  forEachStoredField(key: string, field: string, visit: (stored: string) => void): void {
+    const colon = field.lastIndexOf(':');
+    const windows = this.storedPrefixes.get(key.slice(0, key.indexOf(':')))?.get(field.slice(0, colon));
+    if (!windows) throw new Error(`no numeric series for field ${field} of ${key}`);
+    const first = firstReadTile(Number(field.slice(colon + 1)));
+    for (const { prefix, tiles } of windows) for (let r = first; r < first + tiles; r++) visit(prefix + r);
   }
 
   /** Read requests for every entity the contexts need at time t, deduplicated (one round trip for all). */
@@ -275,22 +295,24 @@ interface Layout {
   sets: string[][];
 }
 
-/** Field names a group reads at t: per numeric series, its maxTiles tiles ending just before t's tile. */
+/** Field names a group reads at t: per numeric window, its stored total for t's tile; per distinct window, its tiles. */
 function layout(g: CompiledGroup, t: number): Layout {
   const fields: string[] = [];
   const sets: string[][] = [];
-  for (const s of g.series) {
-    if (s.agg.op === 'distinct') continue;
-    const first = tileOf(t, s.tileMs) - s.maxTiles;
-    for (let i = 0; i < s.maxTiles; i++) fields.push(`${s.id}:${first + i}`);
-  }
   for (const slot of g.slots) {
     const s = g.series[slot.series] as Series;
-    if (s.agg.op !== 'distinct') continue;
+    if (s.agg.op !== 'distinct') {
+      fields.push(storedPrefix(s, slot.window) + tileOf(t, s.tileMs));
+      continue;
+    }
     const first = firstTile(t, slot.window);
     sets.push(Array.from({ length: slot.window.tiles }, (_, i) => `${s.id}:${first + i}`));
   }
   return { fields, sets };
+}
+
+function storedPrefix(s: Series, w: Window): string {
+  return `${s.id}.${w.tiles}:`;
 }
 
 function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array): void {
@@ -298,17 +320,8 @@ function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array
   for (let si = 0; si < g.slots.length; si++) {
     const slot = g.slots[si] as Slot;
     const op = (g.series[slot.series] as Series).agg.op;
-    let x: number;
-    if (op === 'distinct') {
-      x = res.setCounts[slot.from] as number;
-    } else if (op === 'last_seen') {
-      x = Number.NEGATIVE_INFINITY;
-      for (let i = slot.from; i < slot.to; i++) x = Math.max(x, res.values[i] ?? Number.NEGATIVE_INFINITY);
-    } else {
-      x = 0;
-      for (let i = slot.from; i < slot.to; i++) x += res.values[i] ?? 0;
-    }
-    raw[si] = x;
+    if (op === 'distinct') raw[si] = res.setCounts[slot.at] as number;
+    else raw[si] = res.values[slot.at] ?? (op === 'last_seen' ? Number.NEGATIVE_INFINITY : 0);
   }
   finishGroup(g, t, raw, v);
 }

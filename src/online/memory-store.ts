@@ -1,6 +1,6 @@
-// The in-process online store: the embedded default, and the backfill's replay state. Same updates and reads
-// as the Valkey store, held in Maps.
-import type { FeatureReader, ReadRequest, ReadResult, UpdateSink } from '../features/compile.ts';
+// The in-process online store: the embedded default, and the backfill's reference replay state. Same updates,
+// layout and reads as the Valkey store, held in Maps.
+import type { FeatureReader, FeatureSet, ReadRequest, ReadResult, UpdateSink } from '../features/compile.ts';
 import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
 import { getOrCreate } from '../util/map.ts';
 import type { RawTiles } from './valkey-store.ts';
@@ -11,15 +11,19 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
   private readonly hashes = new Map<string, Map<string, number>>();
   private readonly sets = new Map<string, Map<string, Set<string>>>();
 
+  constructor(private readonly features: FeatureSet) {}
+
   incr(key: string, field: string, delta: number): void {
     const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
-    h.set(field, (h.get(field) ?? 0) + delta);
+    this.features.forEachStoredField(key, field, (f) => h.set(f, (h.get(f) ?? 0) + delta));
   }
 
   max(key: string, field: string, value: number): void {
     const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
-    const cur = h.get(field);
-    if (cur === undefined || value > cur) h.set(field, value);
+    this.features.forEachStoredField(key, field, (f) => {
+      const cur = h.get(f);
+      if (cur === undefined || value > cur) h.set(f, value);
+    });
   }
 
   sadd(key: string, field: string, member: string): void {
@@ -27,7 +31,7 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
     getOrCreate(byField, field, () => new Set<string>()).add(member);
   }
 
-  /** Sets a tile to a stored value (loading a snapshot of another store). */
+  /** Sets a stored field to a value (loading a snapshot of another store). */
   load(key: string, field: string, value: number): void {
     getOrCreate(this.hashes, key, () => new Map<string, number>()).set(field, value);
   }
@@ -60,7 +64,7 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
     });
   }
 
-  /** The stored tiles themselves, as ValkeyStore.readRaw returns them (for served-vector recording). */
+  /** The stored fields themselves, as ValkeyStore.readRaw returns them (for served-vector recording). */
   readRaw(requests: readonly ReadRequest[]): Promise<RawTiles[]> {
     return Promise.resolve(
       requests.map((r) => {

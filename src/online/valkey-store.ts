@@ -1,9 +1,9 @@
-// The online store in Valkey. One hash per entity, `tb:{<entity key>}`, holds its tiles as fields
-// "<series>:<tile>" plus one "@<topic>/<partition>" marker per source partition; distinct-count tiles are sets
-// `tb:{<entity key>}|<series>:<tile>`. The braces are a hash tag: one entity's keys share a Valkey Cluster slot, so
+// The online store in Valkey. One hash per entity, `tb:{<entity key>}`, holds its window totals per read tile as
+// fields "<series>.<tiles>:<read tile>" (FeatureSet.forEachStoredField) plus one "@<topic>/<partition>" marker per
+// source partition; distinct-count tiles are sets `tb:{<entity key>}|<series>:<tile>`. The braces are a hash tag: one entity's keys share a Valkey Cluster slot, so
 // each Lua call touches a single slot. A batch is auto-pipelined, a read is one pipeline: one round trip per node.
 import type { Cluster, Redis } from 'iovalkey';
-import type { FeatureReader, ReadRequest, ReadResult } from '../features/compile.ts';
+import type { FeatureReader, FeatureSet, ReadRequest, ReadResult } from '../features/compile.ts';
 import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
 
 const APPLY = `
@@ -36,7 +36,7 @@ for k = 2, #KEYS do
 end
 if pruneBefore > 0 then
   for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-    local sec, tile = string.match(f, '^%d+%.(%d+):(%-?%d+)$')
+    local sec, tile = string.match(f, '^%d+%.(%d+)%.%d+:(%-?%d+)$')
     if sec and tonumber(tile) * tonumber(sec) * 1000 < pruneBefore then redis.call('HDEL', KEYS[1], f) end
   end
 end
@@ -79,11 +79,13 @@ export interface RawTiles {
 }
 
 export interface ValkeyStoreOptions {
+  /** The definitions: their layout decides the stored fields. */
+  features: FeatureSet;
   /** Key prefix (the pipeline's namespace). */
   namespace?: string;
   /** Key TTL in seconds: entities idle this long disappear. At least the longest window plus allowed lateness. */
   ttlSeconds: number;
-  /** Tiles starting this long before the newest event time written are deleted when an entity is pruned. */
+  /** Fields for read tiles starting this long before the newest event time written are deleted when pruned. */
   retentionMs: number;
   /** Prune an entity's stale fields on about one write in this many. */
   pruneEvery?: number;
@@ -113,19 +115,25 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     const every = this.options.pruneEvery ?? 64;
     const pruneBefore = newestEventTime > 0 ? newestEventTime - this.options.retentionMs : 0;
     const calls: Promise<number>[] = [];
+    const { features } = this.options;
     for (const [key, u] of batch.entities) {
       const hk = this.hashKey(key);
+      const incr = new Map<string, number>();
+      const max = new Map<string, number>();
+      for (const [f, d] of u.incr) features.forEachStoredField(key, f, (s) => incr.set(s, (incr.get(s) ?? 0) + d));
+      for (const [f, v] of u.max)
+        features.forEachStoredField(key, f, (s) => max.set(s, Math.max(v, max.get(s) ?? Number.NEGATIVE_INFINITY)));
       const keys = [hk];
       const args: (string | number)[] = [
         `@${source}`,
         endOffset,
         this.options.ttlSeconds,
         this.writes++ % every === 0 ? pruneBefore : 0,
-        u.incr.size,
-        u.max.size,
+        incr.size,
+        max.size,
       ];
-      for (const [f, d] of u.incr) args.push(f, d);
-      for (const [f, v] of u.max) args.push(f, v);
+      for (const [f, d] of incr) args.push(f, d);
+      for (const [f, v] of max) args.push(f, v);
       for (const [f, members] of u.sets) {
         keys.push(`${hk}|${f}`);
         args.push(members.size, ...members);
@@ -135,7 +143,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     await Promise.all(calls);
   }
 
-  /** The stored tiles behind read requests, unaggregated: numeric fields, and the members of each set field. */
+  /** The stored fields behind read requests: numeric fields, and the members of each set field. */
   async readRaw(requests: readonly ReadRequest[]): Promise<RawTiles[]> {
     return Promise.all(
       requests.map(async (r) => {

@@ -114,6 +114,7 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
     valkey.off('error', quiet);
     valkey.on('error', (err) => o.log.warn({ err: err.message }, 'valkey connection error'));
     online = new ValkeyStore(valkey, {
+      features: o.features,
       namespace: config.namespace,
       ttlSeconds: Math.ceil((o.features.retentionMs + o.allowedLatenessMs) / 1000),
       retentionMs: o.features.retentionMs,
@@ -123,7 +124,7 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
     // Where the previous run got to: its dead letters up to there are in the log already.
     deadLettered = (eventLog as FileEventLog).log.committed(groupId);
     (eventLog as FileEventLog).log.resetGroup(groupId);
-    online = new MemoryStore();
+    online = new MemoryStore(o.features);
     checkpoints = new MemoryCheckpoints();
   }
   if (o.offline) {

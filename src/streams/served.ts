@@ -13,9 +13,11 @@ export interface RawReader {
 }
 
 export class ServedView {
-  readonly view = new MemoryStore();
+  readonly view: MemoryStore;
 
-  private constructor(private readonly features: FeatureSet) {}
+  private constructor(private readonly features: FeatureSet) {
+    this.view = new MemoryStore(features);
+  }
 
   static async load(
     features: FeatureSet,

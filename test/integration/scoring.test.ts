@@ -58,7 +58,12 @@ const models = new ModelRuntime(registry, features, metrics, log, { pollMs: 50 }
 const ranker = new Ranker(
   {
     features,
-    reader: new ValkeyStore(valkey, { namespace: ns, ttlSeconds: 1, retentionMs: features.retentionMs }),
+    reader: new ValkeyStore(valkey, {
+      features,
+      namespace: ns,
+      ttlSeconds: 1,
+      retentionMs: features.retentionMs,
+    }),
     models,
     metrics,
     log,

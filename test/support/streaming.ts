@@ -115,7 +115,7 @@ export async function readPartitions(log: Kafka | EventLog, namespace: string, e
 
 /** The uninterrupted, in-process run: each partition through the engine in offset order. */
 export async function referenceState(parts: ReadBack[], namespace: string, features: FeatureSet, serde: EventSerde) {
-  const store = new MemoryStore();
+  const store = new MemoryStore(features);
   const counts = { applied: 0, late: 0, duplicate: 0, invalid: 0 };
   const reasons: string[] = [];
   for (const p of parts) {
@@ -175,7 +175,12 @@ export function testStream(
   namespace: string,
   o: { maxBatch: number; metrics?: StreamMetrics; offline?: OfflineWriter; recordServed?: boolean; logLevel?: string },
 ) {
-  const online = new ValkeyStore(valkey, { namespace, ttlSeconds: 8 * 86400, retentionMs: features.retentionMs });
+  const online = new ValkeyStore(valkey, {
+    features,
+    namespace,
+    ttlSeconds: 8 * 86400,
+    retentionMs: features.retentionMs,
+  });
   const metrics = o.metrics ?? new StreamMetrics();
   const service = new StreamService(
     {

@@ -21,7 +21,7 @@ describe('feature set', () => {
   });
 
   it('an unknown entity gets the defaults (0 counts, the prior CTR, window-long since-last)', async () => {
-    const store = new MemoryStore();
+    const store = new MemoryStore(fs);
     const ctx = {
       user_id: 'nobody',
       ad_id: 'x',
@@ -49,7 +49,7 @@ describe('feature set', () => {
       kind: 'impression' | 'click';
       event: AdImpression | AdClick;
     }[];
-    const store = new MemoryStore();
+    const store = new MemoryStore(fs);
     for (const { kind, event } of events) fs.apply(kind, event, store);
 
     const byEntity = new Map<string, typeof events>();

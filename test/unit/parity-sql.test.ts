@@ -242,7 +242,7 @@ describe('paritySql on a hand-made log', () => {
     log: { impressions: ImpressionRow[]; clicks: ClickRow[] }[],
   ): Map<string, Float64Array> {
     const features = new FeatureSet(gs);
-    const store = new MemoryStore();
+    const store = new MemoryStore(features);
     const admissions = new Map<string, Admission>();
     const out = new Map<string, Float64Array>();
     const records = log.flatMap((b) => [
@@ -385,7 +385,7 @@ describe('paritySql on a generated, streamed log', () => {
 
     // The reference: the same batches in the same order, record by record, each applied impression's vector read
     // just before it is applied (so exactly the records before it in (batch_seq, offset) order are in the store).
-    const store = new MemoryStore();
+    const store = new MemoryStore(features);
     const admissions = new Map<Stream, Admission>();
     const reference = new Map<string, Float64Array>();
     const counts = { applied: 0, late: 0, duplicate: 0 };
