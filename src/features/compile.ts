@@ -233,15 +233,16 @@ export class FeatureSet {
    * The online stores' layout: per numeric window, its total as a read in each tile sees it, in field
    * "<series>.<tiles>:<read tile>". An update to tile k of a series counts towards the read tiles k+1 … k+tiles of
    * each of its windows (the boundary rule, window.ts), so a read takes one field per window, not every tile.
-   * Calls `visit` with each stored field that the update of `field` (a "<series>:<tile>" of entity `key`) touches;
-   * none for sets (distinct counts keep per-tile sets, unioned at read).
+   * For the update of `field` (a "<series>:<tile>" of entity `key`), calls `visit` once per window with the field
+   * prefix and the run of read tiles it touches: fields prefix + first … prefix + (first + count - 1). None for
+   * sets (distinct counts keep per-tile sets, unioned at read).
    */
-  forEachStoredField(key: string, field: string, visit: (stored: string) => void): void {
+  forEachStoredRun(key: string, field: string, visit: (prefix: string, first: number, count: number) => void): void {
     const colon = field.lastIndexOf(':');
     const windows = this.storedPrefixes.get(key.slice(0, key.indexOf(':')))?.get(field.slice(0, colon));
     if (!windows) throw new Error(`no numeric series for field ${field} of ${key}`);
     const first = firstReadTile(Number(field.slice(colon + 1)));
-    for (const { prefix, tiles } of windows) for (let r = first; r < first + tiles; r++) visit(prefix + r);
+    for (const { prefix, tiles } of windows) visit(prefix, first, tiles);
   }
 
   /** Read requests for every entity the contexts need at time t, deduplicated (one round trip for all). */

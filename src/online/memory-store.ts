@@ -15,14 +15,18 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
 
   incr(key: string, field: string, delta: number): void {
     const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
-    this.features.forEachStoredField(key, field, (f) => h.set(f, (h.get(f) ?? 0) + delta));
+    this.features.forEachStoredRun(key, field, (prefix, first, count) => {
+      for (let r = first; r < first + count; r++) h.set(prefix + r, (h.get(prefix + r) ?? 0) + delta);
+    });
   }
 
   max(key: string, field: string, value: number): void {
     const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
-    this.features.forEachStoredField(key, field, (f) => {
-      const cur = h.get(f);
-      if (cur === undefined || value > cur) h.set(f, value);
+    this.features.forEachStoredRun(key, field, (prefix, first, count) => {
+      for (let r = first; r < first + count; r++) {
+        const cur = h.get(prefix + r);
+        if (cur === undefined || value > cur) h.set(prefix + r, value);
+      }
     });
   }
 

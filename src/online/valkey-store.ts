@@ -16,14 +16,19 @@ local pruneBefore = tonumber(ARGV[4])
 local nIncr = tonumber(ARGV[5])
 local nMax = tonumber(ARGV[6])
 local i = 7
+-- Runs of stored fields: prefix, first read tile, count, value (FeatureSet.forEachStoredRun).
 for _ = 1, nIncr do
-  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
-  i = i + 2
+  local prefix, first = ARGV[i], tonumber(ARGV[i + 1])
+  for r = first, first + tonumber(ARGV[i + 2]) - 1 do redis.call('HINCRBY', KEYS[1], prefix .. r, ARGV[i + 3]) end
+  i = i + 4
 end
 for _ = 1, nMax do
-  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1')
-  if tonumber(ARGV[i + 1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-  i = i + 2
+  local prefix, first, v = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 3])
+  for r = first, first + tonumber(ARGV[i + 2]) - 1 do
+    local cur = tonumber(redis.call('HGET', KEYS[1], prefix .. r) or '-1')
+    if v > cur then redis.call('HSET', KEYS[1], prefix .. r, ARGV[i + 3]) end
+  end
+  i = i + 4
 end
 for k = 2, #KEYS do
   local n = tonumber(ARGV[i])
@@ -118,22 +123,29 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     const { features } = this.options;
     for (const [key, u] of batch.entities) {
       const hk = this.hashKey(key);
-      const incr = new Map<string, number>();
-      const max = new Map<string, number>();
-      for (const [f, d] of u.incr) features.forEachStoredField(key, f, (s) => incr.set(s, (incr.get(s) ?? 0) + d));
+      const runs: (string | number)[] = [];
+      let nIncr = 0;
+      for (const [f, d] of u.incr)
+        features.forEachStoredRun(key, f, (prefix, first, count) => {
+          runs.push(prefix, first, count, d);
+          nIncr++;
+        });
+      let nMax = 0;
       for (const [f, v] of u.max)
-        features.forEachStoredField(key, f, (s) => max.set(s, Math.max(v, max.get(s) ?? Number.NEGATIVE_INFINITY)));
+        features.forEachStoredRun(key, f, (prefix, first, count) => {
+          runs.push(prefix, first, count, v);
+          nMax++;
+        });
       const keys = [hk];
       const args: (string | number)[] = [
         `@${source}`,
         endOffset,
         this.options.ttlSeconds,
         this.writes++ % every === 0 ? pruneBefore : 0,
-        incr.size,
-        max.size,
+        nIncr,
+        nMax,
+        ...runs,
       ];
-      for (const [f, d] of incr) args.push(f, d);
-      for (const [f, v] of max) args.push(f, v);
       for (const [f, members] of u.sets) {
         keys.push(`${hk}|${f}`);
         args.push(members.size, ...members);
