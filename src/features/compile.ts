@@ -245,6 +245,44 @@ export class FeatureSet {
     for (const { prefix, tiles } of windows) visit(prefix, first, tiles);
   }
 
+  /**
+   * Many updates of one entity at once (a batch's `incr` or `max` fields), as forEachStoredRun's runs merged per
+   * window: each stored field is visited once, in segments of consecutive read tiles with the same combined value.
+   * Overlapping runs (several tiles of a series in one batch) would otherwise touch the same fields many times.
+   */
+  forEachStoredSegment(
+    key: string,
+    updates: ReadonlyMap<string, number>,
+    combine: 'sum' | 'max',
+    visit: (prefix: string, first: number, count: number, value: number) => void,
+  ): void {
+    const byPrefix = new Map<string, { first: number; end: number; value: number }[]>();
+    for (const [field, value] of updates)
+      this.forEachStoredRun(key, field, (prefix, first, count) => {
+        const runs = byPrefix.get(prefix);
+        const run = { first, end: first + count, value };
+        if (runs) runs.push(run);
+        else byPrefix.set(prefix, [run]);
+      });
+    for (const [prefix, runs] of byPrefix) {
+      if (runs.length === 1) {
+        const { first, end, value } = runs[0] as (typeof runs)[number];
+        visit(prefix, first, end - first, value);
+        continue;
+      }
+      const cuts = [...new Set(runs.flatMap((r) => [r.first, r.end]))].sort((a, b) => a - b);
+      for (let c = 0; c + 1 < cuts.length; c++) {
+        const at = cuts[c] as number;
+        let value: number | undefined;
+        for (const r of runs) {
+          if (r.first > at || r.end <= at) continue;
+          value = value === undefined ? r.value : combine === 'sum' ? value + r.value : Math.max(value, r.value);
+        }
+        if (value !== undefined) visit(prefix, at, (cuts[c + 1] as number) - at, value);
+      }
+    }
+  }
+
   /** Read requests for every entity the contexts need at time t, deduplicated (one round trip for all). */
   plan(contexts: readonly KeyFields[], t: number): ReadPlan {
     const layouts = this.groups.map((g, i) => this.layoutAt(i, g, t));

@@ -44,8 +44,14 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
     for (const [key, u] of batch.entities) {
       const marker = `${key}@${source}`;
       if ((this.applied.get(marker) ?? -1) >= endOffset) continue;
-      for (const [f, d] of u.incr) this.incr(key, f, d);
-      for (const [f, v] of u.max) this.max(key, f, v);
+      // Merged per stored field, as the Valkey store writes a batch.
+      const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
+      this.features.forEachStoredSegment(key, u.incr, 'sum', (prefix, first, count, value) => {
+        for (let r = first; r < first + count; r++) h.set(prefix + r, (h.get(prefix + r) ?? 0) + value);
+      });
+      this.features.forEachStoredSegment(key, u.max, 'max', (prefix, first, count, value) => {
+        for (let r = first; r < first + count; r++) h.set(prefix + r, Math.max(value, h.get(prefix + r) ?? value));
+      });
       for (const [f, members] of u.sets) for (const m of members) this.sadd(key, f, m);
       this.applied.set(marker, endOffset);
     }

@@ -125,17 +125,15 @@ export class ValkeyStore implements FeatureReader, TileWriter {
       const hk = this.hashKey(key);
       const runs: (string | number)[] = [];
       let nIncr = 0;
-      for (const [f, d] of u.incr)
-        features.forEachStoredRun(key, f, (prefix, first, count) => {
-          runs.push(prefix, first, count, d);
-          nIncr++;
-        });
+      features.forEachStoredSegment(key, u.incr, 'sum', (prefix, first, count, value) => {
+        runs.push(prefix, first, count, value);
+        nIncr++;
+      });
       let nMax = 0;
-      for (const [f, v] of u.max)
-        features.forEachStoredRun(key, f, (prefix, first, count) => {
-          runs.push(prefix, first, count, v);
-          nMax++;
-        });
+      features.forEachStoredSegment(key, u.max, 'max', (prefix, first, count, value) => {
+        runs.push(prefix, first, count, value);
+        nMax++;
+      });
       const keys = [hk];
       const args: (string | number)[] = [
         `@${source}`,

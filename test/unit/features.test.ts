@@ -6,6 +6,7 @@ import type { AdClick, AdImpression } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { entityKey } from '../../src/features/entities.ts';
+import { TileBatch } from '../../src/features/tile-batch.ts';
 import { MemoryStore } from '../../src/online/memory-store.ts';
 import { getOrCreate } from '../../src/util/map.ts';
 
@@ -35,7 +36,7 @@ describe('feature set', () => {
     expect([...v!]).toEqual(fs.features.map((f) => f.default));
   });
 
-  it('matches a brute-force evaluation of the definitions on generated traffic', { timeout: 30_000 }, () => {
+  it('matches a brute-force evaluation of the definitions on generated traffic', { timeout: 30_000 }, async () => {
     const log = generate({
       seed: 5,
       days: 2,
@@ -51,6 +52,13 @@ describe('feature set', () => {
     }[];
     const store = new MemoryStore(fs);
     for (const { kind, event } of events) fs.apply(kind, event, store);
+    // The same events in batches, each written merged per stored field (as the stream writes Valkey).
+    const batched = new MemoryStore(fs);
+    for (let i = 0; i < events.length; i += 700) {
+      const batch = new TileBatch();
+      for (const { kind, event } of events.slice(i, i + 700)) fs.apply(kind, event, batch);
+      await batched.applyBatch(batch, 'p', i);
+    }
 
     const byEntity = new Map<string, typeof events>();
     for (const r of events) {
@@ -69,6 +77,7 @@ describe('feature set', () => {
       const t = imp.event_time + 123_456; // any read time
       const p = fs.plan([imp], t);
       const [v] = fs.assemble(p, store.readSync(p.requests));
+      expect(fs.assemble(p, batched.readSync(p.requests))[0]).toEqual(v);
       fs.features.forEach((f, i) => {
         const [entity, rest] = f.name.split('__') as [string, string];
         const group = DEFAULT_GROUPS.find((g) => g.entity.name === entity)!;
