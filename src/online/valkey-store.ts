@@ -16,19 +16,29 @@ local pruneBefore = tonumber(ARGV[4])
 local nIncr = tonumber(ARGV[5])
 local nMax = tonumber(ARGV[6])
 local i = 7
--- Runs of stored fields: prefix, first read tile, count, value (FeatureSet.forEachStoredRun).
-for _ = 1, nIncr do
-  local prefix, first = ARGV[i], tonumber(ARGV[i + 1])
-  for r = first, first + tonumber(ARGV[i + 2]) - 1 do redis.call('HINCRBY', KEYS[1], prefix .. r, ARGV[i + 3]) end
-  i = i + 4
-end
-for _ = 1, nMax do
+-- Segments of stored fields: prefix, first read tile, count, value (FeatureSet.forEachStoredSegment); each field
+-- appears once per call. Read and written in chunks: one HMGET and one HSET per chunk, not a call per field.
+local fields, values, isMax = {}, {}, {}
+for s = 1, nIncr + nMax do
   local prefix, first, v = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 3])
   for r = first, first + tonumber(ARGV[i + 2]) - 1 do
-    local cur = tonumber(redis.call('HGET', KEYS[1], prefix .. r) or '-1')
-    if v > cur then redis.call('HSET', KEYS[1], prefix .. r, ARGV[i + 3]) end
+    local n = #fields + 1
+    fields[n], values[n], isMax[n] = prefix .. r, v, s > nIncr
   end
   i = i + 4
+end
+for c = 1, #fields, 1000 do
+  local last = math.min(c + 999, #fields)
+  local cur = redis.call('HMGET', KEYS[1], unpack(fields, c, last))
+  local kv = {}
+  for j = c, last do
+    local old = tonumber(cur[j - c + 1])
+    local v = values[j]
+    if old then v = isMax[j] and math.max(old, v) or old + v end
+    kv[#kv + 1] = fields[j]
+    kv[#kv + 1] = string.format('%d', v)
+  end
+  redis.call('HSET', KEYS[1], unpack(kv))
 end
 for k = 2, #KEYS do
   local n = tonumber(ARGV[i])
