@@ -2,6 +2,7 @@
 // stored tiles into a feature vector at time t. Pure: stores implement UpdateSink and answer ReadRequests.
 import { createHash } from 'node:crypto';
 import type { AdClick, AdImpression } from '../events/types.ts';
+import { getOrCreate } from '../util/map.ts';
 import type { Aggregation, FeatureGroup, Source } from './define.ts';
 import { entityKey, type KeyFields } from './entities.ts';
 import { firstReadTile, firstTile, tileOf, type Window } from './window.ts';
@@ -53,7 +54,12 @@ export interface Slot {
   readonly series: number;
   readonly window: Window;
   readonly feature: number;
-  /** Where a read answers this window: numeric series, values[at] (its stored total); distinct, setCounts[at]. */
+  /** Numeric series: tiles per stored field (the whole window, or 1: the group's OnlineLayout). */
+  readonly block: number;
+  /**
+   * Where a read answers this window: numeric series, values[at, at + window.tiles / block) (its stored fields);
+   * distinct, setCounts[at].
+   */
   readonly at: number;
 }
 
@@ -105,7 +111,8 @@ function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGro
     for (const w of agg.windows) {
       const s = series.findIndex((x) => x.agg === agg && x.tileMs === w.tileMs);
       slotOf.set(`${agg.name}/${w.name}`, slots.length);
-      slots.push({ series: s, window: w, feature: features.length, at: 0 });
+      const block = group.online === 'tiles' ? 1 : w.tiles;
+      slots.push({ series: s, window: w, feature: features.length, block, at: 0 });
       features.push({
         name: `${group.entity.name}__${agg.name}_${w.name}`,
         entity: group.entity.name,
@@ -120,7 +127,8 @@ function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGro
   let distinct = 0;
   slots.forEach((slot, i) => {
     const op = (series[slot.series] as Series).agg.op;
-    slots[i] = { ...slot, at: op === 'distinct' ? distinct++ : numeric++ };
+    slots[i] = { ...slot, at: op === 'distinct' ? distinct++ : numeric };
+    if (op !== 'distinct') numeric += slot.window.tiles / slot.block;
   });
   const ratios: CompiledGroup['ratios'][number][] = [];
   for (const r of group.ratios) {
@@ -161,8 +169,8 @@ export class FeatureSet {
   readonly groups: readonly CompiledGroup[];
   /** Per source, the series its events update, grouped by group in group order. */
   readonly bySource: Record<Source, readonly { group: number; index: number; series: Series }[]>;
-  /** Per entity name, per numeric series id: the field prefix of each of its windows' stored totals. */
-  private readonly storedPrefixes = new Map<string, Map<string, { prefix: string; tiles: number }[]>>();
+  /** Per entity name, per numeric series id: the field prefix of each block size its windows store. */
+  private readonly storedPrefixes = new Map<string, Map<string, { prefix: string; block: number }[]>>();
 
   constructor(groups: readonly FeatureGroup[]) {
     const names = new Set<string>();
@@ -182,18 +190,19 @@ export class FeatureSet {
     });
     this.bySource = bySource;
     for (const g of this.groups) {
-      const bySeries = new Map<string, { prefix: string; tiles: number }[]>();
-      for (const x of g.series) {
-        if (x.agg.op === 'distinct') continue;
-        bySeries.set(
-          x.id,
-          x.windows.map((w) => ({ prefix: storedPrefix(x, w), tiles: w.tiles })),
-        );
-      }
+      const bySeries = new Map<string, { prefix: string; block: number }[]>();
+      g.slots.forEach((slot) => {
+        const x = g.series[slot.series] as Series;
+        if (x.agg.op === 'distinct') return;
+        const blocks = getOrCreate(bySeries, x.id, () => []);
+        if (!blocks.some((b) => b.block === slot.block))
+          blocks.push({ prefix: storedPrefix(x, slot.block), block: slot.block });
+      });
       this.storedPrefixes.set(g.group.entity.name, bySeries);
     }
     this.retentionMs = Math.max(...this.groups.flatMap((g) => g.series.map((s) => (s.maxTiles + 1) * s.tileMs)));
-    const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name })));
+    // The online layout is storage, not meaning: models and training sets stay valid across it.
+    const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name, online: undefined })));
     this.version = createHash('sha256').update(canonical).digest('hex').slice(0, 12);
   }
 
@@ -230,19 +239,19 @@ export class FeatureSet {
   }
 
   /**
-   * The online stores' layout: per numeric window, its total as a read in each tile sees it, in field
-   * "<series>.<tiles>:<read tile>". An update to tile k of a series counts towards the read tiles k+1 … k+tiles of
-   * each of its windows (the boundary rule, window.ts), so a read takes one field per window, not every tile.
-   * For the update of `field` (a "<series>:<tile>" of entity `key`), calls `visit` once per window with the field
-   * prefix and the run of read tiles it touches: fields prefix + first … prefix + (first + count - 1). None for
-   * sets (distinct counts keep per-tile sets, unioned at read).
+   * The online stores' layout. A window of n tiles is kept in blocks of b tiles (b = n or 1, the group's
+   * OnlineLayout): field "<series>.<b>:<r>" holds the total of tiles r-b … r-1, so a read at tile r sums the n/b
+   * fields r, r-b, …, r-n+b (the boundary rule, window.ts), and an update to tile k counts towards the fields
+   * k+1 … k+b. For the update of `field` (a "<series>:<tile>" of entity `key`), calls `visit` once per block size
+   * with the field prefix and that run: fields prefix + first … prefix + (first + count - 1). None for sets
+   * (distinct counts keep per-tile sets, unioned at read).
    */
   forEachStoredRun(key: string, field: string, visit: (prefix: string, first: number, count: number) => void): void {
     const colon = field.lastIndexOf(':');
-    const windows = this.storedPrefixes.get(key.slice(0, key.indexOf(':')))?.get(field.slice(0, colon));
-    if (!windows) throw new Error(`no numeric series for field ${field} of ${key}`);
+    const blocks = this.storedPrefixes.get(key.slice(0, key.indexOf(':')))?.get(field.slice(0, colon));
+    if (!blocks) throw new Error(`no numeric series for field ${field} of ${key}`);
     const first = firstReadTile(Number(field.slice(colon + 1)));
-    for (const { prefix, tiles } of windows) visit(prefix, first, tiles);
+    for (const { prefix, block } of blocks) visit(prefix, first, block);
   }
 
   /**
@@ -334,14 +343,19 @@ interface Layout {
   sets: string[][];
 }
 
-/** Field names a group reads at t: per numeric window, its stored total for t's tile; per distinct window, its tiles. */
+/**
+ * Field names a group reads at t: per numeric window, its stored blocks for t's tile (one field, or one per tile);
+ * per distinct window, its tiles' sets.
+ */
 function layout(g: CompiledGroup, t: number): Layout {
   const fields: string[] = [];
   const sets: string[][] = [];
   for (const slot of g.slots) {
     const s = g.series[slot.series] as Series;
     if (s.agg.op !== 'distinct') {
-      fields.push(storedPrefix(s, slot.window) + tileOf(t, s.tileMs));
+      const prefix = storedPrefix(s, slot.block);
+      const r = tileOf(t, s.tileMs);
+      for (let j = 0; j < slot.window.tiles; j += slot.block) fields.push(prefix + (r - j));
       continue;
     }
     const first = firstTile(t, slot.window);
@@ -350,8 +364,8 @@ function layout(g: CompiledGroup, t: number): Layout {
   return { fields, sets };
 }
 
-function storedPrefix(s: Series, w: Window): string {
-  return `${s.id}.${w.tiles}:`;
+function storedPrefix(s: Series, block: number): string {
+  return `${s.id}.${block}:`;
 }
 
 function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array): void {
@@ -359,8 +373,17 @@ function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array
   for (let si = 0; si < g.slots.length; si++) {
     const slot = g.slots[si] as Slot;
     const op = (g.series[slot.series] as Series).agg.op;
-    if (op === 'distinct') raw[si] = res.setCounts[slot.at] as number;
-    else raw[si] = res.values[slot.at] ?? (op === 'last_seen' ? Number.NEGATIVE_INFINITY : 0);
+    if (op === 'distinct') {
+      raw[si] = res.setCounts[slot.at] as number;
+      continue;
+    }
+    const end = slot.at + slot.window.tiles / slot.block;
+    let x = op === 'last_seen' ? Number.NEGATIVE_INFINITY : 0;
+    for (let i = slot.at; i < end; i++) {
+      const value = res.values[i];
+      if (value != null) x = op === 'last_seen' ? Math.max(x, value) : x + value;
+    }
+    raw[si] = x;
   }
   finishGroup(g, t, raw, v);
 }

@@ -48,11 +48,21 @@ export interface Ratio {
   readonly prior: { readonly rate: number; readonly weight: number };
 }
 
+/**
+ * How online stores keep a group's windows (storage only: the features mean the same either way).
+ * - 'totals' (default): each window's total as read in each tile. A read takes one field per window; an update
+ *   touches every tile of each window. For candidate-side entities, read many times per ranking.
+ * - 'tiles': each tile once. A read sums the window's tiles; an update touches one field. For numerous entities
+ *   read once or a few times per ranking (users), where the totals' memory would dominate.
+ */
+export type OnlineLayout = 'totals' | 'tiles';
+
 export interface FeatureGroup {
   readonly entity: Entity;
   readonly description: string;
   readonly aggregations: readonly Aggregation[];
   readonly ratios: readonly Ratio[];
+  readonly online: OnlineLayout;
 }
 
 export const count = (name: string, source: Source, windows: readonly Window[]): Count => ({
@@ -97,7 +107,7 @@ export const ratio = (name: string, numerator: string, denominator: string, prio
 
 export function groupBy(
   entity: Entity,
-  spec: { description: string; aggregations: Aggregation[]; ratios?: Ratio[] },
+  spec: { description: string; aggregations: Aggregation[]; ratios?: Ratio[]; online?: OnlineLayout },
 ): FeatureGroup {
   const byName = new Map(spec.aggregations.map((a) => [a.name, a]));
   if (byName.size !== spec.aggregations.length) throw new Error(`${entity.name}: aggregation names must be unique`);
@@ -108,5 +118,11 @@ export function groupBy(
     const same = num.windows.length === den.windows.length && num.windows.every((w, i) => w === den.windows[i]);
     if (!same) throw new Error(`${entity.name}.${r.name}: numerator and denominator must share windows`);
   }
-  return { entity, description: spec.description, aggregations: spec.aggregations, ratios: spec.ratios ?? [] };
+  return {
+    entity,
+    description: spec.description,
+    aggregations: spec.aggregations,
+    ratios: spec.ratios ?? [],
+    online: spec.online ?? 'totals',
+  };
 }

@@ -26,6 +26,7 @@ export const DEFAULT_GROUPS = [
   groupBy(entities.advertiser, { description: 'Advertiser-level performance', ...traffic([W24h, W7d]) }),
   groupBy(entities.user, {
     description: 'How much this user sees and clicks, and how varied their exposure is',
+    online: 'tiles', // the most numerous entity, read once per ranking
     aggregations: [
       ...traffic([W1h, W24h, W7d]).aggregations,
       distinct('distinct_ads', 'impression', 'ad_id', [W1h, W24h]),
@@ -33,7 +34,11 @@ export const DEFAULT_GROUPS = [
     ],
     ratios: traffic([]).ratios,
   }),
-  groupBy(entities.userCategory, { description: "The user's affinity for the ad's category", ...traffic([W24h, W7d]) }),
+  groupBy(entities.userCategory, {
+    description: "The user's affinity for the ad's category",
+    ...traffic([W24h, W7d]),
+    online: 'tiles', // numerous, and a ranking reads only its candidates' few categories
+  }),
   groupBy(entities.publisher, { description: 'Placement quality of the site or app', ...traffic([W1h, W24h]) }),
   groupBy(entities.adPublisher, { description: 'How this ad does on this placement', ...traffic([W24h, W7d]) }),
 ];
