@@ -91,7 +91,7 @@ export class Replay {
     if (r.partition !== this.lastPartition || admission === undefined) {
       admission = this.admissions.get(r.partition);
       if (admission === undefined) {
-        admission = new Admission(this.allowedLatenessMs);
+        admission = new Admission(this.allowedLatenessMs, undefined, false);
         this.admissions.set(r.partition, admission);
       }
       this.lastPartition = r.partition;

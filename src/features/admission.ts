@@ -19,11 +19,15 @@ export class Admission {
   /** Changes since the last drainChanges(): what an incremental checkpoint must write. */
   private added = new Map<number, string[]>();
   private dropped: number[] = [];
+  /** The bucket limit of the last prune: buckets below it are gone, and admitted events never land below it. */
+  private prunedBelow = Number.NEGATIVE_INFINITY;
 
   constructor(
     readonly allowedLatenessMs: number,
     /** Dedup ids are kept in event-time buckets of this width and dropped once the watermark passes them. */
     readonly bucketMs = Math.max(60_000, Math.floor(allowedLatenessMs / 4)),
+    /** Off when nothing calls drainChanges() (the backfill): saves keeping every admitted id twice. */
+    readonly trackChanges = true,
   ) {}
 
   get watermark(): number {
@@ -36,7 +40,7 @@ export class Admission {
     const ids = getOrCreate(this.seen, bucket, () => new Set<string>());
     if (ids.has(eventId)) return 'duplicate';
     ids.add(eventId);
-    getOrCreate(this.added, bucket, () => [] as string[]).push(eventId);
+    if (this.trackChanges) getOrCreate(this.added, bucket, () => [] as string[]).push(eventId);
     if (eventTime > this.maxEventTime) {
       this.maxEventTime = eventTime;
       this.prune();
@@ -47,6 +51,8 @@ export class Admission {
   /** Drops buckets entirely below the watermark: no event there can be admitted again. */
   private prune(): void {
     const limit = Math.floor(this.watermark / this.bucketMs);
+    if (limit <= this.prunedBelow) return;
+    this.prunedBelow = limit;
     for (const b of this.seen.keys()) {
       if (b >= limit) continue;
       this.seen.delete(b);

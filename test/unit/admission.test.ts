@@ -27,6 +27,19 @@ describe('admission: watermark, lateness, duplicates', () => {
     for (const [id, t] of events.slice(half)) expect(b.admit(id, t)).toBe(a.admit(id, t));
   });
 
+  it('without change tracking (the backfill) decides exactly the same and keeps nothing to drain', () => {
+    const a = new Admission(10 * MIN);
+    const b = new Admission(10 * MIN, undefined, false);
+    for (let i = 0; i < 3000; i++) {
+      const id = `e${i % 1700}`;
+      const t = ((i * 37) % 900) * 1000 + i * 4000;
+      expect(b.admit(id, t)).toBe(a.admit(id, t));
+    }
+    expect(b.buckets()).toEqual(a.buckets());
+    expect(a.drainChanges().added.size).toBeGreaterThan(0);
+    expect(b.drainChanges().added.size).toBe(0);
+  });
+
   it('forgets ids only once the watermark has passed their bucket', () => {
     const a = new Admission(10 * MIN);
     a.admit('x', 0);
