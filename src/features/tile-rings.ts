@@ -160,7 +160,8 @@ export class TileRings {
   private locate(layout: GroupLayout, ent: number, s: number): View {
     const v = this.view;
     const key = ent * layout.ringSize.length + s;
-    const ring = layout.grown.get(key);
+    // Most groups never grow a ring: skip the lookup then.
+    const ring = layout.grown.size === 0 ? undefined : layout.grown.get(key);
     if (ring) {
       v.tags = ring.tags;
       v.tagBase = 0;
@@ -286,7 +287,9 @@ export class TileRings {
     const v = this.locate(layout, ent, s);
     const cursorAt = ent * layout.valueStride + layout.cursorOffset + s;
     const c = layout.values[cursorAt] as number;
-    for (const si of layout.slotsOf[s] as number[]) {
+    const slots = layout.slotsOf[s] as number[];
+    for (let k = 0; k < slots.length; k++) {
+      const si = slots[k] as number;
       const w = (layout.g.slots[si] as CompiledGroup['slots'][number]).window;
       const lo = firstTile(t, w);
       if (lo <= (layout.lostUpTo[s] as number)) lost(layout, s, lo);
@@ -334,8 +337,9 @@ function newEntity(layout: GroupLayout): number {
   const ent = layout.entities++;
   if (layout.entities * layout.tagStride > layout.tags.length) {
     const capacity = Math.max(1024, layout.entities * 2);
-    const tags = new Int32Array(capacity * layout.tagStride).fill(EMPTY);
+    const tags = new Int32Array(capacity * layout.tagStride);
     tags.set(layout.tags);
+    tags.fill(EMPTY, layout.tags.length);
     const values = new Float64Array(capacity * layout.valueStride);
     values.set(layout.values);
     layout.tags = tags;
