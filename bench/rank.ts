@@ -1,15 +1,17 @@
 // The ranking benchmark: POST /v1/rank on a real `tributary serve` process (a child, so the load generator does
 // not share its event loop) over a real local Valkey holding the features of a generated log (its tiles applied
 // through ValkeyStore, as the stream writes them) and a model trained by the real backfill + `train`.
-// autocannon drives it with one connection (each request alone), at a fixed rate (--rate, with coordinated-omission
-// correction) and at saturation (--connections, no rate), with --candidates per request; the baseline is the same
-// run with --baseline-candidates.
+// autocannon drives it with one connection (each request alone) and at saturation (--connections, no rate); a paced,
+// open-loop generator here drives the fixed rate (--rate): autocannon's rate mode sends each second's quota in a
+// burst when the second starts, which measures bursts, not a rate. --candidates per request; the baseline is the
+// same run with --baseline-candidates.
 // Time shares come from the server's own histograms (tributary_rank_stage_seconds: the Valkey read, vector
 // assembly, the ONNX run), differenced over each phase; they are wall times, so under concurrency they include
 // waiting for the server's event loop (the "alone" phase gives the clean shares). autocannon's latencies have
-// 1 ms resolution.
+// 1 ms resolution; the paced phase's are exact.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -70,13 +72,13 @@ async function phase(
   bodies: string[],
   o: { seconds: number; connections: number; rate?: number },
 ): Promise<PhaseResult> {
+  if (o.rate) return paced(base, bodies, { ...o, rate: o.rate });
   const before = await stageTotals(base);
   let i = 0;
   const result = await autocannon({
     url: base,
     connections: o.connections,
     duration: o.seconds,
-    ...(o.rate ? { overallRate: o.rate } : {}),
     requests: [
       {
         method: 'POST',
@@ -86,9 +88,7 @@ async function phase(
       },
     ],
   });
-  const after = await stageTotals(base);
-  const n = after.count - before.count || 1;
-  const ms = (s: keyof StageTotals['seconds']) => ((after.seconds[s] - before.seconds[s]) / n) * 1000;
+  const stages = stagesBetween(before, await stageTotals(base));
   const latency = result.latency;
   return {
     rps: result.requests.average,
@@ -97,8 +97,84 @@ async function phase(
     p999: latency.p99_9 as number,
     non2xx: result.non2xx,
     errors: result.errors + result.timeouts,
+    ...stages,
+  };
+}
+
+/** Server-side stage means and defaulted rankings between two /metrics readings. */
+function stagesBetween(before: StageTotals, after: StageTotals): Pick<PhaseResult, 'stageMs' | 'defaulted'> {
+  const n = after.count - before.count || 1;
+  const ms = (s: keyof StageTotals['seconds']) => ((after.seconds[s] - before.seconds[s]) / n) * 1000;
+  return {
     stageMs: { valkey: ms('valkey'), assembly: ms('assembly'), onnx: ms('onnx') },
     defaulted: after.defaulted - before.defaulted,
+  };
+}
+
+/**
+ * Open-loop load at a steady rate: request i is due at start + i / rate, whatever earlier ones are doing (up to
+ * `connections` sockets; more wait for one), and its latency counts from when it was due, so a slow server is
+ * not flattered by sending less (no coordinated omission).
+ */
+async function paced(
+  base: string,
+  bodies: string[],
+  o: { seconds: number; connections: number; rate: number },
+): Promise<PhaseResult> {
+  const agent = new Agent({ keepAlive: true, maxSockets: o.connections });
+  const payloads = bodies.map((b) => Buffer.from(b));
+  const url = new URL('/v1/rank', base);
+  const post = (body: Buffer) =>
+    new Promise<number>((resolve, reject) => {
+      const req = request(
+        url,
+        { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.length } },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  const before = await stageTotals(base);
+  const total = Math.round(o.rate * o.seconds);
+  const latencies: number[] = [];
+  let non2xx = 0;
+  let errors = 0;
+  const pending: Promise<void>[] = [];
+  const start = performance.now();
+  for (let sent = 0; sent < total; ) {
+    const now = performance.now();
+    for (; sent < total && start + (sent * 1000) / o.rate <= now; sent++) {
+      const due = start + (sent * 1000) / o.rate;
+      pending.push(
+        post(payloads[sent % payloads.length] as Buffer).then(
+          (status) => {
+            latencies.push(performance.now() - due);
+            if (status !== 200) non2xx++;
+          },
+          () => {
+            errors++;
+          },
+        ),
+      );
+    }
+    await sleep(1);
+  }
+  await Promise.all(pending);
+  const elapsed = (performance.now() - start) / 1000;
+  agent.destroy();
+  latencies.sort((a, b) => a - b);
+  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+  return {
+    rps: latencies.length / elapsed,
+    p50: at(0.5),
+    p99: at(0.99),
+    p999: at(0.999),
+    non2xx,
+    errors,
+    ...stagesBetween(before, await stageTotals(base)),
   };
 }
 
