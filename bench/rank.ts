@@ -2,8 +2,8 @@
 // not share its event loop) over a real local Valkey holding the features of a generated log (its tiles applied
 // through ValkeyStore, as the stream writes them) and a model trained by the real backfill + `train`.
 // autocannon drives it with one connection (each request alone) and at saturation (--connections, no rate); a paced,
-// open-loop generator here drives the fixed rate (--rate): autocannon's rate mode sends each second's quota in a
-// burst when the second starts, which measures bursts, not a rate. --candidates per request; the baseline is the
+// open-loop generator (bench/paced-load.ts) drives the fixed rate (--rate): autocannon's rate mode sends each
+// second's quota in a burst when the second starts, which measures bursts, not a rate. --candidates per request; the baseline is the
 // same run with --baseline-candidates.
 // Time shares come from the server's own histograms (tributary_rank_stage_seconds: the Valkey read, vector
 // assembly, the ONNX run), differenced over each phase; they are wall times, so under concurrency they include
@@ -11,10 +11,10 @@
 // 1 ms resolution; the paced phase's are exact.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { Agent, request } from 'node:http';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import autocannon from 'autocannon';
 import { Valkey } from 'iovalkey';
 import { generate } from '../src/events/generator.ts';
@@ -26,6 +26,7 @@ import { ModelRegistry } from '../src/model/registry.ts';
 import { ValkeyStore } from '../src/online/valkey-store.ts';
 import { replayRecords, trainAndRegister } from '../test/support/models.ts';
 import { type Bench, type Row, SERVERS, sleep } from './lib.ts';
+import type { PacedLoad, PacedResult } from './paced-load.ts';
 
 type Options = 'impressions' | 'candidates' | 'baseline-candidates' | 'rate' | 'seconds' | 'connections' | 'timeout-ms';
 
@@ -111,71 +112,95 @@ function stagesBetween(before: StageTotals, after: StageTotals): Pick<PhaseResul
   };
 }
 
-/**
- * Open-loop load at a steady rate: request i is due at start + i / rate, whatever earlier ones are doing (up to
- * `connections` sockets; more wait for one), and its latency counts from when it was due, so a slow server is
- * not flattered by sending less (no coordinated omission).
- */
+/** The paced phase (bench/paced-load.ts) in a worker thread, with the server's stage times over it. */
 async function paced(
   base: string,
   bodies: string[],
   o: { seconds: number; connections: number; rate: number },
 ): Promise<PhaseResult> {
-  const agent = new Agent({ keepAlive: true, maxSockets: o.connections });
-  const payloads = bodies.map((b) => Buffer.from(b));
-  const url = new URL('/v1/rank', base);
-  const post = (body: Buffer) =>
-    new Promise<number>((resolve, reject) => {
-      const req = request(
-        url,
-        { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': body.length } },
-        (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-        },
-      );
-      req.on('error', reject);
-      req.end(body);
-    });
   const before = await stageTotals(base);
-  const total = Math.round(o.rate * o.seconds);
-  const latencies: number[] = [];
-  let non2xx = 0;
-  let errors = 0;
-  const pending: Promise<void>[] = [];
-  const start = performance.now();
-  for (let sent = 0; sent < total; ) {
-    const now = performance.now();
-    for (; sent < total && start + (sent * 1000) / o.rate <= now; sent++) {
-      const due = start + (sent * 1000) / o.rate;
-      pending.push(
-        post(payloads[sent % payloads.length] as Buffer).then(
-          (status) => {
-            latencies.push(performance.now() - due);
-            if (status !== 200) non2xx++;
-          },
-          () => {
-            errors++;
-          },
-        ),
-      );
-    }
-    await sleep(1);
-  }
-  await Promise.all(pending);
-  const elapsed = (performance.now() - start) / 1000;
-  agent.destroy();
-  latencies.sort((a, b) => a - b);
-  const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
+  const load: PacedLoad = { url: `${base}/v1/rank`, bodies, ...o };
+  // tsx's loader, registered inside the worker (a worker does not inherit it).
+  const file = JSON.stringify(new URL('./paced-load.ts', import.meta.url).href);
+  const worker = new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${file}); })`, {
+    eval: true,
+    workerData: load,
+  });
+  const r = await new Promise<PacedResult>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  await worker.terminate();
+  const at = (q: number) => r.latencies[Math.min(r.latencies.length - 1, Math.floor(q * r.latencies.length))] ?? 0;
   return {
-    rps: latencies.length / elapsed,
+    rps: r.latencies.length / r.elapsedSeconds,
     p50: at(0.5),
     p99: at(0.99),
     p999: at(0.999),
-    non2xx,
-    errors,
+    non2xx: r.non2xx,
+    errors: r.errors,
     ...stagesBetween(before, await stageTotals(base)),
   };
+}
+
+/**
+ * Valkey holding a generated log's features, a model trained on it, and request bodies. Only those leave: the log
+ * and its training data are let go before the phases, since this process is the load generator and its GC pauses
+ * over a large heap would count as server latency.
+ */
+async function prepare(
+  ctx: Parameters<Bench<Options>['run']>[0],
+  o: Record<Options, number>,
+  ns: string,
+  valkey: Valkey,
+): Promise<{ registry: ModelRegistry; main: string[]; baseline: string[] }> {
+  const features = new FeatureSet(DEFAULT_GROUPS);
+  const log = generate({ seed: 11, days: 2, impressionsPerDay: o.impressions / 2 });
+  const impressions = log.filter((r) => r.record.kind === 'impression').map((r) => r.record.event as AdImpression);
+
+  ctx.log(`applying ${log.length} events' tiles to Valkey ${SERVERS.valkey} under ${ns}`);
+  const store = new ValkeyStore(valkey, {
+    features,
+    namespace: ns,
+    ttlSeconds: 3600,
+    retentionMs: features.retentionMs,
+  });
+  const tiles = new TileBatch();
+  for (const { record } of log)
+    if (record.kind === 'impression' || record.kind === 'click') features.apply(record.kind, record.event, tiles);
+  const end = Math.max(...impressions.map((i) => i.event_time));
+  await store.applyBatch(tiles, 'bench/0', 0, end);
+
+  ctx.log('training a model (backfill + train)');
+  const registry = new ModelRegistry(mkdtempSync(join(tmpdir(), 'bench-models-')));
+  await registry.promote(await trainAndRegister(registry, features, replayRecords(log), 1));
+
+  // Requests for random impressions' users and pages, over distinct ads drawn the way traffic draws them.
+  const bodiesOf = (n: number) =>
+    Array.from({ length: 256 }, (_, k) => {
+      const at = impressions[(k * 7919) % impressions.length] as AdImpression;
+      const ads = new Map<string, AdImpression>();
+      for (let j = k * 104_729; ads.size < n; j++) {
+        const i = impressions[j % impressions.length] as AdImpression;
+        ads.set(i.ad_id, i);
+      }
+      return JSON.stringify({
+        request_id: `bench-${k}`,
+        user_id: at.user_id,
+        publisher_id: at.publisher_id,
+        device: at.device,
+        os: at.os,
+        time: end + 60_000,
+        candidates: [...ads.values()].map((i) => ({
+          ad_id: i.ad_id,
+          campaign_id: i.campaign_id,
+          advertiser_id: i.advertiser_id,
+          category: i.category,
+          bid: i.bid,
+        })),
+      });
+    });
+  return { registry, main: bodiesOf(o.candidates), baseline: bodiesOf(o['baseline-candidates']) };
 }
 
 export const rankBench: Bench<Options> = {
@@ -193,28 +218,8 @@ export const rankBench: Bench<Options> = {
   async run(ctx) {
     const o = ctx.options;
     const ns = `bench-rank-${Date.now()}.`;
-    const features = new FeatureSet(DEFAULT_GROUPS);
-    const log = generate({ seed: 11, days: 2, impressionsPerDay: o.impressions / 2 });
-    const impressions = log.filter((r) => r.record.kind === 'impression').map((r) => r.record.event as AdImpression);
-
-    ctx.log(`applying ${log.length} events' tiles to Valkey ${SERVERS.valkey} under ${ns}`);
     const valkey = new Valkey(SERVERS.valkey, { enableAutoPipelining: true });
-    const store = new ValkeyStore(valkey, {
-      features,
-      namespace: ns,
-      ttlSeconds: 3600,
-      retentionMs: features.retentionMs,
-    });
-    const tiles = new TileBatch();
-    for (const { record } of log)
-      if (record.kind === 'impression' || record.kind === 'click') features.apply(record.kind, record.event, tiles);
-    const end = Math.max(...impressions.map((i) => i.event_time));
-    await store.applyBatch(tiles, 'bench/0', 0, end);
-
-    ctx.log('training a model (backfill + train)');
-    const registry = new ModelRegistry(mkdtempSync(join(tmpdir(), 'bench-models-')));
-    await registry.promote(await trainAndRegister(registry, features, replayRecords(log), 1));
-
+    const { registry, main, baseline } = await prepare(ctx, o, ns, valkey);
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
     // biome-ignore format: one argument per flag reads best
@@ -231,33 +236,6 @@ export const rankBench: Bench<Options> = {
         if (t > 300 || server.exitCode !== null) throw new Error('tributary serve did not become ready');
         await sleep(100);
       }
-      // Requests for random impressions' users and pages, over distinct ads drawn the way traffic draws them.
-      const bodiesOf = (n: number) =>
-        Array.from({ length: 256 }, (_, k) => {
-          const at = impressions[(k * 7919) % impressions.length] as AdImpression;
-          const ads = new Map<string, AdImpression>();
-          for (let j = k * 104_729; ads.size < n; j++) {
-            const i = impressions[j % impressions.length] as AdImpression;
-            ads.set(i.ad_id, i);
-          }
-          return JSON.stringify({
-            request_id: `bench-${k}`,
-            user_id: at.user_id,
-            publisher_id: at.publisher_id,
-            device: at.device,
-            os: at.os,
-            time: end + 60_000,
-            candidates: [...ads.values()].map((i) => ({
-              ad_id: i.ad_id,
-              campaign_id: i.campaign_id,
-              advertiser_id: i.advertiser_id,
-              category: i.category,
-              bid: i.bid,
-            })),
-          });
-        });
-      const main = bodiesOf(o.candidates);
-      const baseline = bodiesOf(o['baseline-candidates']);
       ctx.log('warming up');
       await phase(base, main, { seconds: 2, connections: 4 });
 
