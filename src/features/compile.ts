@@ -19,8 +19,8 @@ export interface FeatureSpec {
 }
 
 /**
- * Where tile updates go. Keys are entity keys; fields are "<series>:<tile>". Online stores keep them in the read
- * layout instead (FeatureSet.forEachStoredField); the offline store records them as they are.
+ * Where tile updates go. Keys are entity keys; fields are "<series>:<tile>". Online stores keep them in the online
+ * layout instead (FeatureSet.forEachStoredRun); the offline store records them as they are.
  */
 export interface UpdateSink {
   incr(key: string, field: string, delta: number): void;

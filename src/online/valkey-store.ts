@@ -1,7 +1,8 @@
-// The online store in Valkey. One hash per entity, `tb:{<entity key>}`, holds its window totals per read tile as
-// fields "<series>.<tiles>:<read tile>" (FeatureSet.forEachStoredField) plus one "@<topic>/<partition>" marker per
-// source partition; distinct-count tiles are sets `tb:{<entity key>}|<series>:<tile>`. The braces are a hash tag: one entity's keys share a Valkey Cluster slot, so
-// each Lua call touches a single slot. A batch is auto-pipelined, a read is one pipeline: one round trip per node.
+// The online store in Valkey. One hash per entity, `tb:{<entity key>}`, holds its windows in the online layout,
+// fields "<series>.<block>:<read tile>" (FeatureSet.forEachStoredRun), plus one "@<topic>/<partition>" marker per
+// source partition; distinct-count tiles are sets `tb:{<entity key>}|<series>:<tile>`. The braces are a hash tag:
+// one entity's keys share a Valkey Cluster slot, so each Lua call touches a single slot. A batch is
+// auto-pipelined, a read is one pipeline: one round trip per node.
 import type { Cluster, Redis } from 'iovalkey';
 import type { FeatureReader, FeatureSet, ReadRequest, ReadResult } from '../features/compile.ts';
 import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
