@@ -107,46 +107,36 @@ export const backfillBench: Bench<Options> = {
       });
       rows.push({ benchmark: 'backfill', metric: `engine events/s, all ${n} events`, value: engine });
       cpuRow('engine events per CPU-s, all (vs MemoryStore path, prefix)', 'engine', 'memory-store-prefix');
+      /** A source read alone, then feeding the engine: events/s beside the engine's, and per CPU-second. */
+      const sourceRows = async (name: string, key: string, open: () => AsyncIterable<ReplayRecord>, cpuNote = '') => {
+        const alone = await phase(`${key}-source`, n, () => count(open()));
+        const fed = await phase(`${key}+engine`, n, () => replayAll(open(), 'rings'));
+        rows.push({
+          benchmark: 'backfill',
+          metric: `${name} source alone events/s (vs engine)`,
+          value: alone,
+          baseline: engine,
+        });
+        rows.push({
+          benchmark: 'backfill',
+          metric: `${name} -> engine events/s (vs engine)`,
+          value: fed,
+          baseline: engine,
+        });
+        cpuRow(`${name} -> engine events per CPU-s${cpuNote} (vs engine)`, `${key}+engine`, 'engine');
+      };
 
       const file = join(dir, 'events.ndjson');
       await writeEventFile(
         file,
         generated.filter((g) => g.record.kind === 'impression' || g.record.kind === 'click'),
       );
-      const fileOnly = await phase('file-source', n, () => count(fromEventFile(file)));
-      const fromFile = await phase('file+engine', n, () => replayAll(fromEventFile(file), 'rings'));
-      rows.push({
-        benchmark: 'backfill',
-        metric: 'file source alone events/s (vs engine)',
-        value: fileOnly,
-        baseline: engine,
-      });
-      rows.push({
-        benchmark: 'backfill',
-        metric: 'file -> engine events/s (vs engine)',
-        value: fromFile,
-        baseline: engine,
-      });
-      cpuRow('file -> engine events per CPU-s (vs engine)', 'file+engine', 'engine');
+      await sourceRows('file', 'file', () => fromEventFile(file));
 
       log('loading the embedded ClickHouse');
       const client = await loadClickHouse(join(dir, 'ch'), records);
       try {
-        const chOnly = await phase('clickhouse-source', n, () => count(fromClickHouse(client)));
-        const fromCh = await phase('clickhouse+engine', n, () => replayAll(fromClickHouse(client), 'rings'));
-        rows.push({
-          benchmark: 'backfill',
-          metric: 'ClickHouse source alone events/s (vs engine)',
-          value: chOnly,
-          baseline: engine,
-        });
-        rows.push({
-          benchmark: 'backfill',
-          metric: 'ClickHouse -> engine events/s (vs engine)',
-          value: fromCh,
-          baseline: engine,
-        });
-        cpuRow('ClickHouse -> engine events per CPU-s, chdb threads too (vs engine)', 'clickhouse+engine', 'engine');
+        await sourceRows('ClickHouse', 'clickhouse', () => fromClickHouse(client), ', chdb threads too');
         await phase('sql', n, () => sqlFeatures(client, DEFAULT_GROUPS, { allowedLatenessMs: LATENESS_MS }));
         rows.push({
           benchmark: 'backfill',

@@ -19,13 +19,15 @@ local nMax = tonumber(ARGV[6])
 local i = 7
 -- Segments of stored fields: prefix, first read tile, count, value (FeatureSet.forEachStoredSegment); each field
 -- appears once per call. Read and written in chunks: one HMGET and one HSET per chunk, not a call per field.
-local fields, values, isMax = {}, {}, {}
+-- Sums come first: fields past index 'sums' are maxima.
+local fields, values, sums = {}, {}, 0
 for s = 1, nIncr + nMax do
   local prefix, first, v = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 3])
   for r = first, first + tonumber(ARGV[i + 2]) - 1 do
-    local n = #fields + 1
-    fields[n], values[n], isMax[n] = prefix .. r, v, s > nIncr
+    fields[#fields + 1] = prefix .. r
+    values[#values + 1] = v
   end
+  if s == nIncr then sums = #fields end
   i = i + 4
 end
 for c = 1, #fields, 1000 do
@@ -35,7 +37,7 @@ for c = 1, #fields, 1000 do
   for j = c, last do
     local old = tonumber(cur[j - c + 1])
     local v = values[j]
-    if old then v = isMax[j] and math.max(old, v) or old + v end
+    if old then v = j > sums and math.max(old, v) or old + v end
     kv[#kv + 1] = fields[j]
     kv[#kv + 1] = string.format('%d', v)
   end
