@@ -28,13 +28,70 @@ import { replayRecords, trainAndRegister } from '../test/support/models.ts';
 import { type Bench, type Row, SERVERS, sleep } from './lib.ts';
 import type { PacedLoad, PacedResult } from './paced-load.ts';
 
-type Options = 'impressions' | 'candidates' | 'baseline-candidates' | 'rate' | 'seconds' | 'connections' | 'timeout-ms';
+type Options =
+  | 'impressions'
+  | 'candidates'
+  | 'baseline-candidates'
+  | 'rate'
+  | 'seconds'
+  | 'connections'
+  | 'timeout-ms'
+  | 'live-rate';
+
+/**
+ * Live traffic while the phases run, as the stream would write it: every 100 ms a batch of impressions (copies of
+ * generated ones) through the same ValkeyStore. Most are in the read time's own minute (no ranking reads them
+ * yet); LATE_SHARE arrive a minute late, into windows rankings read: they change candidates' stored fields, so
+ * the server's read cache sees invalidations as it would in production.
+ */
+const LATE_SHARE = 0.05;
+class LiveWriter {
+  private timer: NodeJS.Timeout | undefined;
+  private written = 0;
+  private batches = 0;
+  private busy = false;
+
+  constructor(
+    private readonly store: ValkeyStore,
+    private readonly features: FeatureSet,
+    private readonly templates: readonly AdImpression[],
+    private readonly readTime: number,
+    private readonly rate: number,
+  ) {}
+
+  start(): void {
+    if (this.rate <= 0) return;
+    const perBatch = Math.max(1, Math.round(this.rate / 10));
+    this.timer = setInterval(() => {
+      if (this.busy) return; // Valkey is behind: skip a beat rather than pile up
+      this.busy = true;
+      const tiles = new TileBatch();
+      for (let i = 0; i < perBatch; i++, this.written++) {
+        const t = this.templates[(this.written * 7919) % this.templates.length] as AdImpression;
+        const late = (this.written % 1000) / 1000 < LATE_SHARE;
+        const event_time = this.readTime - (late ? 60_000 : 0) + (this.written % 50_000);
+        this.features.apply('impression', { ...t, event_id: `live-${this.written}`, event_time }, tiles);
+      }
+      void this.store
+        .applyBatch(tiles, 'bench-live/0', ++this.batches, this.readTime)
+        .finally(() => {
+          this.busy = false;
+        });
+    }, 100);
+  }
+
+  stop(): number {
+    clearInterval(this.timer);
+    return this.written;
+  }
+}
 
 /** Mean ms per ranking in each stage, and rankings answered with defaults, from /metrics. */
 interface StageTotals {
   count: number;
   seconds: Record<'valkey' | 'assembly' | 'onnx', number>;
   defaulted: number;
+  cache: { hits: number; misses: number; invalidations: number };
 }
 
 async function stageTotals(base: string): Promise<StageTotals> {
@@ -45,6 +102,11 @@ async function stageTotals(base: string): Promise<StageTotals> {
     count: value(/tributary_rank_stage_seconds_count\{stage="onnx"\} (\S+)/),
     seconds: { valkey: sum('valkey'), assembly: sum('assembly'), onnx: sum('onnx') },
     defaulted: value(/tributary_rankings_total\{features="defaults"\} (\S+)/),
+    cache: {
+      hits: value(/tributary_read_cache\{count="hits"\} (\S+)/),
+      misses: value(/tributary_read_cache\{count="misses"\} (\S+)/),
+      invalidations: value(/tributary_read_cache\{count="invalidations"\} (\S+)/),
+    },
   };
 }
 
@@ -66,6 +128,9 @@ interface PhaseResult {
   /** Mean ms per ranking in each stage, server side. */
   stageMs: Record<'valkey' | 'assembly' | 'onnx', number>;
   defaulted: number;
+  /** Candidate fields answered by the server's read cache, and its invalidations (see LiveWriter). */
+  cacheHitShare: number;
+  invalidations: number;
 }
 
 async function phase(
@@ -102,13 +167,20 @@ async function phase(
   };
 }
 
-/** Server-side stage means and defaulted rankings between two /metrics readings. */
-function stagesBetween(before: StageTotals, after: StageTotals): Pick<PhaseResult, 'stageMs' | 'defaulted'> {
+/** Server-side stage means, defaulted rankings and read-cache counts between two /metrics readings. */
+function stagesBetween(
+  before: StageTotals,
+  after: StageTotals,
+): Pick<PhaseResult, 'stageMs' | 'defaulted' | 'cacheHitShare' | 'invalidations'> {
   const n = after.count - before.count || 1;
   const ms = (s: keyof StageTotals['seconds']) => ((after.seconds[s] - before.seconds[s]) / n) * 1000;
+  const hits = after.cache.hits - before.cache.hits;
+  const misses = after.cache.misses - before.cache.misses;
   return {
     stageMs: { valkey: ms('valkey'), assembly: ms('assembly'), onnx: ms('onnx') },
     defaulted: after.defaulted - before.defaulted,
+    cacheHitShare: hits / (hits + misses || 1),
+    invalidations: after.cache.invalidations - before.cache.invalidations,
   };
 }
 
@@ -153,7 +225,7 @@ async function prepare(
   o: Record<Options, number>,
   ns: string,
   valkey: Valkey,
-): Promise<{ registry: ModelRegistry; main: string[]; baseline: string[] }> {
+): Promise<{ registry: ModelRegistry; main: string[]; baseline: string[]; live: LiveWriter }> {
   const features = new FeatureSet(DEFAULT_GROUPS);
   const log = generate({ seed: 11, days: 2, impressionsPerDay: o.impressions / 2 });
   const impressions = log.filter((r) => r.record.kind === 'impression').map((r) => r.record.event as AdImpression);
@@ -200,7 +272,8 @@ async function prepare(
         })),
       });
     });
-  return { registry, main: bodiesOf(o.candidates), baseline: bodiesOf(o['baseline-candidates']) };
+  const live = new LiveWriter(store, features, impressions, end + 60_000, o['live-rate']);
+  return { registry, main: bodiesOf(o.candidates), baseline: bodiesOf(o['baseline-candidates']), live };
 }
 
 export const rankBench: Bench<Options> = {
@@ -214,12 +287,13 @@ export const rankBench: Bench<Options> = {
     seconds: 10,
     connections: 16,
     'timeout-ms': 1000,
+    'live-rate': 2000,
   },
   async run(ctx) {
     const o = ctx.options;
     const ns = `bench-rank-${Date.now()}.`;
     const valkey = new Valkey(SERVERS.valkey, { enableAutoPipelining: true });
-    const { registry, main, baseline } = await prepare(ctx, o, ns, valkey);
+    const { registry, main, baseline, live } = await prepare(ctx, o, ns, valkey);
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
     // biome-ignore format: one argument per flag reads best
@@ -236,6 +310,8 @@ export const rankBench: Bench<Options> = {
         if (t > 300 || server.exitCode !== null) throw new Error('tributary serve did not become ready');
         await sleep(100);
       }
+      ctx.log(`live writes: ${o['live-rate']} impressions/s, ${LATE_SHARE * 100}% a minute late`);
+      live.start();
       ctx.log('warming up');
       await phase(base, main, { seconds: 2, connections: 4 });
 
@@ -273,10 +349,13 @@ export const rankBench: Bench<Options> = {
         row(key, 'assembly ms/req', (p) => p.stageMs.assembly),
         row(key, 'ONNX ms/req', (p) => p.stageMs.onnx),
         row(key, 'defaulted rankings', (p) => p.defaulted),
+        row(key, 'read-cache hit share', (p) => p.cacheHitShare),
+        row(key, 'read-cache invalidations', (p) => p.invalidations),
         row(key, 'non-2xx + errors', (p) => p.non2xx + p.errors),
       ]);
       return { rows, details: { namespace: ns, results } };
     } finally {
+      ctx.log(`live writes: ${live.stop()} impressions written`);
       server.kill('SIGTERM');
       const keys: string[] = [];
       const stream = valkey.scanStream({ match: `${ns}*`, count: 1000 });

@@ -23,9 +23,10 @@ import { generate } from '../src/events/generator.ts';
 import { createRegistryClient } from '../src/events/registry.ts';
 import { EventSerde } from '../src/events/serde.ts';
 import { type AdImpression, EVENT_KINDS } from '../src/events/types.ts';
-import { FeatureSet } from '../src/features/compile.ts';
+import { FeatureSet, type Series } from '../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
 import { entities, entityKey } from '../src/features/entities.ts';
+import { tileOf } from '../src/features/window.ts';
 import { createKafka, ensureTopics, withAdmin } from '../src/kafka/client.ts';
 import { KafkaEventLog, KafkaLogProducer } from '../src/kafka/event-log.ts';
 import { EventPublisher } from '../src/kafka/publish.ts';
@@ -229,7 +230,12 @@ class StreamBench {
       );
       const batches = await batchStats(metrics);
       this.ctx.log(`${variant.name}: latency of ${this.settings.count} single events at ${this.settings.rate}/s`);
-      const latency = await this.latency(variant.key, (k) => online.hashKey(k));
+      const ad = this.features.bySource.impression.find(
+        (u) => this.features.groups[u.group]?.group.entity === entities.ad,
+      )?.series as Series;
+      const latency = await this.latency(variant.key, (e) =>
+        online.writtenHash(entityKey(entities.ad, e), `${ad.id}:${tileOf(e.event_time, ad.tileMs)}`),
+      );
       const all = await batchStats(metrics);
       return {
         phase,
@@ -258,10 +264,10 @@ class StreamBench {
   }
 
   /**
-   * Fresh copies of generated impressions, event_time now, sent one by one at the probe rate. With `hashKey` (the
-   * service's name for an entity's hash), also waits for each to be applied in Valkey.
+   * Fresh copies of generated impressions, event_time now, sent one by one at the probe rate. With `writtenHash` (a
+   * Valkey hash the impression's batch writes), also waits for each to be applied in Valkey.
    */
-  private async latency(label: string, hashKey?: (entityKey: string) => string): Promise<Latency> {
+  private async latency(label: string, writtenHash?: (e: AdImpression) => string): Promise<Latency> {
     const { rate, count } = this.settings;
     const out: Latency = { ack: [], delivered: [], visible: [] };
     const topic = sourceTopics(this.ns).impression;
@@ -281,8 +287,8 @@ class StreamBench {
       out.ack.push(performance.now() - sent);
       const id = `${topic}/${meta?.partition}`;
       const offset = Number(meta?.baseOffset);
-      if (hashKey) {
-        const visible = await this.poller.wait(hashKey(entityKey(entities.ad, event)), `@${id}`, offset);
+      if (writtenHash) {
+        const visible = await this.poller.wait(writtenHash(event), `@${id}`, offset);
         out.visible.push(visible - sent);
       }
       await until('the counting consumer to get a probe', () => this.delivered.has(`${id}@${offset}`), 10_000);

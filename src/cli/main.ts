@@ -61,6 +61,7 @@ function configOf(cmd: Command) {
       maxCandidates: g.maxCandidates,
       servedSampleRate: g.sampleRate,
       rankTimeoutMs: g.rankTimeout,
+      readCache: g.readCache,
     },
     process.env,
     g.config,

@@ -6,6 +6,7 @@ import { allTopics } from '../events/catalog.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { ModelRegistry } from '../model/registry.ts';
+import { sharedEntityCache } from '../online/read-cache.ts';
 import { ValkeyStore } from '../online/valkey-store.ts';
 import { ScoreConsumer } from '../scoring/consumer.ts';
 import { ScoringMetrics } from '../scoring/metrics.ts';
@@ -30,14 +31,17 @@ async function openScoring(config: Config, servedLogPath?: string) {
     retryStrategy: (attempt) => Math.min(attempt * 100, 2_000),
   });
   valkey.on('error', (err) => log.warn({ err: err.message }, 'valkey connection error'));
+  const cache = config.readCache ? sharedEntityCache(features, valkey, log) : undefined;
   // Scoring only reads: the TTL and retention options concern writes.
   const store = new ValkeyStore(valkey, {
     features,
     namespace: config.namespace,
     ttlSeconds: 0,
     retentionMs: 0,
+    cache,
   });
   const metrics = new ScoringMetrics();
+  metrics.cacheStats = cache?.tracked.stats;
   const models = new ModelRuntime(new ModelRegistry(config.modelsDir), features, metrics, log);
   await models.start();
   const served = servedLogPath
@@ -55,6 +59,7 @@ async function openScoring(config: Config, servedLogPath?: string) {
     async close() {
       await served?.close();
       await models.stop();
+      cache?.tracked.close();
       valkey.disconnect();
     },
   };
@@ -73,6 +78,10 @@ export function registerScoringCommands(program: Command, configOf: (cmd: Comman
       .option('--models <dir>', 'model registry folder [env TRIBUTARY_MODELS_DIR] (default .data/models)')
       .option('--max-candidates <n>', 'most candidates per request [env TRIBUTARY_MAX_CANDIDATES] (default 500)')
       .option('--rank-timeout <ms>', 'longest wait for Valkey per ranking [env TRIBUTARY_RANK_TIMEOUT_MS] (default 50)')
+      .option(
+        '--read-cache <on|off>',
+        "keep candidates' features in process, invalidated by Valkey [env TRIBUTARY_READ_CACHE] (default on)",
+      )
       .option(
         '--sample-rate <r>',
         'share of rankings written to the served-vector log [env TRIBUTARY_SERVED_SAMPLE_RATE] (default 0)',

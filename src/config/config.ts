@@ -26,6 +26,8 @@ export interface Config {
   servedSampleRate: number;
   /** Longest wait for the online store per ranking; then defaults, flagged. */
   rankTimeoutMs: number;
+  /** Scoring keeps candidates' stored fields in process, invalidated by Valkey (src/online/read-cache.ts). */
+  readCache: boolean;
 }
 
 type Overrides = Partial<Record<keyof Config, unknown>>;
@@ -44,6 +46,7 @@ const ENV: Record<keyof Config, string> = {
   maxCandidates: 'TRIBUTARY_MAX_CANDIDATES',
   servedSampleRate: 'TRIBUTARY_SERVED_SAMPLE_RATE',
   rankTimeoutMs: 'TRIBUTARY_RANK_TIMEOUT_MS',
+  readCache: 'TRIBUTARY_READ_CACHE',
 };
 
 const DEFAULTS: Config = {
@@ -56,6 +59,7 @@ const DEFAULTS: Config = {
   maxCandidates: 500,
   servedSampleRate: 0,
   rankTimeoutMs: 50,
+  readCache: true,
 };
 
 const POSITIVE_INTEGERS: readonly (keyof Config)[] = ['partitions', 'maxCandidates', 'rankTimeoutMs'];
@@ -80,6 +84,11 @@ function normalise(key: keyof Config, v: unknown): unknown {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1) throw new ConfigError(`${key} must be a positive integer, got ${v}`);
     return n;
+  }
+  if (key === 'readCache') {
+    if (typeof v === 'boolean') return v;
+    if (v === 'on' || v === 'off') return v === 'on';
+    throw new ConfigError(`readCache must be on or off, got ${v}`);
   }
   if (key === 'servedSampleRate') {
     const n = Number(v);

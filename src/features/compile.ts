@@ -3,7 +3,7 @@
 import { createHash } from 'node:crypto';
 import type { AdClick, AdImpression } from '../events/types.ts';
 import { getOrCreate } from '../util/map.ts';
-import type { Aggregation, FeatureGroup, Source } from './define.ts';
+import type { Aggregation, FeatureGroup, OnlineLayout, Source } from './define.ts';
 import { entityKey, type KeyFields } from './entities.ts';
 import { firstReadTile, firstTile, tileOf, type Window } from './window.ts';
 
@@ -169,6 +169,8 @@ export class FeatureSet {
   readonly groups: readonly CompiledGroup[];
   /** Per source, the series its events update, grouped by group in group order. */
   readonly bySource: Record<Source, readonly { group: number; index: number; series: Series }[]>;
+  /** Every stored field prefix of the online layout (forEachStoredRun), with its entity and tile width. */
+  readonly stored: readonly StoredPrefix[];
   /** Per entity name, per numeric series id: the field prefix of each block size its windows store. */
   private readonly storedPrefixes = new Map<string, Map<string, { prefix: string; block: number }[]>>();
 
@@ -189,17 +191,21 @@ export class FeatureSet {
       });
     });
     this.bySource = bySource;
+    const stored: StoredPrefix[] = [];
     for (const g of this.groups) {
       const bySeries = new Map<string, { prefix: string; block: number }[]>();
       g.slots.forEach((slot) => {
         const x = g.series[slot.series] as Series;
         if (x.agg.op === 'distinct') return;
         const blocks = getOrCreate(bySeries, x.id, () => []);
-        if (!blocks.some((b) => b.block === slot.block))
-          blocks.push({ prefix: storedPrefix(x, slot.block), block: slot.block });
+        if (blocks.some((b) => b.block === slot.block)) return;
+        const prefix = storedPrefix(x, slot.block);
+        blocks.push({ prefix, block: slot.block });
+        stored.push({ entity: g.group.entity.name, online: g.group.online, prefix, tileMs: x.tileMs });
       });
       this.storedPrefixes.set(g.group.entity.name, bySeries);
     }
+    this.stored = stored;
     this.retentionMs = Math.max(...this.groups.flatMap((g) => g.series.map((s) => (s.maxTiles + 1) * s.tileMs)));
     // The online layout is storage, not meaning: models and training sets stay valid across it.
     const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name, online: undefined })));
@@ -328,6 +334,13 @@ export class FeatureSet {
     }
     return out;
   }
+}
+
+export interface StoredPrefix {
+  readonly entity: string;
+  readonly online: OnlineLayout;
+  readonly prefix: string;
+  readonly tileMs: number;
 }
 
 export interface ReadPlan {

@@ -1,56 +1,45 @@
-// The online store in Valkey. One hash per entity, `tb:{<entity key>}`, holds its windows in the online layout,
-// fields "<series>.<block>:<read tile>" (FeatureSet.forEachStoredRun), plus one "@<topic>/<partition>" marker per
-// source partition; distinct-count tiles are sets `tb:{<entity key>}|<series>:<tile>`. The braces are a hash tag:
-// one entity's keys share a Valkey Cluster slot, so each Lua call touches a single slot. A batch is
-// auto-pipelined, a read is one pipeline: one round trip per node.
+// The online store in Valkey, in the online layout (FeatureSet.forEachStoredRun), placed by the group's layout:
+// - 'totals' groups (candidates: ads, campaigns, placements, …): one hash per stored field, whose fields are entity
+//   ids, `tb:<entity>|<series>.<block>:<read tile>` — e.g. `tb:ad|0.60.5:29160000` holds every ad's 5-minute
+//   impression total as read in that minute. A ranking reads the same stored fields of ~100 candidates, so it asks
+//   a few hashes for many ids (≈ 30 HMGETs for 100 candidates, not one per entity: ≈ 330), and a read tile's hash
+//   is dropped whole once no window reads it.
+// - 'tiles' groups (users, user×category): one hash per entity, `tb:{<entity key>}`, fields "<series>.1:<tile>":
+//   a ranking reads one or a few of them, each whole window from one hash, and a write touches one field.
+// Every hash also holds one "@<topic>/<partition>" marker per source partition (the last batch applied from it).
+// Distinct-count tiles are sets per entity, `tb:{<entity key>}|<series>:<tile>`. A batch is auto-pipelined, a read
+// is one call: one round trip (on a Cluster, one call per hash, grouped per node).
 import type { Cluster, Redis } from 'iovalkey';
 import type { FeatureReader, FeatureSet, ReadRequest, ReadResult } from '../features/compile.ts';
 import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
+import { getOrCreate } from '../util/map.ts';
+import type { CachedLayout, TrackedReadCache } from './read-cache.ts';
 
+// One hash's writes of a batch, once per batch: ARGV[6..] = n field names, then their n values; the first
+// ARGV[5] add, the rest raise to their value (last seen). With ARGV[4] > 0, also deletes the hash's tile fields
+// of read tiles starting before it (entity hashes only: a field hash is deleted whole).
 const APPLY = `
 local marker = ARGV[1]
 local batchEnd = tonumber(ARGV[2])
 local last = tonumber(redis.call('HGET', KEYS[1], marker) or '-1')
 if last >= batchEnd then return 0 end
-local ttl = tonumber(ARGV[3])
 local pruneBefore = tonumber(ARGV[4])
-local nIncr = tonumber(ARGV[5])
-local nMax = tonumber(ARGV[6])
-local i = 7
--- Segments of stored fields: prefix, first read tile, count, value (FeatureSet.forEachStoredSegment); each field
--- appears once per call. Read and written in chunks: one HMGET and one HSET per chunk, not a call per field.
--- Sums come first: fields past index 'sums' are maxima.
-local fields, values, sums = {}, {}, 0
-for s = 1, nIncr + nMax do
-  local prefix, first, v = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 3])
-  for r = first, first + tonumber(ARGV[i + 2]) - 1 do
-    fields[#fields + 1] = prefix .. r
-    values[#values + 1] = v
-  end
-  if s == nIncr then sums = #fields end
-  i = i + 4
-end
-for c = 1, #fields, 1000 do
-  local last = math.min(c + 999, #fields)
-  local cur = redis.call('HMGET', KEYS[1], unpack(fields, c, last))
-  local kv = {}
-  for j = c, last do
+local sums = 5 + tonumber(ARGV[5])
+local n = (#ARGV - 5) / 2
+-- Read and written in chunks: one HMGET and one HSET per chunk, not a call per field.
+for c = 6, 5 + n, 2000 do
+  local e = math.min(c + 1999, 5 + n)
+  local cur = redis.call('HMGET', KEYS[1], unpack(ARGV, c, e))
+  local kv, k = {}, 0
+  for j = c, e do
     local old = tonumber(cur[j - c + 1])
-    local v = values[j]
+    local v = tonumber(ARGV[j + n])
     if old then v = j > sums and math.max(old, v) or old + v end
-    kv[#kv + 1] = fields[j]
-    kv[#kv + 1] = string.format('%d', v)
+    kv[k + 1] = ARGV[j]
+    kv[k + 2] = string.format('%d', v)
+    k = k + 2
   end
   redis.call('HSET', KEYS[1], unpack(kv))
-end
-for k = 2, #KEYS do
-  local n = tonumber(ARGV[i])
-  i = i + 1
-  for j = i, i + n - 1, 5000 do
-    redis.call('SADD', KEYS[k], unpack(ARGV, j, math.min(j + 4999, i + n - 1)))
-  end
-  redis.call('EXPIRE', KEYS[k], ttl)
-  i = i + n
 end
 if pruneBefore > 0 then
   for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
@@ -59,23 +48,27 @@ if pruneBefore > 0 then
   end
 end
 redis.call('HSET', KEYS[1], marker, batchEnd)
-redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 `;
 
-// The same fields of many entity hashes (one layout, many entities): one string per key, the values joined by
-// "," ("" when absent). Sending the field list once and answering one string per entity keeps a ranking's tens of
-// thousands of tile reads cheap to encode and parse.
+// Groups of reads, each the same field names of several hashes: ARGV = group count, then per group its hash
+// count, name count and names; KEYS = every group's hashes in order. Answers one string, the values hash by hash,
+// name by name, joined by "," ("" when absent): one reply to parse, not thousands.
 const READ = `
-local out = {}
-for k = 1, #KEYS do
-  local v = redis.call('HMGET', KEYS[k], unpack(ARGV))
-  for i = 1, #ARGV do
-    if not v[i] then v[i] = '' end
+local out, n = {}, 0
+local k, i = 1, 2
+for g = 1, tonumber(ARGV[1]) do
+  local nKeys, nNames = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
+  for j = 1, nKeys do
+    local v = redis.call('HMGET', KEYS[k], unpack(ARGV, i + 2, i + 1 + nNames))
+    for x = 1, nNames do out[n + x] = v[x] or '' end
+    n = n + nNames
+    k = k + 1
   end
-  out[k] = table.concat(v, ',')
+  i = i + 2 + nNames
 end
-return out
+return table.concat(out, ',')
 `;
 
 const UNION_COUNT = `
@@ -84,9 +77,10 @@ return #redis.call('SUNION', unpack(KEYS))
 `;
 
 type Client = (Redis | Cluster) & {
-  tbApply(numKeys: number, ...args: (string | number)[]): Promise<number>;
+  // Array arguments are flattened by the client: no spread of a batch's (unbounded) fields onto the stack.
+  tbApply(numKeys: number, ...args: (string | number | (string | number)[])[]): Promise<number>;
   tbUnionCount(numKeys: number, ...keys: string[]): Promise<number>;
-  tbRead(numKeys: number, ...args: string[]): Promise<string[]>;
+  tbRead(numKeys: number, ...args: (string | number)[]): Promise<string>;
 };
 
 /** One entity's stored tiles, as read for a served-vector overlay (see streams/served.ts). */
@@ -101,18 +95,46 @@ export interface ValkeyStoreOptions {
   features: FeatureSet;
   /** Key prefix (the pipeline's namespace). */
   namespace?: string;
-  /** Key TTL in seconds: entities idle this long disappear. At least the longest window plus allowed lateness. */
+  /** Key TTL in seconds: hashes and sets not written this long disappear. At least the longest window plus allowed lateness. */
   ttlSeconds: number;
-  /** Fields for read tiles starting this long before the newest event time written are deleted when pruned. */
+  /** Read tiles starting this long before the newest event time written are deleted when pruned. */
   retentionMs: number;
-  /** Prune an entity's stale fields on about one write in this many. */
+  /** Prune on about one write in this many. */
   pruneEvery?: number;
+  /** Reads of these entities' fields go through a tracked cache ('totals' groups only; see read-cache.ts). */
+  cache?: { tracked: TrackedReadCache; entities: ReadonlySet<string> };
+}
+
+/**
+ * Reads of the same names in several hashes, answered hash by hash, name by name. Field hashes ('totals'): a hash
+ * per stored field, a name per entity id. Entity hashes ('tiles'): a hash per entity, a name per stored field.
+ */
+interface ReadGroup {
+  hashes: string[];
+  names: string[];
+  /** Per entity (request index) and per stored field (its index in the request's fields), in hash or name order. */
+  requests: number[];
+  fields: number[];
+  byEntity: boolean;
+  /** A cache miss: the answers go to this layout's column, unless it changed since (its version then). */
+  cache?: { layout: CachedLayout; version: number };
+}
+
+/** One hash's writes of a batch: [names, values] added, then raised to (last seen); whether an entity's hash. */
+interface HashWrites {
+  entity: boolean;
+  sums: [string[], number[]];
+  maxima: [string[], number[]];
 }
 
 export class ValkeyStore implements FeatureReader, TileWriter {
   private readonly client: Client;
+  /** Entity-hash writes and batches so far: each prunes about once in pruneEvery. */
   private writes = 0;
+  private batches = 0;
   private readonly prefix: string;
+  /** Entities whose groups are kept as tiles: one hash per entity. */
+  private readonly byEntity: ReadonlySet<string>;
 
   constructor(
     client: Redis | Cluster,
@@ -123,72 +145,147 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     client.defineCommand('tbRead', { lua: READ });
     this.client = client as Client;
     this.prefix = `${options.namespace ?? ''}tb:`;
+    this.byEntity = new Set(
+      options.features.groups.filter((g) => g.group.online === 'tiles').map((g) => g.group.entity.name),
+    );
   }
 
-  hashKey(entityKey: string): string {
+  private entityHash(entityKey: string): string {
     return `${this.prefix}{${entityKey}}`;
   }
 
+  /** Where stored field `field` ("<series>.<block>:<read tile>") of entity `entityKey` lives: [hash, hash field]. */
+  place(entityKey: string, field: string): [string, string] {
+    const colon = entityKey.indexOf(':');
+    const name = entityKey.slice(0, colon);
+    if (this.byEntity.has(name)) return [this.entityHash(entityKey), field];
+    return [`${this.prefix}${name}|${field}`, entityKey.slice(colon + 1)];
+  }
+
+  /** The first hash an update of tile `field` ("<series>:<tile>") of `entityKey` writes to: its marker tells when. */
+  writtenHash(entityKey: string, field: string): string {
+    let hash = '';
+    this.options.features.forEachStoredRun(entityKey, field, (prefix, first) => {
+      hash ||= this.place(entityKey, prefix + first)[0];
+    });
+    return hash;
+  }
+
+  /** The key of an entity's distinct-count tile set `field` ("<series>:<tile>"). */
+  private setKey(entityKey: string, field: string): string {
+    return `${this.entityHash(entityKey)}|${field}`;
+  }
+
   async applyBatch(batch: TileBatch, source: string, endOffset: number, newestEventTime = 0): Promise<void> {
+    const { features, ttlSeconds, retentionMs } = this.options;
     const every = this.options.pruneEvery ?? 64;
-    const pruneBefore = newestEventTime > 0 ? newestEventTime - this.options.retentionMs : 0;
-    const calls: Promise<number>[] = [];
-    const { features } = this.options;
+    // Field hashes by prefix, then read tile (built as strings once each); entity hashes by key.
+    const byPrefix = new Map<string, Map<number, HashWrites>>();
+    const byEntity = new Map<string, HashWrites>();
+    const calls: Promise<unknown>[] = [];
+    const fresh = (entity: boolean): HashWrites => ({ entity, sums: [[], []], maxima: [[], []] });
     for (const [key, u] of batch.entities) {
-      const hk = this.hashKey(key);
-      const runs: (string | number)[] = [];
-      let nIncr = 0;
-      features.forEachStoredSegment(key, u.incr, 'sum', (prefix, first, count, value) => {
-        runs.push(prefix, first, count, value);
-        nIncr++;
-      });
-      let nMax = 0;
-      features.forEachStoredSegment(key, u.max, 'max', (prefix, first, count, value) => {
-        runs.push(prefix, first, count, value);
-        nMax++;
-      });
-      const keys = [hk];
-      const args: (string | number)[] = [
-        `@${source}`,
-        endOffset,
-        this.options.ttlSeconds,
-        this.writes++ % every === 0 ? pruneBefore : 0,
-        nIncr,
-        nMax,
-        ...runs,
-      ];
+      const colon = key.indexOf(':');
+      const name = key.slice(0, colon);
+      const own = this.byEntity.has(name) ? fresh(true) : undefined;
+      const head = `${this.prefix}${name}|`;
+      const id = key.slice(colon + 1);
+      const add = (kind: 'sums' | 'maxima') => (prefix: string, first: number, count: number, value: number) => {
+        if (own) {
+          for (let r = first; r < first + count; r++) {
+            own[kind][0].push(prefix + r);
+            own[kind][1].push(value);
+          }
+          return;
+        }
+        const tiles = getOrCreate(byPrefix, head + prefix, () => new Map<number, HashWrites>());
+        for (let r = first; r < first + count; r++) {
+          const w = getOrCreate(tiles, r, () => fresh(false))[kind];
+          w[0].push(id);
+          w[1].push(value);
+        }
+      };
+      features.forEachStoredSegment(key, u.incr, 'sum', add('sums'));
+      features.forEachStoredSegment(key, u.max, 'max', add('maxima'));
+      if (own) byEntity.set(this.entityHash(key), own);
+      // Set members are idempotent: no marker needed.
       for (const [f, members] of u.sets) {
-        keys.push(`${hk}|${f}`);
-        args.push(members.size, ...members);
+        const k = this.setKey(key, f);
+        calls.push(this.client.sadd(k, ...members), this.client.expire(k, ttlSeconds));
       }
-      calls.push(this.client.tbApply(keys.length, ...keys, ...args));
     }
+    const byHash: [string, HashWrites][] = [...byEntity];
+    for (const [head, tiles] of byPrefix) for (const [r, w] of tiles) byHash.push([head + r, w]);
+    const marker = `@${source}`;
+    const pruneBefore = newestEventTime > 0 ? newestEventTime - retentionMs : 0;
+    for (const [hash, { entity, sums, maxima }] of byHash) {
+      // An entity hash prunes its own old fields on about one write in `every`.
+      const own = entity && this.writes++ % every === 0 ? pruneBefore : 0;
+      const [names, values] = [
+        [...sums[0], ...maxima[0]],
+        [...sums[1], ...maxima[1]],
+      ];
+      calls.push(this.client.tbApply(1, hash, marker, endOffset, ttlSeconds, own, sums[0].length, names, values));
+    }
+    if (pruneBefore > 0 && this.batches++ % every === 0) calls.push(this.prune(pruneBefore));
     await Promise.all(calls);
+  }
+
+  /**
+   * Deletes the field hashes of read tiles starting before `before`: per 'totals' prefix, from where the last prune
+   * stopped (kept in Valkey, `tb:@pruned`: bookkeeping, like the batch markers) up to there. The first prune of a namespace only records where it is (older hashes,
+   * if any, expire by their TTL).
+   */
+  private async prune(before: number): Promise<void> {
+    const stored = this.options.features.stored.filter((s) => s.online === 'totals');
+    const marks = `${this.prefix}@pruned`;
+    const names = stored.map((s) => `${s.entity}|${s.prefix}`);
+    const done = await this.client.hmget(marks, ...names);
+    const deletes: Promise<unknown>[] = [];
+    const next: (string | number)[] = [];
+    stored.forEach((s, i) => {
+      const to = Math.ceil(before / s.tileMs);
+      const from = done[i] == null ? to : Number(done[i]);
+      if (from < to) {
+        const keys: string[] = [];
+        for (let r = from; r < to; r++) keys.push(`${this.prefix}${names[i]}${r}`);
+        // One call per hash on a Cluster (each its own slot), one per prefix otherwise.
+        if (this.client.isCluster) for (const k of keys) deletes.push(this.client.unlink(k));
+        else deletes.push(this.client.unlink(...keys));
+      }
+      if (from < to || done[i] == null) next.push(names[i] as string, to);
+    });
+    await Promise.all(deletes);
+    if (next.length > 0) await this.client.hset(marks, ...next);
   }
 
   /** The stored fields behind read requests: numeric fields, and the members of each set field. */
   async readRaw(requests: readonly ReadRequest[]): Promise<RawTiles[]> {
-    return Promise.all(
-      requests.map(async (r) => {
-        const hk = this.hashKey(r.key);
-        const setFields = [...new Set(r.sets.flat())];
-        const [values, members] = await Promise.all([
-          r.fields.length ? this.client.hmget(hk, ...r.fields) : Promise.resolve([]),
-          Promise.all(setFields.map((f) => this.client.smembers(`${hk}|${f}`))),
-        ]);
-        return {
-          key: r.key,
-          fields: r.fields.map((f, i) => [f, values[i] == null ? null : Number(values[i])] as const),
-          sets: setFields.map((f, i) => [f, members[i] as string[]] as const),
-        };
-      }),
-    );
+    const groups = requests.map((r, i) => this.readGroup(r.fields, [i], requests));
+    const [values, members] = await Promise.all([
+      this.send(groups),
+      Promise.all(
+        requests.map((r) =>
+          Promise.all(
+            [...new Set(r.sets.flat())].map(
+              async (f) => [f, await this.client.smembers(this.setKey(r.key, f))] as const,
+            ),
+          ),
+        ),
+      ),
+    ]);
+    const valuesOf = requests.map((r) => new Array<number | null>(r.fields.length));
+    this.fill(groups, values, valuesOf);
+    return requests.map((r, i) => ({
+      key: r.key,
+      fields: r.fields.map((f, j) => [f, (valuesOf[i] as (number | null)[])[j] as number | null] as const),
+      sets: members[i] as RawTiles['sets'],
+    }));
   }
 
-  /** Every read of a plan in one round trip (see `send`). */
+  /** Every read of a plan in one round trip (none for what the read cache holds). */
   async read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {
-    // Requests of one plan share a group's field list: one call per list, or per entity on a Cluster, where the
-    // keys of one call must share a slot.
+    // Requests of one plan share a group's field list.
     const byFields = new Map<readonly string[], number[]>();
     requests.forEach((r, i) => {
       if (r.fields.length === 0) return;
@@ -196,51 +293,119 @@ export class ValkeyStore implements FeatureReader, TileWriter {
       if (list) list.push(i);
       else byFields.set(r.fields, [i]);
     });
-    const calls: { indices: number[] }[] = [];
-    const commands: (string | number)[][] = [];
+    const valuesOf = requests.map((r) => new Array<number | null>(r.fields.length));
+    const cache = this.options.cache;
+    const groups: ReadGroup[] = [];
     for (const [fields, indices] of byFields) {
-      const chunks = this.client.isCluster ? indices.map((i) => [i]) : [indices];
-      for (const chunk of chunks) {
-        calls.push({ indices: chunk });
-        commands.push([
-          'tbRead',
-          chunk.length,
-          ...chunk.map((i) => this.hashKey((requests[i] as ReadRequest).key)),
-          ...fields,
-        ]);
+      const key = (requests[indices[0] as number] as ReadRequest).key;
+      const entity = key.slice(0, key.indexOf(':'));
+      const layout =
+        cache?.entities.has(entity) && !this.byEntity.has(entity)
+          ? cache.tracked.layout(fields, () => fields.map((f) => this.place(key, f)[0]))
+          : undefined;
+      if (!layout) {
+        groups.push(this.readGroup(fields, indices, requests));
+        continue;
       }
-    }
-    for (const r of requests) {
-      const hk = this.hashKey(r.key);
-      for (const fields of r.sets) commands.push(['tbUnionCount', fields.length, ...fields.map((f) => `${hk}|${f}`)]);
-    }
-    const replies = await this.send(commands);
-    const values: (number | null)[][] = requests.map(() => []);
-    calls.forEach((call, c) => {
-      (replies[c] as string[]).forEach((packed, k) => {
-        values[call.indices[k] as number] = packed.split(',').map((v) => (v === '' ? null : Number(v)));
+      // Per column, the entities whose cached value is missing or stale.
+      const misses: number[][] = fields.map(() => []);
+      let hits = 0;
+      for (const i of indices) {
+        const row = layout.rows.get((requests[i] as ReadRequest).key);
+        const values = valuesOf[i] as (number | null)[];
+        for (let f = 0; f < fields.length; f++) {
+          if (row && row.versions[f] === layout.versions[f]) {
+            values[f] = row.values[f] as number | null;
+            hits++;
+          } else (misses[f] as number[]).push(i);
+        }
+      }
+      (cache as NonNullable<typeof cache>).tracked.stats.hits += hits;
+      misses.forEach((missing, f) => {
+        if (missing.length === 0) return;
+        const g = this.readGroup([fields[f] as string], missing, requests);
+        g.fields = [f];
+        g.cache = { layout, version: layout.versions[f] as number };
+        groups.push(g);
       });
+    }
+    const unions: Promise<number>[] = [];
+    for (const r of requests)
+      for (const fields of r.sets)
+        unions.push(this.client.tbUnionCount(fields.length, ...fields.map((f) => this.setKey(r.key, f))));
+    const [values, counts] = await Promise.all([this.send(groups), Promise.all(unions)]);
+    this.fill(groups, values, valuesOf, (g, i, f, v) => {
+      if (!g.cache || !cache) return;
+      cache.tracked.store(g.cache.layout, f, g.cache.version, (requests[i] as ReadRequest).key, v);
+      cache.tracked.stats.misses++;
     });
-    let i = calls.length;
-    return requests.map((r, ri) => ({
-      values: values[ri] as (number | null)[],
-      setCounts: r.sets.map(() => replies[i++] as number),
+    let u = 0;
+    return requests.map((r, i) => ({
+      values: valuesOf[i] as (number | null)[],
+      setCounts: r.sets.map(() => counts[u++] as number),
     }));
   }
 
-  /**
-   * One explicit pipeline on a single node. A Cluster pipeline must stay within one node's slots, so there the
-   * commands go out together and auto-pipelining (when enabled) groups them into one round trip per node.
-   */
-  private async send(commands: (string | number)[][]): Promise<unknown[]> {
+  /** Reads of `fields` for the entities of `indices` (requests of one group), by where the group lives. */
+  private readGroup(fields: readonly string[], indices: number[], requests: readonly ReadRequest[]): ReadGroup {
+    const keys = indices.map((i) => (requests[i] as ReadRequest).key);
+    const first = keys[0] as string;
+    const columns = fields.map((_, f) => f);
+    if (this.byEntity.has(first.slice(0, first.indexOf(':'))))
+      return {
+        hashes: keys.map((k) => this.entityHash(k)),
+        names: [...fields],
+        requests: indices,
+        fields: columns,
+        byEntity: true,
+      };
+    return {
+      hashes: fields.map((f) => this.place(first, f)[0]),
+      names: keys.map((k) => k.slice(k.indexOf(':') + 1)),
+      requests: indices,
+      fields: columns,
+      byEntity: false,
+    };
+  }
+
+  /** Puts answers (hash by hash, name by name) into each request's values; `each` sees every one. */
+  private fill(
+    groups: readonly ReadGroup[],
+    values: readonly (number | null)[],
+    valuesOf: (number | null)[][],
+    each?: (g: ReadGroup, request: number, field: number, v: number | null) => void,
+  ): void {
+    let at = 0;
+    for (const g of groups)
+      for (let h = 0; h < g.hashes.length; h++)
+        for (let n = 0; n < g.names.length; n++) {
+          const v = values[at++] as number | null;
+          const i = (g.byEntity ? g.requests[h] : g.requests[n]) as number;
+          const f = (g.byEntity ? g.fields[n] : g.fields[h]) as number;
+          (valuesOf[i] as (number | null)[])[f] = v;
+          each?.(g, i, f, v);
+        }
+  }
+
+  /** The values of groups of reads, hash by hash and name by name: one call (on a Cluster, one per hash). */
+  private async send(all: readonly ReadGroup[]): Promise<(number | null)[]> {
+    const groups = all.filter((g) => g.hashes.length > 0 && g.names.length > 0);
+    if (groups.length === 0) return [];
+    const calls: Promise<string>[] = [];
     if (this.client.isCluster) {
-      const client = this.client as unknown as Record<string, (...args: (string | number)[]) => Promise<unknown>>;
-      return Promise.all(commands.map(([name, ...args]) => client[name as string]?.apply(this.client, args)));
+      for (const g of groups)
+        for (const h of g.hashes) calls.push(this.client.tbRead(1, h, 1, 1, g.names.length, ...g.names));
+    } else {
+      const args: (string | number)[] = [groups.length];
+      for (const g of groups) args.push(g.hashes.length, g.names.length, ...g.names);
+      const hashes = groups.flatMap((g) => g.hashes);
+      calls.push(this.client.tbRead(hashes.length, ...hashes, ...args));
     }
-    const replies = (await this.client.pipeline(commands as string[][]).exec()) ?? [];
-    return replies.map(([err, value]) => {
-      if (err) throw err;
-      return value;
-    });
+    const out: (number | null)[] = [];
+    // Every call answers at least one value: "" is one absent value.
+    for (const packed of await Promise.all(calls)) {
+      for (const v of packed.split(',')) out.push(v === '' ? null : Number(v));
+    }
+    return out;
   }
 }

@@ -40,6 +40,17 @@ export class ScoringMetrics {
     help: 'Models loaded and put in service',
     registers: [this.registry],
   });
+  /** The read cache's own counts, when it is on (set by cli/scoring-commands.ts). */
+  cacheStats: Readonly<Record<string, number>> | undefined;
+  readonly readCache: Gauge = new Gauge({
+    name: 'tributary_read_cache',
+    help: 'Read cache counts since start: hits and misses (stored fields), invalidations, resets (reconnects)',
+    labelNames: ['count'],
+    registers: [this.registry],
+    collect: () => {
+      for (const [count, value] of Object.entries(this.cacheStats ?? {})) this.readCache.set({ count }, value);
+    },
+  });
   readonly modelInfo = new Gauge({
     name: 'tributary_model_info',
     help: 'The model in service (1 for its version)',

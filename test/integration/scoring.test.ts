@@ -23,6 +23,7 @@ import { createKafka } from '../../src/kafka/client.ts';
 import { KafkaEventLog } from '../../src/kafka/event-log.ts';
 import { ModelRegistry } from '../../src/model/registry.ts';
 import type { MemoryStore } from '../../src/online/memory-store.ts';
+import { sharedEntityCache } from '../../src/online/read-cache.ts';
 import { ValkeyStore } from '../../src/online/valkey-store.ts';
 import { ScoreConsumer } from '../../src/scoring/consumer.ts';
 import { ScoringMetrics } from '../../src/scoring/metrics.ts';
@@ -42,7 +43,8 @@ const MAX_CANDIDATES = 50;
 // Generous for a busy shared machine (a 30-candidate read can take tens of ms there); the outage test proves the
 // bound holds against a Valkey that does not answer for seconds.
 const TIMEOUT_MS = 250;
-// The stream writes with its own client; scoring's is configured as `tributary serve` configures it.
+// The stream writes with its own client; scoring's is configured as `tributary serve` configures it (with its
+// read cache).
 const writer = new Valkey(VALKEY_URL, { enableAutoPipelining: true });
 const valkey = new Valkey(VALKEY_URL, {
   enableOfflineQueue: false,
@@ -55,6 +57,7 @@ writer.on('error', () => {});
 const registry = new ModelRegistry(mkdtempSync(join(tmpdir(), 'models-')));
 const metrics = new ScoringMetrics();
 const models = new ModelRuntime(registry, features, metrics, log, { pollMs: 50 });
+const cache = sharedEntityCache(features, valkey, log);
 const ranker = new Ranker(
   {
     features,
@@ -63,6 +66,7 @@ const ranker = new Ranker(
       namespace: ns,
       ttlSeconds: 1,
       retentionMs: features.retentionMs,
+      cache,
     }),
     models,
     metrics,
@@ -121,6 +125,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await app?.close();
   await models.stop();
+  cache.tracked.close();
   valkey.disconnect();
   writer.disconnect();
 });

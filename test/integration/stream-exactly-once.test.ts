@@ -65,10 +65,13 @@ async function runToEnd(ns: string, dir: string): Promise<void> {
   await exited(child);
 }
 
-/** The whole online state of a namespace, keys without the namespace, markers left out (they name batch ends). */
+/**
+ * The whole online state of a namespace, keys without the namespace, bookkeeping left out: batch markers (they name
+ * batch ends) and the prune marks (where pruning got to, which depends on when each process pruned).
+ */
 async function onlineState(ns: string): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
-  const keys = (await valkey.keys(`${ns}tb:*`)).filter((k) => !k.includes('{ckpt|'));
+  const keys = (await valkey.keys(`${ns}tb:*`)).filter((k) => !k.includes('{ckpt|') && !k.endsWith('tb:@pruned'));
   for (const k of keys.sort()) {
     const type = await valkey.type(k);
     const name = k.slice(ns.length);
