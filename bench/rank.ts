@@ -72,11 +72,9 @@ class LiveWriter {
         const event_time = this.readTime - (late ? 60_000 : 0) + (this.written % 50_000);
         this.features.apply('impression', { ...t, event_id: `live-${this.written}`, event_time }, tiles);
       }
-      void this.store
-        .applyBatch(tiles, 'bench-live/0', ++this.batches, this.readTime)
-        .finally(() => {
-          this.busy = false;
-        });
+      void this.store.applyBatch(tiles, 'bench-live/0', ++this.batches, this.readTime).finally(() => {
+        this.busy = false;
+      });
     }, 100);
   }
 
@@ -287,7 +285,7 @@ export const rankBench: Bench<Options> = {
     seconds: 10,
     connections: 16,
     'timeout-ms': 1000,
-    'live-rate': 2000,
+    'live-rate': 1000,
   },
   async run(ctx) {
     const o = ctx.options;
