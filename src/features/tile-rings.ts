@@ -3,8 +3,8 @@
 // into a number; per group, one record per entity in two typed-array slabs holds, per series, a ring of tiles
 // and, per window, its running total at the tile last read (the cursor). A read at the cursor's tile copies the
 // totals; another tile slides them by the tiles that enter and leave. Exact distinct counts keep, per window,
-// how many of its tiles hold each member. Rings that must span more than their initial size move to their own,
-// larger arrays.
+// how many of its tiles hold each member. Rings start small (most entities are sparse: a few events per day) and
+// those that must span more move to their own, larger arrays.
 import type { AdClick, AdImpression } from '../events/types.ts';
 import { type CompiledGroup, type FeatureSet, finishGroup, type Series, updateOf } from './compile.ts';
 import type { Source } from './define.ts';
@@ -46,8 +46,10 @@ interface GroupLayout {
   readonly ringSize: Int32Array;
   readonly cursorOffset: number;
   readonly totalOffset: number;
-  /** Rings that outgrew the slab, by entity * series count + series. */
-  readonly grown: Map<number, Ring>;
+  /** By entity * series count + series: 0 while the ring is in the slab, else 1 + its index in `grown`. */
+  ringOf: Int32Array;
+  /** Rings that outgrew the slab. */
+  readonly grown: Ring[];
   /** Distinct series in the slab: members per ring position, by entity * series count + series. */
   readonly members: Map<number, (Set<number> | undefined)[]>;
   /** Distinct slots: how many window tiles hold each member, by entity * slot count + slot. */
@@ -67,6 +69,9 @@ function pow2AtLeast(n: number): number {
   while (p < n) p *= 2;
   return p;
 }
+
+/** Tiles a ring holds before it first grows. */
+const INITIAL_RING = 4;
 
 export class TileRings {
   private readonly layouts: GroupLayout[];
@@ -91,9 +96,10 @@ export class TileRings {
     private readonly lowWatermark: () => number,
   ) {
     this.layouts = features.groups.map((g) => {
-      // Within one partition, reads and updates stay within the lateness of the newest tile.
+      // Within one partition, reads and updates stay within the lateness of the newest tile, so a ring that spans
+      // it never grows; most entities need far less, and start smaller.
       const ringSize = Int32Array.from(g.series, (s) =>
-        pow2AtLeast(s.maxTiles + Math.ceil(allowedLatenessMs / s.tileMs) + 2),
+        Math.min(INITIAL_RING, pow2AtLeast(s.maxTiles + Math.ceil(allowedLatenessMs / s.tileMs) + 2)),
       );
       const ringOffset = new Int32Array(g.series.length);
       let size = 0;
@@ -114,7 +120,8 @@ export class TileRings {
         ringSize,
         cursorOffset: size,
         totalOffset: size + g.series.length,
-        grown: new Map(),
+        ringOf: new Int32Array(0),
+        grown: [],
         members: new Map(),
         occurrences: new Map(),
         slotsOf: g.series.map((_, s) => g.slots.flatMap((slot, i) => (slot.series === s ? [i] : []))),
@@ -160,9 +167,9 @@ export class TileRings {
   private locate(layout: GroupLayout, ent: number, s: number): View {
     const v = this.view;
     const key = ent * layout.ringSize.length + s;
-    // Most groups never grow a ring: skip the lookup then.
-    const ring = layout.grown.size === 0 ? undefined : layout.grown.get(key);
-    if (ring) {
+    const grown = layout.ringOf[key] as number;
+    if (grown !== 0) {
+      const ring = layout.grown[grown - 1] as Ring;
       v.tags = ring.tags;
       v.tagBase = 0;
       v.values = ring.values;
@@ -211,7 +218,10 @@ export class TileRings {
         if (v.members) v.members[at] = undefined;
         return at;
       }
-      layout.grown.set(ent * layout.ringSize.length + s, grow(v));
+      const key = ent * layout.ringSize.length + s;
+      const grown = layout.ringOf[key] as number;
+      if (grown === 0) layout.ringOf[key] = layout.grown.push(grow(v));
+      else layout.grown[grown - 1] = grow(v);
     }
   }
 
@@ -296,13 +306,13 @@ export class TileRings {
       if (Number.isNaN(c) || Math.abs(cur - c) >= w.tiles) {
         layout.values[ent * layout.valueStride + layout.totalOffset + si] = 0;
         layout.occurrences.get(ent * layout.tiles.length + si)?.clear();
-        for (let tile = lo; tile < cur; tile++) include(layout, ent, si, v, tile, 1);
+        include(layout, ent, si, v, lo, cur, 1);
       } else if (cur > c) {
-        for (let tile = c - w.tiles; tile < lo; tile++) include(layout, ent, si, v, tile, -1);
-        for (let tile = c; tile < cur; tile++) include(layout, ent, si, v, tile, 1);
+        include(layout, ent, si, v, c - w.tiles, lo, -1);
+        include(layout, ent, si, v, c, cur, 1);
       } else {
-        for (let tile = cur; tile < c; tile++) include(layout, ent, si, v, tile, -1);
-        for (let tile = lo; tile < c - w.tiles; tile++) include(layout, ent, si, v, tile, 1);
+        include(layout, ent, si, v, cur, c, -1);
+        include(layout, ent, si, v, lo, c - w.tiles, 1);
       }
     }
     layout.values[cursorAt] = cur;
@@ -342,8 +352,11 @@ function newEntity(layout: GroupLayout): number {
     tags.fill(EMPTY, layout.tags.length);
     const values = new Float64Array(capacity * layout.valueStride);
     values.set(layout.values);
+    const ringOf = new Int32Array(capacity * layout.ringSize.length);
+    ringOf.set(layout.ringOf);
     layout.tags = tags;
     layout.values = values;
+    layout.ringOf = ringOf;
   }
   const cursors = ent * layout.valueStride + layout.cursorOffset;
   layout.values.fill(Number.NaN, cursors, cursors + layout.ringSize.length);
@@ -375,10 +388,24 @@ function lost(layout: GroupLayout, s: number, tile: number): never {
   );
 }
 
-/** Adds (sign 1) or removes (sign -1) a tile's contribution to slot si's window total. */
-function include(layout: GroupLayout, ent: number, si: number, v: View, tile: number, sign: 1 | -1): void {
-  const at = tile & v.mask;
-  if (v.tags[v.tagBase + at] !== tile) return;
+/** Adds (sign 1) or removes (sign -1) the tiles [from, to) in view to slot si's window total. */
+function include(layout: GroupLayout, ent: number, si: number, v: View, from: number, to: number, sign: 1 | -1) {
+  if (to - from <= v.mask) {
+    for (let tile = from; tile < to; tile++) {
+      const at = tile & v.mask;
+      if (v.tags[v.tagBase + at] === tile) includeAt(layout, ent, si, v, at, sign);
+    }
+    return;
+  }
+  // More tiles than the ring holds: visit the ring instead (EMPTY is below any tile).
+  for (let at = 0; at <= v.mask; at++) {
+    const tag = v.tags[v.tagBase + at] as number;
+    if (tag >= from && tag < to) includeAt(layout, ent, si, v, at, sign);
+  }
+}
+
+/** Adds (sign 1) or removes (sign -1) the contribution of the tile at ring position `at` to slot si's total. */
+function includeAt(layout: GroupLayout, ent: number, si: number, v: View, at: number, sign: 1 | -1): void {
   if (v.members) {
     const set = v.members[at];
     if (set) for (const m of set) (sign > 0 ? enterOne : leaveOne)(layout, ent, si, m);
@@ -418,7 +445,16 @@ function leaveOne(layout: GroupLayout, ent: number, si: number, m: number): void
 
 /** The latest event time in [lo, cur) in view: the newest written tile holds it (tiles are ordered in time). */
 function latest(v: View, cur: number, lo: number): number {
-  for (let tile = cur - 1; tile >= lo; tile--)
-    if (v.tags[v.tagBase + (tile & v.mask)] === tile) return v.values[v.valueBase + (tile & v.mask)] as number;
-  return Number.NEGATIVE_INFINITY;
+  if (cur - lo <= v.mask) {
+    for (let tile = cur - 1; tile >= lo; tile--)
+      if (v.tags[v.tagBase + (tile & v.mask)] === tile) return v.values[v.valueBase + (tile & v.mask)] as number;
+    return Number.NEGATIVE_INFINITY;
+  }
+  // More tiles than the ring holds: the ring's newest tile in range.
+  let newest = -1;
+  for (let at = 0; at <= v.mask; at++) {
+    const tag = v.tags[v.tagBase + at] as number;
+    if (tag >= lo && tag < cur && (newest < 0 || tag > (v.tags[v.tagBase + newest] as number))) newest = at;
+  }
+  return newest < 0 ? Number.NEGATIVE_INFINITY : (v.values[v.valueBase + newest] as number);
 }
