@@ -1,15 +1,18 @@
 // The replay's feature state, built for speed from the compiled FeatureSet (same series, slots, updates and
-// boundary rule; no feature is declared here). Entity instances are interned on their raw ids (no key strings)
-// into a number; per group, one record per entity in two typed-array slabs holds, per series, a ring of tiles
-// and, per window, its running total at the tile last read (the cursor). A read at the cursor's tile copies the
-// totals; another tile slides them by the tiles that enter and leave. Exact distinct counts keep, per window,
-// how many of its tiles hold each member. Rings start small (most entities are sparse: a few events per day) and
-// those that must span more move to their own, larger arrays.
+// boundary rule; no feature is declared here). Each event's key and distinct columns are interned once into
+// dense ids shared by all groups, and entity instances are numbered by those ids (no key strings); per group, one
+// record per entity in two typed-array slabs holds, per series, a ring of tiles and, per window, its running
+// total at the tile last read (the cursor). A read at the cursor's tile copies the totals; another tile slides
+// them by the tiles that enter and leave. Exact distinct counts keep, per window, how many of its tiles hold each
+// member. Rings start small (most entities are sparse: a few events per day) and those that must span more move
+// to their own, larger arrays.
 import type { AdClick, AdImpression } from '../events/types.ts';
 import { type CompiledGroup, type FeatureSet, finishGroup, type Series, updateOf } from './compile.ts';
 import type { Source } from './define.ts';
-import type { KeyFields } from './entities.ts';
+import { type EntityIndex, PairIndex, SingleIndex } from './entity-index.ts';
 import { firstTile, tileOf } from './window.ts';
+
+type SourceEvent = AdImpression | AdClick;
 
 const EMPTY = -2147483648;
 
@@ -32,9 +35,9 @@ interface View {
 
 interface GroupLayout {
   readonly g: CompiledGroup;
-  readonly fields: readonly (keyof KeyFields)[];
-  /** Entity numbers by first id (then by second id for two-field entities). */
-  readonly ids: Map<string, number | Map<string, number>>;
+  /** The entity's fields, as indices into TileRings.columns (the only one twice for one-field entities). */
+  readonly keys: Int32Array;
+  readonly index: EntityIndex;
   entities: number;
   /** Per entity: the tags of every series' ring. */
   tags: Int32Array;
@@ -59,8 +62,8 @@ interface GroupLayout {
   readonly lostUpTo: number[];
   /** Per slot: its window's length in tiles. */
   readonly tiles: Int32Array;
-  /** Distinct series: member numbers by value. */
-  readonly memberIds: (Map<string, number> | null)[];
+  /** Per series: for distinct, the index into TileRings.columns of its members' column; else -1. */
+  readonly memberColumn: Int32Array;
   readonly raw: Float64Array;
 }
 
@@ -75,6 +78,11 @@ const INITIAL_RING = 4;
 
 export class TileRings {
   private readonly layouts: GroupLayout[];
+  /** The event columns that key entities or hold distinct members, and per column its values' ids. */
+  private readonly columns: readonly (keyof SourceEvent)[];
+  private readonly dictionaries: Map<string, number>[];
+  /** The ids of the event being processed, per column. */
+  private readonly ids: Int32Array;
   /** Entity of each group for the event being processed (resolved once per event). */
   private readonly current: Int32Array;
   private readonly view: View = {
@@ -95,6 +103,11 @@ export class TileRings {
     allowedLatenessMs: number,
     private readonly lowWatermark: () => number,
   ) {
+    const columns: (keyof SourceEvent)[] = [];
+    const column = (name: keyof SourceEvent) => {
+      if (!columns.includes(name)) columns.push(name);
+      return columns.indexOf(name);
+    };
     this.layouts = features.groups.map((g) => {
       // Within one partition, reads and updates stay within the lateness of the newest tile, so a ring that spans
       // it never grows; most entities need far less, and start smaller.
@@ -109,8 +122,11 @@ export class TileRings {
       });
       return {
         g,
-        fields: g.group.entity.fields,
-        ids: new Map(),
+        keys: Int32Array.of(
+          column(g.group.entity.fields[0] as keyof SourceEvent),
+          column(g.group.entity.fields.at(-1) as keyof SourceEvent),
+        ),
+        index: g.group.entity.fields.length === 1 ? new SingleIndex() : new PairIndex(),
         entities: 0,
         tags: new Int32Array(0),
         values: new Float64Array(0),
@@ -127,10 +143,15 @@ export class TileRings {
         slotsOf: g.series.map((_, s) => g.slots.flatMap((slot, i) => (slot.series === s ? [i] : []))),
         lostUpTo: g.series.map(() => EMPTY),
         tiles: Int32Array.from(g.slots, (slot) => slot.window.tiles),
-        memberIds: g.series.map((s) => (s.agg.op === 'distinct' ? new Map<string, number>() : null)),
+        memberColumn: Int32Array.from(g.series, (s) => (s.agg.op === 'distinct' ? column(s.agg.column) : -1)),
         raw: new Float64Array(g.slots.length),
       };
     });
+    for (const { group } of features.groups)
+      if (group.entity.fields.length > 2) throw new Error(`${group.entity.name}: entities have at most two fields`);
+    this.columns = columns;
+    this.dictionaries = columns.map(() => new Map());
+    this.ids = new Int32Array(columns.length);
     this.current = new Int32Array(this.layouts.length);
   }
 
@@ -138,8 +159,29 @@ export class TileRings {
    * Reads the vector of `e` at its event time into `out` (when given), then applies `e`'s updates. Reading first
    * keeps the point-in-time rule; the event's own tile is outside every window anyway.
    */
-  step(source: Source, e: AdImpression | AdClick, out: Float64Array | null): void {
-    for (let gi = 0; gi < this.layouts.length; gi++) this.current[gi] = entity(this.layouts[gi] as GroupLayout, e);
+  step(source: Source, e: SourceEvent, out: Float64Array | null): void {
+    const ids = this.ids;
+    for (let c = 0; c < ids.length; c++) {
+      const dictionary = this.dictionaries[c] as Map<string, number>;
+      const value = e[this.columns[c] as keyof SourceEvent] as string;
+      let id = dictionary.get(value);
+      if (id === undefined) {
+        id = dictionary.size;
+        dictionary.set(value, id);
+      }
+      ids[c] = id;
+    }
+    for (let gi = 0; gi < this.layouts.length; gi++) {
+      const layout = this.layouts[gi] as GroupLayout;
+      const next = layout.entities;
+      const ent = layout.index.get(
+        ids[layout.keys[0] as number] as number,
+        ids[layout.keys[1] as number] as number,
+        next,
+      );
+      if (ent === next) newEntity(layout);
+      this.current[gi] = ent;
+    }
     if (out) this.read(e.event_time, out);
     const updates = this.features.bySource[source];
     for (let i = 0; i < updates.length; i++) {
@@ -150,13 +192,7 @@ export class TileRings {
       const ent = this.current[group] as number;
       const tile = tileOf(e.event_time, series.tileMs);
       if (typeof update === 'string') {
-        const ids = layout.memberIds[index] as Map<string, number>;
-        let id = ids.get(update);
-        if (id === undefined) {
-          id = ids.size;
-          ids.set(update, id);
-        }
-        this.addMember(layout, ent, index, tile, id);
+        this.addMember(layout, ent, index, tile, ids[layout.memberColumn[index] as number] as number);
       } else {
         this.addValue(layout, ent, index, series, tile, update);
       }
@@ -185,7 +221,7 @@ export class TileRings {
     v.valueBase = ent * layout.valueStride + offset;
     v.mask = (layout.ringSize[s] as number) - 1;
     v.members = null;
-    if (layout.memberIds[s]) {
+    if ((layout.memberColumn[s] as number) >= 0) {
       let members = layout.members.get(key);
       if (!members) {
         members = new Array(layout.ringSize[s]).fill(undefined);
@@ -319,31 +355,8 @@ export class TileRings {
   }
 }
 
-/** The entity number of e in this group, a new one (empty rings, no cursor) on first sight. */
-function entity(layout: GroupLayout, e: KeyFields): number {
-  const first = e[layout.fields[0] as keyof KeyFields];
-  const found = layout.ids.get(first);
-  if (layout.fields.length === 1) {
-    if (found !== undefined) return found as number;
-    const ent = newEntity(layout);
-    layout.ids.set(first, ent);
-    return ent;
-  }
-  let bySecond = found as Map<string, number> | undefined;
-  if (bySecond === undefined) {
-    bySecond = new Map();
-    layout.ids.set(first, bySecond);
-  }
-  const second = e[layout.fields[1] as keyof KeyFields];
-  let ent = bySecond.get(second);
-  if (ent === undefined) {
-    ent = newEntity(layout);
-    bySecond.set(second, ent);
-  }
-  return ent;
-}
-
-function newEntity(layout: GroupLayout): number {
+/** Makes room for the group's next entity: empty rings, no cursor. */
+function newEntity(layout: GroupLayout): void {
   const ent = layout.entities++;
   if (layout.entities * layout.tagStride > layout.tags.length) {
     const capacity = Math.max(1024, layout.entities * 2);
@@ -360,7 +373,6 @@ function newEntity(layout: GroupLayout): number {
   }
   const cursors = ent * layout.valueStride + layout.cursorOffset;
   layout.values.fill(Number.NaN, cursors, cursors + layout.ringSize.length);
-  return ent;
 }
 
 /** The ring in view, in arrays of its own twice its size (live tiles, distinct modulo the old size, stay so). */
