@@ -16,13 +16,6 @@ type SourceEvent = AdImpression | AdClick;
 
 const EMPTY = -2147483648;
 
-/** A ring that outgrew its place in the slab. */
-interface Ring {
-  tags: Int32Array;
-  values: Float64Array;
-  members: (Set<number> | undefined)[] | null;
-}
-
 /** Where one entity's ring of one series is: tile T sits at base + (T & mask) when tags[that] === T. */
 interface View {
   tags: Int32Array;
@@ -49,11 +42,17 @@ interface GroupLayout {
   readonly ringSize: Int32Array;
   readonly cursorOffset: number;
   readonly totalOffset: number;
-  /** By entity * series count + series: 0 while the ring is in the slab, else 1 + its index in `grown`. */
+  /**
+   * Rings that outgrew the slab live in the pool (tags and values at the same offsets), found by entity * series
+   * count + series in ringOf: [offset + 1 (0 while in the slab), size - 1]. Space a ring grew out of is reused by
+   * later rings of its size (free, by log2 size).
+   */
   ringOf: Int32Array;
-  /** Rings that outgrew the slab. */
-  readonly grown: Ring[];
-  /** Distinct series in the slab: members per ring position, by entity * series count + series. */
+  poolTags: Int32Array;
+  poolValues: Float64Array;
+  poolUsed: number;
+  readonly free: number[][];
+  /** Distinct series: members per ring position, by entity * series count + series. */
   readonly members: Map<number, (Set<number> | undefined)[]>;
   /** Distinct slots: how many window tiles hold each member, by entity * slot count + slot. */
   readonly occurrences: Map<number, Map<number, number>>;
@@ -137,7 +136,10 @@ export class TileRings {
         cursorOffset: size,
         totalOffset: size + g.series.length,
         ringOf: new Int32Array(0),
-        grown: [],
+        poolTags: new Int32Array(0),
+        poolValues: new Float64Array(0),
+        poolUsed: 0,
+        free: [],
         members: new Map(),
         occurrences: new Map(),
         slotsOf: g.series.map((_, s) => g.slots.flatMap((slot, i) => (slot.series === s ? [i] : []))),
@@ -203,28 +205,26 @@ export class TileRings {
   private locate(layout: GroupLayout, ent: number, s: number): View {
     const v = this.view;
     const key = ent * layout.ringSize.length + s;
-    const grown = layout.ringOf[key] as number;
-    if (grown !== 0) {
-      const ring = layout.grown[grown - 1] as Ring;
-      v.tags = ring.tags;
-      v.tagBase = 0;
-      v.values = ring.values;
-      v.valueBase = 0;
-      v.mask = ring.tags.length - 1;
-      v.members = ring.members;
-      return v;
+    const pooled = layout.ringOf[2 * key] as number;
+    if (pooled !== 0) {
+      v.tags = layout.poolTags;
+      v.tagBase = pooled - 1;
+      v.values = layout.poolValues;
+      v.valueBase = pooled - 1;
+      v.mask = layout.ringOf[2 * key + 1] as number;
+    } else {
+      const offset = layout.ringOffset[s] as number;
+      v.tags = layout.tags;
+      v.tagBase = ent * layout.tagStride + offset;
+      v.values = layout.values;
+      v.valueBase = ent * layout.valueStride + offset;
+      v.mask = (layout.ringSize[s] as number) - 1;
     }
-    const offset = layout.ringOffset[s] as number;
-    v.tags = layout.tags;
-    v.tagBase = ent * layout.tagStride + offset;
-    v.values = layout.values;
-    v.valueBase = ent * layout.valueStride + offset;
-    v.mask = (layout.ringSize[s] as number) - 1;
     v.members = null;
     if ((layout.memberColumn[s] as number) >= 0) {
       let members = layout.members.get(key);
       if (!members) {
-        members = new Array(layout.ringSize[s]).fill(undefined);
+        members = new Array(v.mask + 1).fill(undefined);
         layout.members.set(key, members);
       }
       v.members = members;
@@ -254,10 +254,7 @@ export class TileRings {
         if (v.members) v.members[at] = undefined;
         return at;
       }
-      const key = ent * layout.ringSize.length + s;
-      const grown = layout.ringOf[key] as number;
-      if (grown === 0) layout.ringOf[key] = layout.grown.push(grow(v));
-      else layout.grown[grown - 1] = grow(v);
+      grow(layout, ent * layout.ringSize.length + s, v);
     }
   }
 
@@ -365,7 +362,7 @@ function newEntity(layout: GroupLayout): void {
     tags.fill(EMPTY, layout.tags.length);
     const values = new Float64Array(capacity * layout.valueStride);
     values.set(layout.values);
-    const ringOf = new Int32Array(capacity * layout.ringSize.length);
+    const ringOf = new Int32Array(2 * capacity * layout.ringSize.length);
     ringOf.set(layout.ringOf);
     layout.tags = tags;
     layout.values = values;
@@ -375,22 +372,47 @@ function newEntity(layout: GroupLayout): void {
   layout.values.fill(Number.NaN, cursors, cursors + layout.ringSize.length);
 }
 
-/** The ring in view, in arrays of its own twice its size (live tiles, distinct modulo the old size, stay so). */
-function grow(v: View): Ring {
+/** Moves the ring in view (ring `key`) to the pool, twice its size (live tiles, distinct modulo the old size, stay so). */
+function grow(layout: GroupLayout, key: number, v: View): void {
   const size = (v.mask + 1) * 2;
-  const ring: Ring = {
-    tags: new Int32Array(size).fill(EMPTY),
-    values: new Float64Array(size),
-    members: v.members ? new Array(size).fill(undefined) : null,
-  };
+  const at = allocate(layout, size);
+  const { poolTags, poolValues } = layout;
+  const members = v.members ? new Array(size).fill(undefined) : null;
   for (let i = 0; i <= v.mask; i++) {
     const tag = v.tags[v.tagBase + i] as number;
     if (tag === EMPTY) continue;
-    ring.tags[tag & (size - 1)] = tag;
-    ring.values[tag & (size - 1)] = v.values[v.valueBase + i] as number;
-    if (ring.members && v.members) ring.members[tag & (size - 1)] = v.members[i];
+    poolTags[at + (tag & (size - 1))] = tag;
+    poolValues[at + (tag & (size - 1))] = v.values[v.valueBase + i] as number;
+    if (members && v.members) members[tag & (size - 1)] = v.members[i];
   }
-  return ring;
+  const pooled = layout.ringOf[2 * key] as number;
+  if (pooled !== 0) (layout.free[Math.log2(v.mask + 1)] ??= []).push(pooled - 1);
+  layout.ringOf[2 * key] = at + 1;
+  layout.ringOf[2 * key + 1] = size - 1;
+  if (members) layout.members.set(key, members);
+}
+
+/** Pool space for an empty ring of `size` tiles (a power of two). */
+function allocate(layout: GroupLayout, size: number): number {
+  const reused = layout.free[Math.log2(size)]?.pop();
+  if (reused !== undefined) {
+    layout.poolTags.fill(EMPTY, reused, reused + size);
+    layout.poolValues.fill(0, reused, reused + size);
+    return reused;
+  }
+  const at = layout.poolUsed;
+  layout.poolUsed += size;
+  if (layout.poolUsed > layout.poolTags.length) {
+    const capacity = Math.max(4096, layout.poolUsed * 2);
+    const tags = new Int32Array(capacity);
+    tags.set(layout.poolTags);
+    tags.fill(EMPTY, layout.poolTags.length);
+    const values = new Float64Array(capacity);
+    values.set(layout.poolValues);
+    layout.poolTags = tags;
+    layout.poolValues = values;
+  }
+  return at;
 }
 
 function lost(layout: GroupLayout, s: number, tile: number): never {
