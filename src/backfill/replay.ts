@@ -40,6 +40,8 @@ export type ReplayStateKind = 'rings' | 'memory';
 
 export class Replay {
   private readonly admissions = new Map<string, Admission>();
+  /** The same admissions, for the low watermark's scan (no iterator per call). */
+  private readonly admissionList: Admission[] = [];
   /** The last record's partition and its admission: consecutive records mostly share it. */
   private lastPartition = '';
   private lastAdmission: Admission | undefined;
@@ -76,9 +78,10 @@ export class Replay {
 
   /** The lowest watermark over partitions: no later record of a known partition is older. */
   private lowWatermark(): number {
-    if (this.admissions.size < this.partitions) return Number.NEGATIVE_INFINITY;
+    if (this.admissionList.length < this.partitions) return Number.NEGATIVE_INFINITY;
     let low = Number.POSITIVE_INFINITY;
-    for (const a of this.admissions.values()) low = Math.min(low, a.watermark);
+    for (let i = 0; i < this.admissionList.length; i++)
+      low = Math.min(low, (this.admissionList[i] as Admission).watermark);
     return low;
   }
 
@@ -93,6 +96,7 @@ export class Replay {
       if (admission === undefined) {
         admission = new Admission(this.allowedLatenessMs, undefined, false);
         this.admissions.set(r.partition, admission);
+        this.admissionList.push(admission);
       }
       this.lastPartition = r.partition;
       this.lastAdmission = admission;

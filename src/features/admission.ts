@@ -37,7 +37,11 @@ export class Admission {
   admit(eventId: string, eventTime: number): Verdict {
     if (eventTime < this.watermark) return 'late';
     const bucket = Math.floor(eventTime / this.bucketMs);
-    const ids = getOrCreate(this.seen, bucket, () => new Set<string>());
+    let ids = this.seen.get(bucket);
+    if (ids === undefined) {
+      ids = new Set<string>();
+      this.seen.set(bucket, ids);
+    }
     if (ids.has(eventId)) return 'duplicate';
     ids.add(eventId);
     if (this.trackChanges) getOrCreate(this.added, bucket, () => [] as string[]).push(eventId);

@@ -293,7 +293,9 @@ export class TileRings {
     const slots = layout.slotsOf[s] as number[];
     for (let k = 0; k < slots.length; k++) {
       const si = slots[k] as number;
-      if (tile >= c - (layout.tiles[si] as number)) enterOne(layout, ent, si, id);
+      if (tile < c - (layout.tiles[si] as number)) continue;
+      const total = ent * layout.valueStride + layout.totalOffset + si;
+      if (enter(occurrencesOf(layout, ent, si), id)) layout.values[total] = (layout.values[total] as number) + 1;
     }
   }
 
@@ -338,7 +340,11 @@ export class TileRings {
       if (lo <= (layout.lostUpTo[s] as number)) lost(layout, s, lo);
       if (Number.isNaN(c) || Math.abs(cur - c) >= w.tiles) {
         layout.values[ent * layout.valueStride + layout.totalOffset + si] = 0;
-        layout.occurrences.get(ent * layout.tiles.length + si)?.clear();
+        if (v.members) {
+          // Clearing allocates a fresh table: skip it when there is nothing to clear (most recomputes).
+          const occ = layout.occurrences.get(ent * layout.tiles.length + si);
+          if (occ !== undefined && occ.size !== 0) occ.clear();
+        }
         include(layout, ent, si, v, lo, cur, 1);
       } else if (cur > c) {
         include(layout, ent, si, v, c - w.tiles, lo, -1);
@@ -440,13 +446,21 @@ function include(layout: GroupLayout, ent: number, si: number, v: View, from: nu
 
 /** Adds (sign 1) or removes (sign -1) the contribution of the tile at ring position `at` to slot si's total. */
 function includeAt(layout: GroupLayout, ent: number, si: number, v: View, at: number, sign: 1 | -1): void {
-  if (v.members) {
-    const set = v.members[at];
-    if (set) for (const m of set) (sign > 0 ? enterOne : leaveOne)(layout, ent, si, m);
-  } else {
-    const total = ent * layout.valueStride + layout.totalOffset + si;
+  const total = ent * layout.valueStride + layout.totalOffset + si;
+  if (!v.members) {
     layout.values[total] = (layout.values[total] as number) + sign * (v.values[v.valueBase + at] as number);
+    return;
   }
+  const set = v.members[at];
+  if (set === undefined || set.size === 0) return;
+  const occ = occurrencesOf(layout, ent, si);
+  let count = layout.values[total] as number;
+  if (sign > 0) {
+    for (const m of set) if (enter(occ, m)) count++;
+  } else {
+    for (const m of set) if (leave(occ, m)) count--;
+  }
+  layout.values[total] = count;
 }
 
 function occurrencesOf(layout: GroupLayout, ent: number, si: number): Map<number, number> {
@@ -459,22 +473,22 @@ function occurrencesOf(layout: GroupLayout, ent: number, si: number): Map<number
   return occ;
 }
 
-function enterOne(layout: GroupLayout, ent: number, si: number, m: number): void {
-  const occ = occurrencesOf(layout, ent, si);
+/** Counts one more window tile holding m; true when m is new to the window. */
+function enter(occ: Map<number, number>, m: number): boolean {
   const n = occ.get(m) ?? 0;
   occ.set(m, n + 1);
-  const total = ent * layout.valueStride + layout.totalOffset + si;
-  if (n === 0) layout.values[total] = (layout.values[total] as number) + 1;
+  return n === 0;
 }
 
-function leaveOne(layout: GroupLayout, ent: number, si: number, m: number): void {
-  const occ = occurrencesOf(layout, ent, si);
+/** Counts one fewer window tile holding m; true when m left the window. */
+function leave(occ: Map<number, number>, m: number): boolean {
   const n = occ.get(m) as number;
-  if (n === 1) {
-    occ.delete(m);
-    const total = ent * layout.valueStride + layout.totalOffset + si;
-    layout.values[total] = (layout.values[total] as number) - 1;
-  } else occ.set(m, n - 1);
+  if (n !== 1) {
+    occ.set(m, n - 1);
+    return false;
+  }
+  occ.delete(m);
+  return true;
 }
 
 /** The latest event time in [lo, cur) in view: the newest written tile holds it (tiles are ordered in time). */
