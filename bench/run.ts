@@ -42,7 +42,8 @@ function optionsOf(bench: Bench): Record<string, number> {
     const raw =
       (flags as Record<string, unknown>)[name] ?? process.env[`BENCH_${name.toUpperCase().replace(/-/g, '_')}`];
     const n = raw === undefined ? fallback : Number(raw);
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name} must be a positive number, got ${raw}`);
+    // Zero turns an option off where that means something (rank's --live-rate).
+    if (!Number.isFinite(n) || n < 0) throw new Error(`--${name} must be a number ≥ 0, got ${raw}`);
     out[name] = n;
   }
   return out;
