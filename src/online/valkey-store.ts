@@ -15,9 +15,9 @@ import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
 import { getOrCreate } from '../util/map.ts';
 import type { CachedLayout, TrackedReadCache } from './read-cache.ts';
 
-// One hash's writes of a batch, once per batch: ARGV[6..] = n field names, then their n values; the first
+// One entity hash's writes of a batch, once per batch: ARGV[6..] = n field names, then their n values; the first
 // ARGV[5] add, the rest raise to their value (last seen). With ARGV[4] > 0, also deletes the hash's tile fields
-// of read tiles starting before it (entity hashes only: a field hash is deleted whole).
+// of read tiles starting before it.
 const APPLY = `
 local marker = ARGV[1]
 local batchEnd = tonumber(ARGV[2])
@@ -52,6 +52,51 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 `;
 
+// One field-hash prefix's writes of a batch, once per batch per hash: KEYS = its hashes for read tiles ARGV[5],
+// ARGV[5] + 1, …; ARGV[6..] = segments (entity id, first read tile, count, value), expanded here (4 arguments per
+// segment, not 2 per field). ARGV[4] = '1': raise to the value (last seen), else add it. The hashes share a hash
+// tag, `{<entity>|<stored prefix>}`: one Cluster slot per series.
+const APPLY_TILES = `
+local marker = ARGV[1]
+local batchEnd = tonumber(ARGV[2])
+local isMax = ARGV[4] == '1'
+local base = tonumber(ARGV[5]) - 1
+local ids, values, counts = {}, {}, {}
+for k = 1, #KEYS do ids[k], values[k], counts[k] = {}, {}, 0 end
+for i = 6, #ARGV, 4 do
+  local id, first, v = ARGV[i], tonumber(ARGV[i + 1]) - base, tonumber(ARGV[i + 3])
+  for k = first, first + tonumber(ARGV[i + 2]) - 1 do
+    local n = counts[k] + 1
+    ids[k][n] = id
+    values[k][n] = v
+    counts[k] = n
+  end
+end
+for k = 1, #KEYS do
+  local n = counts[k]
+  if n > 0 and tonumber(redis.call('HGET', KEYS[k], marker) or '-1') < batchEnd then
+    -- Read and written in chunks: one HMGET and one HSET per chunk, not a call per id.
+    for c = 1, n, 2000 do
+      local e = math.min(c + 1999, n)
+      local cur = redis.call('HMGET', KEYS[k], unpack(ids[k], c, e))
+      local kv, j = {}, 0
+      for x = c, e do
+        local old = tonumber(cur[x - c + 1])
+        local v = values[k][x]
+        if old then v = isMax and math.max(old, v) or old + v end
+        kv[j + 1] = ids[k][x]
+        kv[j + 2] = string.format('%d', v)
+        j = j + 2
+      end
+      redis.call('HSET', KEYS[k], unpack(kv))
+    end
+    redis.call('HSET', KEYS[k], marker, batchEnd)
+    redis.call('EXPIRE', KEYS[k], tonumber(ARGV[3]))
+  end
+end
+return 1
+`;
+
 // Groups of reads, each the same field names of several hashes: ARGV = group count, then per group its hash
 // count, name count and names; KEYS = every group's hashes in order. Answers one string, the values hash by hash,
 // name by name, joined by "," ("" when absent): one reply to parse, not thousands.
@@ -79,6 +124,7 @@ return #redis.call('SUNION', unpack(KEYS))
 type Client = (Redis | Cluster) & {
   // Array arguments are flattened by the client: no spread of a batch's (unbounded) fields onto the stack.
   tbApply(numKeys: number, ...args: (string | number | (string | number)[])[]): Promise<number>;
+  tbApplyTiles(numKeys: number, ...args: (string | number | (string | number)[])[]): Promise<number>;
   tbUnionCount(numKeys: number, ...keys: string[]): Promise<number>;
   tbRead(numKeys: number, ...args: (string | number)[]): Promise<string>;
 };
@@ -120,13 +166,6 @@ interface ReadGroup {
   cache?: { layout: CachedLayout; version: number };
 }
 
-/** One hash's writes of a batch: [names, values] added, then raised to (last seen); whether an entity's hash. */
-interface HashWrites {
-  entity: boolean;
-  sums: [string[], number[]];
-  maxima: [string[], number[]];
-}
-
 export class ValkeyStore implements FeatureReader, TileWriter {
   private readonly client: Client;
   /** Entity-hash writes and batches so far: each prunes about once in pruneEvery. */
@@ -141,6 +180,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     private readonly options: ValkeyStoreOptions,
   ) {
     client.defineCommand('tbApply', { lua: APPLY });
+    client.defineCommand('tbApplyTiles', { lua: APPLY_TILES });
     client.defineCommand('tbUnionCount', { lua: UNION_COUNT });
     client.defineCommand('tbRead', { lua: READ });
     this.client = client as Client;
@@ -159,7 +199,8 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     const colon = entityKey.indexOf(':');
     const name = entityKey.slice(0, colon);
     if (this.byEntity.has(name)) return [this.entityHash(entityKey), field];
-    return [`${this.prefix}${name}|${field}`, entityKey.slice(colon + 1)];
+    const tile = field.lastIndexOf(':') + 1;
+    return [`${this.prefix}{${name}|${field.slice(0, tile)}}${field.slice(tile)}`, entityKey.slice(colon + 1)];
   }
 
   /** The first hash an update of tile `field` ("<series>:<tile>") of `entityKey` writes to: its marker tells when. */
@@ -179,53 +220,64 @@ export class ValkeyStore implements FeatureReader, TileWriter {
   async applyBatch(batch: TileBatch, source: string, endOffset: number, newestEventTime = 0): Promise<void> {
     const { features, ttlSeconds, retentionMs } = this.options;
     const every = this.options.pruneEvery ?? 64;
-    // Field hashes by prefix, then read tile (built as strings once each); entity hashes by key.
-    const byPrefix = new Map<string, Map<number, HashWrites>>();
-    const byEntity = new Map<string, HashWrites>();
+    const marker = `@${source}`;
+    const pruneBefore = newestEventTime > 0 ? newestEventTime - retentionMs : 0;
+    // Per field-hash tag ("<entity>|<stored prefix>"): its entities' segments and the read tiles they span.
+    const runs = new Map<string, { max: boolean; args: (string | number)[]; from: number; to: number }>();
     const calls: Promise<unknown>[] = [];
-    const fresh = (entity: boolean): HashWrites => ({ entity, sums: [[], []], maxima: [[], []] });
     for (const [key, u] of batch.entities) {
       const colon = key.indexOf(':');
       const name = key.slice(0, colon);
-      const own = this.byEntity.has(name) ? fresh(true) : undefined;
-      const head = `${this.prefix}${name}|`;
-      const id = key.slice(colon + 1);
-      const add = (kind: 'sums' | 'maxima') => (prefix: string, first: number, count: number, value: number) => {
-        if (own) {
+      if (this.byEntity.has(name)) {
+        const names: string[] = [];
+        const values: number[] = [];
+        const add = (prefix: string, first: number, count: number, value: number) => {
           for (let r = first; r < first + count; r++) {
-            own[kind][0].push(prefix + r);
-            own[kind][1].push(value);
+            names.push(prefix + r);
+            values.push(value);
           }
-          return;
-        }
-        const tiles = getOrCreate(byPrefix, head + prefix, () => new Map<number, HashWrites>());
-        for (let r = first; r < first + count; r++) {
-          const w = getOrCreate(tiles, r, () => fresh(false))[kind];
-          w[0].push(id);
-          w[1].push(value);
-        }
-      };
-      features.forEachStoredSegment(key, u.incr, 'sum', add('sums'));
-      features.forEachStoredSegment(key, u.max, 'max', add('maxima'));
-      if (own) byEntity.set(this.entityHash(key), own);
+        };
+        features.forEachStoredSegment(key, u.incr, 'sum', add);
+        const sums = names.length;
+        features.forEachStoredSegment(key, u.max, 'max', add);
+        // An entity hash prunes its own old fields on about one write in `every`.
+        const prune = this.writes++ % every === 0 ? pruneBefore : 0;
+        if (names.length > 0)
+          calls.push(
+            this.client.tbApply(1, this.entityHash(key), marker, endOffset, ttlSeconds, prune, sums, names, values),
+          );
+      } else {
+        const id = key.slice(colon + 1);
+        const add = (max: boolean) => (prefix: string, first: number, count: number, value: number) => {
+          const run = getOrCreate(runs, `${name}|${prefix}`, () => ({ max, args: [], from: first, to: first }));
+          run.args.push(id, first, count, value);
+          run.from = Math.min(run.from, first);
+          run.to = Math.max(run.to, first + count);
+        };
+        features.forEachStoredSegment(key, u.incr, 'sum', add(false));
+        features.forEachStoredSegment(key, u.max, 'max', add(true));
+      }
       // Set members are idempotent: no marker needed.
       for (const [f, members] of u.sets) {
         const k = this.setKey(key, f);
         calls.push(this.client.sadd(k, ...members), this.client.expire(k, ttlSeconds));
       }
     }
-    const byHash: [string, HashWrites][] = [...byEntity];
-    for (const [head, tiles] of byPrefix) for (const [r, w] of tiles) byHash.push([head + r, w]);
-    const marker = `@${source}`;
-    const pruneBefore = newestEventTime > 0 ? newestEventTime - retentionMs : 0;
-    for (const [hash, { entity, sums, maxima }] of byHash) {
-      // An entity hash prunes its own old fields on about one write in `every`.
-      const own = entity && this.writes++ % every === 0 ? pruneBefore : 0;
-      const [names, values] = [
-        [...sums[0], ...maxima[0]],
-        [...sums[1], ...maxima[1]],
-      ];
-      calls.push(this.client.tbApply(1, hash, marker, endOffset, ttlSeconds, own, sums[0].length, names, values));
+    for (const [tag, run] of runs) {
+      const keys: string[] = [];
+      for (let r = run.from; r < run.to; r++) keys.push(`${this.prefix}{${tag}}${r}`);
+      calls.push(
+        this.client.tbApplyTiles(
+          keys.length,
+          ...keys,
+          marker,
+          endOffset,
+          ttlSeconds,
+          run.max ? 1 : 0,
+          run.from,
+          run.args,
+        ),
+      );
     }
     if (pruneBefore > 0 && this.batches++ % every === 0) calls.push(this.prune(pruneBefore));
     await Promise.all(calls);
@@ -248,7 +300,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
       const from = done[i] == null ? to : Number(done[i]);
       if (from < to) {
         const keys: string[] = [];
-        for (let r = from; r < to; r++) keys.push(`${this.prefix}${names[i]}${r}`);
+        for (let r = from; r < to; r++) keys.push(`${this.prefix}{${names[i]}}${r}`);
         // One call per hash on a Cluster (each its own slot), one per prefix otherwise.
         if (this.client.isCluster) for (const k of keys) deletes.push(this.client.unlink(k));
         else deletes.push(this.client.unlink(...keys));
