@@ -392,7 +392,12 @@ function grow(layout: GroupLayout, key: number, v: View): void {
     if (members && v.members) members[tag & (size - 1)] = v.members[i];
   }
   const pooled = layout.ringOf[2 * key] as number;
-  if (pooled !== 0) (layout.free[Math.log2(v.mask + 1)] ??= []).push(pooled - 1);
+  if (pooled !== 0) {
+    const bySize = Math.log2(v.mask + 1);
+    const free = layout.free[bySize] ?? [];
+    free.push(pooled - 1);
+    layout.free[bySize] = free;
+  }
   layout.ringOf[2 * key] = at + 1;
   layout.ringOf[2 * key + 1] = size - 1;
   if (members) layout.members.set(key, members);
