@@ -25,6 +25,8 @@ async function openScoring(config: Config, servedLogPath?: string) {
   // No offline queue and no per-command retries: a ranking never waits for a reconnect, it uses defaults; the
   // client keeps reconnecting in the background.
   const valkey = new Valkey(config.valkey, {
+    // Concurrent rankings' reads leave in one write per tick, not one per command.
+    enableAutoPipelining: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     connectTimeout: 1_000,

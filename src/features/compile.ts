@@ -184,6 +184,7 @@ export class FeatureSet {
     this.groups = groups.map((g) => compileGroup(g, features));
     this.features = features;
     this.names = features.map((f) => f.name);
+    this.scratch = this.groups.map((g) => new Float64Array(g.slots.length));
     const bySource: Record<Source, { group: number; index: number; series: Series }[]> = { impression: [], click: [] };
     this.groups.forEach((g, gi) => {
       g.series.forEach((series, index) => {
@@ -211,6 +212,9 @@ export class FeatureSet {
     const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name, online: undefined })));
     this.version = createHash('sha256').update(canonical).digest('hex').slice(0, 12);
   }
+
+  /** Per group, its slots' aggregates while assembling (reused: assembly allocates only the vectors). */
+  private readonly scratch: Float64Array[];
 
   /** The last layout per group: consecutive reads mostly fall in the same smallest tile and share it. */
   private readonly layoutCache: { tile: number; layout: Layout }[] = [];
@@ -326,10 +330,10 @@ export class FeatureSet {
     const out: Float64Array[] = [];
     for (let ci = 0; ci < plan.contexts; ci++) {
       const v = new Float64Array(n);
-      this.groups.forEach((g, gi) => {
+      for (let gi = 0; gi < this.groups.length; gi++) {
         const res = results[plan.refs[ci * this.groups.length + gi] as number] as ReadResult;
-        fillGroup(g, plan.t, res, v);
-      });
+        fillGroup(this.groups[gi] as CompiledGroup, plan.t, res, v, this.scratch[gi] as Float64Array);
+      }
       out.push(v);
     }
     return out;
@@ -381,8 +385,7 @@ function storedPrefix(s: Series, block: number): string {
   return `${s.id}.${block}:`;
 }
 
-function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array): void {
-  const raw = new Float64Array(g.slots.length);
+function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array, raw: Float64Array): void {
   for (let si = 0; si < g.slots.length; si++) {
     const slot = g.slots[si] as Slot;
     const op = (g.series[slot.series] as Series).agg.op;

@@ -116,6 +116,9 @@ end
 return table.concat(out, ',')
 `;
 
+/** Arguments per read call, about (a group's own stay whole). */
+const READ_CALL_ARGS = 4000;
+
 const UNION_COUNT = `
 if #KEYS == 0 then return 0 end
 return #redis.call('SUNION', unpack(KEYS))
@@ -126,7 +129,7 @@ type Client = (Redis | Cluster) & {
   tbApply(numKeys: number, ...args: (string | number | (string | number)[])[]): Promise<number>;
   tbApplyTiles(numKeys: number, ...args: (string | number | (string | number)[])[]): Promise<number>;
   tbUnionCount(numKeys: number, ...keys: string[]): Promise<number>;
-  tbRead(numKeys: number, ...args: (string | number)[]): Promise<string>;
+  tbRead(numKeys: number, ...args: (string | number | (string | number)[])[]): Promise<string>;
 };
 
 /** One entity's stored tiles, as read for a served-vector overlay (see streams/served.ts). */
@@ -446,12 +449,23 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     const calls: Promise<string>[] = [];
     if (this.client.isCluster) {
       for (const g of groups)
-        for (const h of g.hashes) calls.push(this.client.tbRead(1, h, 1, 1, g.names.length, ...g.names));
+        for (const h of g.hashes) calls.push(this.client.tbRead(1, h, 1, 1, g.names.length, g.names));
     } else {
-      const args: (string | number)[] = [groups.length];
-      for (const g of groups) args.push(g.hashes.length, g.names.length, ...g.names);
-      const hashes = groups.flatMap((g) => g.hashes);
-      calls.push(this.client.tbRead(hashes.length, ...hashes, ...args));
+      // Groups in calls of a bounded size (a served-vector load reads thousands of entities at once).
+      let hashes: string[] = [];
+      let args: (string | number)[] = [];
+      let n = 0;
+      const flush = () => {
+        if (n > 0) calls.push(this.client.tbRead(hashes.length, hashes, n, args));
+        [hashes, args, n] = [[], [], 0];
+      };
+      for (const g of groups) {
+        if (hashes.length + args.length > READ_CALL_ARGS) flush();
+        hashes.push(...g.hashes);
+        args.push(g.hashes.length, g.names.length, ...g.names);
+        n++;
+      }
+      flush();
     }
     const out: (number | null)[] = [];
     // Every call answers at least one value: "" is one absent value.

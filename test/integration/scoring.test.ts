@@ -47,6 +47,7 @@ const TIMEOUT_MS = 250;
 // read cache).
 const writer = new Valkey(VALKEY_URL, { enableAutoPipelining: true });
 const valkey = new Valkey(VALKEY_URL, {
+  enableAutoPipelining: true,
   enableOfflineQueue: false,
   maxRetriesPerRequest: 0,
   connectTimeout: 1_000,
