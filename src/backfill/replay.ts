@@ -40,8 +40,6 @@ export type ReplayStateKind = 'rings' | 'memory';
 
 export class Replay {
   private readonly admissions = new Map<string, Admission>();
-  /** The same admissions, for the low watermark's scan (no iterator per call). */
-  private readonly admissionList: Admission[] = [];
   /** The last record's partition and its admission: consecutive records mostly share it. */
   private lastPartition = '';
   private lastAdmission: Admission | undefined;
@@ -78,10 +76,9 @@ export class Replay {
 
   /** The lowest watermark over partitions: no later record of a known partition is older. */
   private lowWatermark(): number {
-    if (this.admissionList.length < this.partitions) return Number.NEGATIVE_INFINITY;
+    if (this.admissions.size < this.partitions) return Number.NEGATIVE_INFINITY;
     let low = Number.POSITIVE_INFINITY;
-    for (let i = 0; i < this.admissionList.length; i++)
-      low = Math.min(low, (this.admissionList[i] as Admission).watermark);
+    for (const a of this.admissions.values()) low = Math.min(low, a.watermark);
     return low;
   }
 
@@ -96,7 +93,6 @@ export class Replay {
       if (admission === undefined) {
         admission = new Admission(this.allowedLatenessMs, undefined, false);
         this.admissions.set(r.partition, admission);
-        this.admissionList.push(admission);
       }
       this.lastPartition = r.partition;
       this.lastAdmission = admission;

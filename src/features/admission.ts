@@ -37,11 +37,7 @@ export class Admission {
   admit(eventId: string, eventTime: number): Verdict {
     if (eventTime < this.watermark) return 'late';
     const bucket = Math.floor(eventTime / this.bucketMs);
-    let ids = this.seen.get(bucket);
-    if (ids === undefined) {
-      ids = new Set<string>();
-      this.seen.set(bucket, ids);
-    }
+    const ids = getOrCreate(this.seen, bucket, () => new Set<string>());
     if (ids.has(eventId)) return 'duplicate';
     ids.add(eventId);
     if (this.trackChanges) getOrCreate(this.added, bucket, () => [] as string[]).push(eventId);

@@ -171,6 +171,8 @@ export class FeatureSet {
   readonly bySource: Record<Source, readonly { group: number; index: number; series: Series }[]>;
   /** Every stored field prefix of the online layout (forEachStoredRun), with its entity and tile width. */
   readonly stored: readonly StoredPrefix[];
+  /** Per group, its slots' aggregates while assembling (reused: assembly allocates only the vectors). */
+  private readonly scratch: Float64Array[];
   /** Per entity name, per numeric series id: the field prefix of each block size its windows store. */
   private readonly storedPrefixes = new Map<string, Map<string, { prefix: string; block: number }[]>>();
 
@@ -212,9 +214,6 @@ export class FeatureSet {
     const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name, online: undefined })));
     this.version = createHash('sha256').update(canonical).digest('hex').slice(0, 12);
   }
-
-  /** Per group, its slots' aggregates while assembling (reused: assembly allocates only the vectors). */
-  private readonly scratch: Float64Array[];
 
   /** The last layout per group: consecutive reads mostly fall in the same smallest tile and share it. */
   private readonly layoutCache: { tile: number; layout: Layout }[] = [];

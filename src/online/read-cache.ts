@@ -154,6 +154,23 @@ export class TrackedReadCache {
   }
 
   /**
+   * Copies entity `key`'s valid cached columns into `into` and appends `request` to `missing[column]` for each
+   * column it lacks or holds stale (allocation-free: called per entity of every ranking).
+   */
+  lookup(layout: CachedLayout, key: string, into: (number | null)[], missing: number[][], request: number): void {
+    const row = layout.rows.get(key);
+    for (let f = 0; f < layout.versions.length; f++) {
+      if (row && row.versions[f] === layout.versions[f]) {
+        into[f] = row.values[f] as number | null;
+        this.stats.hits++;
+      } else {
+        (missing[f] as number[]).push(request);
+        this.stats.misses++;
+      }
+    }
+  }
+
+  /**
    * Keeps `value` as column `column` of entity `key`'s row, unless the column was invalidated since the read was
    * sent (`version`: the column's version then).
    */

@@ -364,22 +364,11 @@ export class ValkeyStore implements FeatureReader, TileWriter {
       }
       // Per column, the entities whose cached value is missing or stale.
       const misses: number[][] = fields.map(() => []);
-      let hits = 0;
-      for (const i of indices) {
-        const row = layout.rows.get((requests[i] as ReadRequest).key);
-        const values = valuesOf[i] as (number | null)[];
-        for (let f = 0; f < fields.length; f++) {
-          if (row && row.versions[f] === layout.versions[f]) {
-            values[f] = row.values[f] as number | null;
-            hits++;
-          } else (misses[f] as number[]).push(i);
-        }
-      }
-      (cache as NonNullable<typeof cache>).tracked.stats.hits += hits;
+      for (const i of indices)
+        cache?.tracked.lookup(layout, (requests[i] as ReadRequest).key, valuesOf[i] as (number | null)[], misses, i);
       misses.forEach((missing, f) => {
         if (missing.length === 0) return;
-        const g = this.readGroup([fields[f] as string], missing, requests);
-        g.fields = [f];
+        const g = this.readGroup([fields[f] as string], missing, requests, [f]);
         g.cache = { layout, version: layout.versions[f] as number };
         groups.push(g);
       });
@@ -390,9 +379,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
         unions.push(this.client.tbUnionCount(fields.length, ...fields.map((f) => this.setKey(r.key, f))));
     const [values, counts] = await Promise.all([this.send(groups), Promise.all(unions)]);
     this.fill(groups, values, valuesOf, (g, i, f, v) => {
-      if (!g.cache || !cache) return;
-      cache.tracked.store(g.cache.layout, f, g.cache.version, (requests[i] as ReadRequest).key, v);
-      cache.tracked.stats.misses++;
+      if (g.cache) cache?.tracked.store(g.cache.layout, f, g.cache.version, (requests[i] as ReadRequest).key, v);
     });
     let u = 0;
     return requests.map((r, i) => ({
@@ -401,11 +388,18 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     }));
   }
 
-  /** Reads of `fields` for the entities of `indices` (requests of one group), by where the group lives. */
-  private readGroup(fields: readonly string[], indices: number[], requests: readonly ReadRequest[]): ReadGroup {
+  /**
+   * Reads of `fields` for the entities of `indices` (requests of one group), by where the group lives; `columns`:
+   * where each field goes in the requests' values (all of them, in order, unless given).
+   */
+  private readGroup(
+    fields: readonly string[],
+    indices: number[],
+    requests: readonly ReadRequest[],
+    columns = fields.map((_, f) => f),
+  ): ReadGroup {
     const keys = indices.map((i) => (requests[i] as ReadRequest).key);
     const first = keys[0] as string;
-    const columns = fields.map((_, f) => f);
     if (this.byEntity.has(first.slice(0, first.indexOf(':'))))
       return {
         hashes: keys.map((k) => this.entityHash(k)),
