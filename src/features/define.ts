@@ -51,11 +51,14 @@ export interface Ratio {
 /**
  * How online stores keep a group's windows (storage only: the features mean the same either way).
  * - 'totals' (default): each window's total as read in each tile. A read takes one field per window; an update
- *   touches every tile of each window. For candidate-side entities, read many times per ranking.
- * - 'tiles': each tile once. A read sums the window's tiles; an update touches one field. For numerous entities
- *   read once or a few times per ranking (users), where the totals' memory would dominate.
+ *   touches every tile of each window. Valkey keeps one hash per stored field holding every entity: for
+ *   candidate-side entities, read ~100 at once per ranking.
+ * - 'entity-totals': the same totals in one hash per entity: for entities a ranking reads a few dozen of, too
+ *   numerous for hashes that hold them all (user×category).
+ * - 'tiles': each tile once, in one hash per entity. A read sums the window's tiles; an update touches one field.
+ *   For numerous entities read once per ranking (users), where the totals' writes and memory would dominate.
  */
-export type OnlineLayout = 'totals' | 'tiles';
+export type OnlineLayout = 'totals' | 'entity-totals' | 'tiles';
 
 export interface FeatureGroup {
   readonly entity: Entity;

@@ -4,8 +4,8 @@
 //   impression total as read in that minute. A ranking reads the same stored fields of ~100 candidates, so it asks
 //   a few hashes for many ids (≈ 30 HMGETs for 100 candidates, not one per entity: ≈ 330), and a read tile's hash
 //   is dropped whole once no window reads it.
-// - 'tiles' groups (users, user×category): one hash per entity, `tb:{<entity key>}`, fields "<series>.1:<tile>":
-//   a ranking reads one or a few of them, each whole window from one hash, and a write touches one field.
+// - 'tiles' and 'entity-totals' groups (users, user×category): one hash per entity, `tb:{<entity key>}`, fields
+//   "<series>.<block>:<read tile>": a ranking reads one or a few dozen of them, each whole window from one hash.
 // Every hash also holds one "@<topic>/<partition>" marker per source partition (the last batch applied from it).
 // Distinct-count tiles are sets per entity, `tb:{<entity key>}|<series>:<tile>`. A batch is auto-pipelined, a read
 // is one call: one round trip (on a Cluster, one call per hash, grouped per node).
@@ -156,7 +156,7 @@ export interface ValkeyStoreOptions {
 
 /**
  * Reads of the same names in several hashes, answered hash by hash, name by name. Field hashes ('totals'): a hash
- * per stored field, a name per entity id. Entity hashes ('tiles'): a hash per entity, a name per stored field.
+ * per stored field, a name per entity id. Entity hashes ('tiles', 'entity-totals'): a hash per entity, a name per stored field.
  */
 interface ReadGroup {
   hashes: string[];
@@ -175,7 +175,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
   private writes = 0;
   private batches = 0;
   private readonly prefix: string;
-  /** Entities whose groups are kept as tiles: one hash per entity. */
+  /** Entities kept in one hash per entity (layouts other than field-hash totals). */
   private readonly byEntity: ReadonlySet<string>;
 
   constructor(
@@ -189,7 +189,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     this.client = client as Client;
     this.prefix = `${options.namespace ?? ''}tb:`;
     this.byEntity = new Set(
-      options.features.groups.filter((g) => g.group.online === 'tiles').map((g) => g.group.entity.name),
+      options.features.groups.filter((g) => g.group.online !== 'totals').map((g) => g.group.entity.name),
     );
   }
 
