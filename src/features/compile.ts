@@ -65,6 +65,9 @@ export interface Slot {
 
 export interface CompiledGroup {
   readonly group: FeatureGroup;
+  /** The group's features are names[start, start + width): slots' first, then ratios'. */
+  readonly start: number;
+  readonly width: number;
   readonly minTileMs: number;
   readonly series: readonly Series[];
   readonly slots: readonly Slot[];
@@ -93,6 +96,7 @@ export function updateOf(agg: Aggregation, e: SourceEvent): number | string | nu
 }
 
 function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGroup {
+  const start = features.length;
   const series: Series[] = [];
   const slots: Slot[] = [];
   const slotOf = new Map<string, number>();
@@ -154,7 +158,7 @@ function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGro
   for (const x of series)
     if (x.tileMs % minTileMs !== 0)
       throw new Error(`${group.entity.name}: tile widths must be multiples of the smallest`);
-  return { group, minTileMs, series, slots, ratios };
+  return { group, start, width: features.length - start, minTileMs, series, slots, ratios };
 }
 
 /** The compiled feature set: the single meaning of every feature, for streaming, backfill and scoring. */
@@ -173,6 +177,9 @@ export class FeatureSet {
   readonly stored: readonly StoredPrefix[];
   /** Per group, its slots' aggregates while assembling (reused: assembly allocates only the vectors). */
   private readonly scratch: Float64Array[];
+  /** Each read entity's group features while assembling, grown as plans need (reused). */
+  private finished = new Float64Array(1024);
+  private finishedAt = new Int32Array(64);
   /** Per entity name, per numeric series id: the field prefix of each block size its windows store. */
   private readonly storedPrefixes = new Map<string, Map<string, { prefix: string; block: number }[]>>();
 
@@ -303,39 +310,68 @@ export class FeatureSet {
 
   /** Read requests for every entity the contexts need at time t, deduplicated (one round trip for all). */
   plan(contexts: readonly KeyFields[], t: number): ReadPlan {
-    const layouts = this.groups.map((g, i) => this.layoutAt(i, g, t));
+    const groups = this.groups.length;
     const requests: ReadRequest[] = [];
+    const groupOf: number[] = [];
     const index = new Map<string, number>();
-    const refs = new Int32Array(contexts.length * this.groups.length);
-    contexts.forEach((ctx, ci) => {
-      this.groups.forEach((g, gi) => {
-        const key = entityKey(g.group.entity, ctx);
+    const refs = new Int32Array(contexts.length * groups);
+    for (let gi = 0; gi < groups; gi++) {
+      const g = this.groups[gi] as CompiledGroup;
+      const l = this.layoutAt(gi, g, t);
+      for (let ci = 0; ci < contexts.length; ci++) {
+        const key = entityKey(g.group.entity, contexts[ci] as KeyFields);
         let r = index.get(key);
         if (r === undefined) {
           r = requests.length;
           index.set(key, r);
-          const l = layouts[gi] as Layout;
           requests.push({ key, fields: l.fields, sets: l.sets });
+          groupOf.push(gi);
         }
-        refs[ci * this.groups.length + gi] = r;
-      });
-    });
-    return { t, contexts: contexts.length, requests, refs };
+        refs[ci * groups + gi] = r;
+      }
+    }
+    return { t, contexts: contexts.length, requests, groupOf, refs };
   }
 
   /** Turns the answers to a plan into one vector per context, in `names` order. */
   assemble(plan: ReadPlan, results: readonly ReadResult[]): Float64Array[] {
     const n = this.features.length;
-    const out: Float64Array[] = [];
-    for (let ci = 0; ci < plan.contexts; ci++) {
-      const v = new Float64Array(n);
-      for (let gi = 0; gi < this.groups.length; gi++) {
-        const res = results[plan.refs[ci * this.groups.length + gi] as number] as ReadResult;
-        fillGroup(this.groups[gi] as CompiledGroup, plan.t, res, v, this.scratch[gi] as Float64Array);
-      }
-      out.push(v);
+    const all = new Float64Array(plan.contexts * n);
+    this.assembleInto(plan, results, all);
+    return Array.from({ length: plan.contexts }, (_, ci) => all.subarray(ci * n, (ci + 1) * n));
+  }
+
+  /**
+   * The vectors of `assemble`, one after another in `out` (context i at i × names.length). Each read entity's
+   * group features are made once and copied to every context that shares it (a ranking's user serves all its
+   * candidates).
+   */
+  assembleInto(plan: ReadPlan, results: readonly ReadResult[], out: Float64Array): void {
+    const groups = this.groups.length;
+    const n = this.features.length;
+    const requests = plan.requests.length;
+    if (this.finishedAt.length < requests) this.finishedAt = new Int32Array(requests * 2);
+    let size = 0;
+    for (let r = 0; r < requests; r++) {
+      this.finishedAt[r] = size;
+      size += (this.groups[plan.groupOf[r] as number] as CompiledGroup).width;
     }
-    return out;
+    if (this.finished.length < size) this.finished = new Float64Array(size * 2);
+    const finished = this.finished;
+    for (let r = 0; r < requests; r++) {
+      const gi = plan.groupOf[r] as number;
+      const g = this.groups[gi] as CompiledGroup;
+      const at = (this.finishedAt[r] as number) - g.start;
+      fillGroup(g, plan.t, results[r] as ReadResult, finished, at, this.scratch[gi] as Float64Array);
+    }
+    for (let ci = 0; ci < plan.contexts; ci++) {
+      for (let gi = 0; gi < groups; gi++) {
+        const g = this.groups[gi] as CompiledGroup;
+        const from = this.finishedAt[plan.refs[ci * groups + gi] as number] as number;
+        const to = ci * n + g.start;
+        for (let k = 0; k < g.width; k++) out[to + k] = finished[from + k] as number;
+      }
+    }
   }
 }
 
@@ -350,6 +386,8 @@ export interface ReadPlan {
   readonly t: number;
   readonly contexts: number;
   readonly requests: readonly ReadRequest[];
+  /** The group each request reads. */
+  readonly groupOf: readonly number[];
   /** refs[context * groups + group] = index of the request that answers it. */
   readonly refs: Int32Array;
 }
@@ -384,7 +422,8 @@ function storedPrefix(s: Series, block: number): string {
   return `${s.id}.${block}:`;
 }
 
-function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array, raw: Float64Array): void {
+/** A group's features from one read into v[at + feature] (see finishGroup). */
+function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array, at: number, raw: Float64Array): void {
   for (let si = 0; si < g.slots.length; si++) {
     const slot = g.slots[si] as Slot;
     const op = (g.series[slot.series] as Series).agg.op;
@@ -400,15 +439,16 @@ function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array
     }
     raw[si] = x;
   }
-  finishGroup(g, t, raw, v);
+  finishGroup(g, t, raw, v, at);
 }
 
 /**
  * Turns a group's per-slot aggregates at t into its features in v (and overwrites `raw` with them): `raw` holds
  * per slot the window's total (count; sum in 1/scale units), latest event time (last_seen; -Infinity when none)
- * or distinct count. Every store's read ends here, so values become features in one place.
+ * or distinct count. Every store's read ends here, so values become features in one place. Feature f goes to
+ * v[at + f]: at = 0 for a whole vector.
  */
-export function finishGroup(g: CompiledGroup, t: number, raw: Float64Array, v: Float64Array): void {
+export function finishGroup(g: CompiledGroup, t: number, raw: Float64Array, v: Float64Array, at = 0): void {
   for (let si = 0; si < g.slots.length; si++) {
     const slot = g.slots[si] as Slot;
     const agg = (g.series[slot.series] as Series).agg;
@@ -416,10 +456,10 @@ export function finishGroup(g: CompiledGroup, t: number, raw: Float64Array, v: F
     if (agg.op === 'last_seen') x = x === Number.NEGATIVE_INFINITY ? slot.window.lengthMs / 1000 : (t - x) / 1000;
     else if (agg.op === 'sum') x = x / agg.scale;
     raw[si] = x;
-    v[slot.feature] = x;
+    v[at + slot.feature] = x;
   }
   for (const r of g.ratios) {
-    v[r.feature] = ((raw[r.num] as number) + r.rate * r.weight) / ((raw[r.den] as number) + r.weight);
+    v[at + r.feature] = ((raw[r.num] as number) + r.rate * r.weight) / ((raw[r.den] as number) + r.weight);
   }
 }
 

@@ -39,7 +39,8 @@ export interface RankerDeps {
   served?: ServedLog;
 }
 
-const NO_DATA: ReadResult = { values: [], setCounts: [] };
+/** A candidate whose entities all have data: one shared list (frozen: never changed). */
+const NONE = Object.freeze([]) as unknown as string[];
 
 export class Ranker {
   private readonly width: number;
@@ -78,9 +79,10 @@ export class Ranker {
     const stored = await this.readWithin(plan.requests);
     const t1 = performance.now();
     const results = stored ?? plan.requests.map(defaultsOf);
-    const vectors = features.assemble(plan, results);
-    const batch = new Float32Array(n * this.width);
-    for (let i = 0; i < n; i++) batch.set(vectors[i] as Float64Array, i * this.width);
+    // Assembled exactly as the backfill's rows (float64: what the served-vector log records), run in float32.
+    const vectors = new Float64Array(n * this.width);
+    features.assembleInto(plan, results, vectors);
+    const batch = new Float32Array(vectors);
     const t2 = performance.now();
     const pctr = await model.score(batch, n, this.width);
     const t3 = performance.now();
@@ -91,16 +93,16 @@ export class Ranker {
     metrics.candidates.inc(n);
 
     const groups = plan.refs.length / n;
+    const unknownOf = unknownEntities(plan.requests, results);
     const allBid = req.candidates.every((c) => c.bid != null);
     const ranked: RankedCandidate[] = req.candidates.map((c, i) => {
       const p = pctr[i] as number;
-      const unknown: string[] = [];
+      let unknown = NONE;
       for (let g = 0; g < groups; g++) {
-        const r = plan.refs[i * groups + g] as number;
-        if (isEmpty(results[r] ?? NO_DATA)) {
-          const key = (plan.requests[r] as ReadRequest).key;
-          unknown.push(key.slice(0, key.indexOf(':')));
-        }
+        const name = unknownOf[plan.refs[i * groups + g] as number] as string | null;
+        if (name === null) continue;
+        if (unknown === NONE) unknown = [];
+        unknown.push(name);
       }
       return { ad_id: c.ad_id, rank: 0, pctr: p, bid: c.bid, ecpm: c.bid == null ? null : p * c.bid * 1000, unknown };
     });
@@ -147,6 +149,16 @@ function defaultsOf(r: ReadRequest): ReadResult {
   return { values: r.fields.map(() => null), setCounts: r.sets.map(() => 0) };
 }
 
-function isEmpty(r: ReadResult): boolean {
-  return r.values.every((v) => v === null) && r.setCounts.every((c) => c === 0);
+/** Per request, its entity's name when it has no stored data, else null: once per entity, not per candidate. */
+function unknownEntities(requests: readonly ReadRequest[], results: readonly ReadResult[]): (string | null)[] {
+  const out: (string | null)[] = new Array(requests.length);
+  for (let r = 0; r < requests.length; r++) {
+    const { values, setCounts } = results[r] as ReadResult;
+    let empty = true;
+    for (let i = 0; empty && i < values.length; i++) empty = values[i] === null;
+    for (let i = 0; empty && i < setCounts.length; i++) empty = setCounts[i] === 0;
+    const key = (requests[r] as ReadRequest).key;
+    out[r] = empty ? key.slice(0, key.indexOf(':')) : null;
+  }
+  return out;
 }

@@ -26,7 +26,7 @@ export interface ServedLogOptions {
 }
 
 export class ServedLog {
-  private pending: { ranking: Ranking; req: AdRequest; vectors: Float64Array[] }[] = [];
+  private pending: { ranking: Ranking; req: AdRequest; vectors: Float64Array }[] = [];
   private writing: Promise<void> = Promise.resolve();
   private readonly timer: NodeJS.Timeout;
   written = 0;
@@ -40,8 +40,11 @@ export class ServedLog {
     this.timer.unref();
   }
 
-  /** Keeps a sampled ranking for the next write; serialising happens there, not here. */
-  offer(ranking: Ranking, req: AdRequest, vectors: Float64Array[]): void {
+  /**
+   * Keeps a sampled ranking for the next write; serialising happens there, not here. `vectors`: the candidates'
+   * vectors one after another, in request order.
+   */
+  offer(ranking: Ranking, req: AdRequest, vectors: Float64Array): void {
     if (this.random() >= this.options.sampleRate) return;
     this.pending.push({ ranking, req, vectors });
     if (this.pending.length >= (this.options.maxPending ?? 256)) void this.flush();
@@ -69,7 +72,8 @@ export class ServedLog {
   }
 }
 
-function recordOf(ranking: Ranking, req: AdRequest, vectors: Float64Array[]): ServedRecord {
+function recordOf(ranking: Ranking, req: AdRequest, vectors: Float64Array): ServedRecord {
+  const width = vectors.length / req.candidates.length;
   return {
     request_id: ranking.request_id,
     model_version: ranking.model_version,
@@ -78,7 +82,7 @@ function recordOf(ranking: Ranking, req: AdRequest, vectors: Float64Array[]): Se
     features_defaulted: ranking.features_defaulted,
     candidates: req.candidates.map((c, i) => ({
       ad_id: c.ad_id,
-      vector: Array.from(vectors[i] as Float64Array),
+      vector: Array.from(vectors.subarray(i * width, (i + 1) * width)),
     })),
   };
 }

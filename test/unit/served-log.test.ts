@@ -34,7 +34,7 @@ describe('served-vector log', () => {
         features_defaulted: false,
         ranked: [],
       };
-      log.offer(ranking, req, [new Float64Array([i, 0.5]), new Float64Array([i + 100, 0.25])]);
+      log.offer(ranking, req, new Float64Array([i, 0.5, i + 100, 0.25]));
     }
     await log.close();
     const records = readFileSync(path, 'utf8')
