@@ -38,6 +38,8 @@ export interface ReadRequest {
 export interface ReadResult {
   values: readonly (number | null)[];
   setCounts: readonly number[];
+  /** The same object answers many reads (a cache's row) and never changes: assembly keeps its features. */
+  readonly shared?: boolean;
 }
 
 export interface Series {
@@ -177,9 +179,14 @@ export class FeatureSet {
   readonly stored: readonly StoredPrefix[];
   /** Per group, its slots' aggregates while assembling (reused: assembly allocates only the vectors). */
   private readonly scratch: Float64Array[];
-  /** Each read entity's group features while assembling, grown as plans need (reused). */
+  /** Each read entity's group features while assembling, grown as plans need (reused): in `finished` at `finishedAt`, or a memo's. */
   private finished = new Float64Array(1024);
   private finishedAt = new Int32Array(64);
+  private readonly sourceOf: Float64Array[] = [];
+  /** Group features of shared results (a read cache's rows), made once, and the time they were made for. */
+  private readonly memo = new WeakMap<ReadResult, { t: number; values: Float64Array }>();
+  /** Per group, whether its features depend on the read time beyond the stored values (last_seen). */
+  private readonly timed: boolean[];
   /** Per entity name, per numeric series id: the field prefix of each block size its windows store. */
   private readonly storedPrefixes = new Map<string, Map<string, { prefix: string; block: number }[]>>();
 
@@ -194,6 +201,7 @@ export class FeatureSet {
     this.features = features;
     this.names = features.map((f) => f.name);
     this.scratch = this.groups.map((g) => new Float64Array(g.slots.length));
+    this.timed = this.groups.map((g) => g.series.some((s) => s.agg.op === 'last_seen'));
     const bySource: Record<Source, { group: number; index: number; series: Series }[]> = { impression: [], click: [] };
     this.groups.forEach((g, gi) => {
       g.series.forEach((series, index) => {
@@ -313,20 +321,34 @@ export class FeatureSet {
     const groups = this.groups.length;
     const requests: ReadRequest[] = [];
     const groupOf: number[] = [];
-    const index = new Map<string, number>();
     const refs = new Int32Array(contexts.length * groups);
     for (let gi = 0; gi < groups; gi++) {
       const g = this.groups[gi] as CompiledGroup;
       const l = this.layoutAt(gi, g, t);
+      const fields = g.group.entity.fields;
+      const last = fields.length - 1;
+      // The group's requests by the entity's field values, a Map per field: an entity seen before needs no key
+      // string (making and hashing one per candidate and group was most of a plan's time).
+      const byValue = new Map<string, unknown>();
+      let r = -1;
       for (let ci = 0; ci < contexts.length; ci++) {
-        const key = entityKey(g.group.entity, contexts[ci] as KeyFields);
-        let r = index.get(key);
-        if (r === undefined) {
-          r = requests.length;
-          index.set(key, r);
-          requests.push({ key, fields: l.fields, sets: l.sets });
-          groupOf.push(gi);
+        const ctx = contexts[ci] as KeyFields;
+        // A context with the same entity as the one before (a ranking's user, say) needs no lookup either.
+        if (ci > 0 && sameEntity(fields, ctx, contexts[ci - 1] as KeyFields)) {
+          refs[ci * groups + gi] = r;
+          continue;
         }
+        let m = byValue;
+        for (let f = 0; f < last; f++)
+          m = getOrCreate(m, ctx[fields[f] as keyof KeyFields], () => new Map()) as typeof m;
+        const value = ctx[fields[last] as keyof KeyFields];
+        const known = m.get(value) as number | undefined;
+        if (known === undefined) {
+          r = requests.length;
+          m.set(value, r);
+          requests.push({ key: entityKey(g.group.entity, ctx), fields: l.fields, sets: l.sets });
+          groupOf.push(gi);
+        } else r = known;
         refs[ci * groups + gi] = r;
       }
     }
@@ -357,21 +379,37 @@ export class FeatureSet {
       size += (this.groups[plan.groupOf[r] as number] as CompiledGroup).width;
     }
     if (this.finished.length < size) this.finished = new Float64Array(size * 2);
-    const finished = this.finished;
+    const { finished, finishedAt, sourceOf } = this;
     for (let r = 0; r < requests; r++) {
       const gi = plan.groupOf[r] as number;
       const g = this.groups[gi] as CompiledGroup;
-      const at = (this.finishedAt[r] as number) - g.start;
-      fillGroup(g, plan.t, results[r] as ReadResult, finished, at, this.scratch[gi] as Float64Array);
+      const res = results[r] as ReadResult;
+      const scratch = this.scratch[gi] as Float64Array;
+      if (!res.shared) {
+        fillGroup(g, plan.t, res, finished, (finishedAt[r] as number) - g.start, scratch);
+        sourceOf[r] = finished;
+        continue;
+      }
+      let m = this.memo.get(res);
+      if (m === undefined || (m.t !== plan.t && this.timed[gi])) {
+        m = { t: plan.t, values: new Float64Array(g.width) };
+        fillGroup(g, plan.t, res, m.values, -g.start, scratch);
+        this.memo.set(res, m);
+      }
+      sourceOf[r] = m.values;
+      finishedAt[r] = 0;
     }
     for (let ci = 0; ci < plan.contexts; ci++) {
       for (let gi = 0; gi < groups; gi++) {
         const g = this.groups[gi] as CompiledGroup;
-        const from = this.finishedAt[plan.refs[ci * groups + gi] as number] as number;
+        const r = plan.refs[ci * groups + gi] as number;
+        const from = sourceOf[r] as Float64Array;
+        const at = finishedAt[r] as number;
         const to = ci * n + g.start;
-        for (let k = 0; k < g.width; k++) out[to + k] = finished[from + k] as number;
+        for (let k = 0; k < g.width; k++) out[to + k] = from[at + k] as number;
       }
     }
+    sourceOf.length = 0;
   }
 }
 
@@ -416,6 +454,12 @@ function layout(g: CompiledGroup, t: number): Layout {
     sets.push(Array.from({ length: slot.window.tiles }, (_, i) => `${s.id}:${first + i}`));
   }
   return { fields, sets };
+}
+
+function sameEntity(fields: readonly (keyof KeyFields)[], a: KeyFields, b: KeyFields): boolean {
+  for (let i = 0; i < fields.length; i++)
+    if (a[fields[i] as keyof KeyFields] !== b[fields[i] as keyof KeyFields]) return false;
+  return true;
 }
 
 function storedPrefix(s: Series, block: number): string {

@@ -5,7 +5,7 @@
 // already being read; so most of a ranking's reads are answered here and only the rest go to Valkey.
 import type { Redis } from 'iovalkey';
 import type { Logger } from 'pino';
-import type { FeatureSet } from '../features/compile.ts';
+import type { FeatureSet, ReadResult } from '../features/compile.ts';
 import { getOrCreate } from '../util/map.ts';
 
 /** Read layouts kept (7 groups' layouts per read tile: a few tiles' worth). */
@@ -17,12 +17,22 @@ const MAX_ROWS = 500_000;
 interface Row {
   values: (number | null)[];
   versions: Int32Array;
+  /**
+   * Every column at once, shared by every read while the layout's epoch is `epoch` (no column of the layout has
+   * changed since they were all valid): a ranking's candidates are mostly these, looked up in one step.
+   */
+  whole: ReadResult | undefined;
+  epoch: number;
 }
+
+const NO_SETS: readonly number[] = [];
 
 export interface CachedLayout {
   /** Per field (column), the hash it is read from, and its version (bumped when the hash changes). */
   readonly hashes: readonly string[];
   readonly versions: Int32Array;
+  /** Bumped with any column's version. */
+  epoch: number;
   /** By entity key. */
   readonly rows: Map<string, Row>;
 }
@@ -115,8 +125,10 @@ export class TrackedReadCache {
     this.stats.invalidations++;
     if (key === null) this.clear();
     else
-      for (const { layout, column } of this.byHash.get(key) ?? [])
+      for (const { layout, column } of this.byHash.get(key) ?? []) {
         layout.versions[column] = (layout.versions[column] as number) + 1;
+        layout.epoch++;
+      }
   }
 
   /** Whether reads go through the cache now (tracking on). */
@@ -134,7 +146,7 @@ export class TrackedReadCache {
     if (layout) return layout;
     // Layouts of past read tiles are not read again: keep the newest few.
     if (this.layouts.size >= MAX_LAYOUTS) this.drop(this.layouts.keys().next().value as readonly string[]);
-    layout = { hashes: hashesOf(), versions: new Int32Array(fields.length), rows: new Map() };
+    layout = { hashes: hashesOf(), versions: new Int32Array(fields.length), epoch: 0, rows: new Map() };
     this.layouts.set(fields, layout);
     layout.hashes.forEach((hash, column) => {
       getOrCreate(this.byHash, hash, () => []).push({ layout: layout as CachedLayout, column });
@@ -151,6 +163,14 @@ export class TrackedReadCache {
       if (left.length > 0) this.byHash.set(hash, left);
       else this.byHash.delete(hash);
     }
+  }
+
+  /** Entity `key`'s whole cached read, when no column of the layout changed since it was whole; else undefined. */
+  whole(layout: CachedLayout, key: string): ReadResult | undefined {
+    const row = layout.rows.get(key);
+    if (row?.whole === undefined || row.epoch !== layout.epoch) return undefined;
+    this.stats.hits += layout.hashes.length;
+    return row.whole;
   }
 
   /**
@@ -182,12 +202,18 @@ export class TrackedReadCache {
       row = {
         values: new Array(layout.hashes.length).fill(null),
         versions: new Int32Array(layout.hashes.length).fill(-1),
+        whole: undefined,
+        epoch: -1,
       };
       layout.rows.set(key, row);
       this.rows++;
     }
     row.values[column] = value;
     row.versions[column] = version;
+    if (row.versions.every((v, f) => v === layout.versions[f])) {
+      row.whole = { values: row.values.slice(), setCounts: NO_SETS, shared: true };
+      row.epoch = layout.epoch;
+    }
   }
 
   close(): void {

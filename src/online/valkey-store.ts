@@ -348,7 +348,14 @@ export class ValkeyStore implements FeatureReader, TileWriter {
       if (list) list.push(i);
       else byFields.set(r.fields, [i]);
     });
-    const valuesOf = requests.map((r) => new Array<number | null>(r.fields.length));
+    // Answered whole by the read cache, or read (wholly or in part) into valuesOf.
+    const results: ReadResult[] = new Array(requests.length);
+    const valuesOf: (number | null)[][] = new Array(requests.length);
+    const valuesFor = (i: number, n: number) => {
+      const v = new Array<number | null>(n);
+      valuesOf[i] = v;
+      return v;
+    };
     const cache = this.options.cache;
     const groups: ReadGroup[] = [];
     for (const [fields, indices] of byFields) {
@@ -359,14 +366,23 @@ export class ValkeyStore implements FeatureReader, TileWriter {
           ? cache.tracked.layout(fields, () => fields.map((f) => this.place(key, f)[0]))
           : undefined;
       if (!layout) {
+        for (const i of indices) valuesFor(i, fields.length);
         groups.push(this.readGroup(fields, indices, requests));
         continue;
       }
       // Per column, the entities whose cached value is missing or stale.
-      const misses: number[][] = fields.map(() => []);
-      for (const i of indices)
-        cache?.tracked.lookup(layout, (requests[i] as ReadRequest).key, valuesOf[i] as (number | null)[], misses, i);
-      misses.forEach((missing, f) => {
+      let misses: number[][] | undefined;
+      for (const i of indices) {
+        const r = requests[i] as ReadRequest;
+        const whole = r.sets.length === 0 ? cache?.tracked.whole(layout, r.key) : undefined;
+        if (whole) {
+          results[i] = whole;
+          continue;
+        }
+        misses ??= fields.map(() => []);
+        cache?.tracked.lookup(layout, r.key, valuesFor(i, fields.length), misses, i);
+      }
+      misses?.forEach((missing, f) => {
         if (missing.length === 0) return;
         const g = this.readGroup([fields[f] as string], missing, requests, [f]);
         g.cache = { layout, version: layout.versions[f] as number };
@@ -382,10 +398,15 @@ export class ValkeyStore implements FeatureReader, TileWriter {
       if (g.cache) cache?.tracked.store(g.cache.layout, f, g.cache.version, (requests[i] as ReadRequest).key, v);
     });
     let u = 0;
-    return requests.map((r, i) => ({
-      values: valuesOf[i] as (number | null)[],
-      setCounts: r.sets.map(() => counts[u++] as number),
-    }));
+    for (let i = 0; i < requests.length; i++) {
+      const sets = (requests[i] as ReadRequest).sets;
+      if (results[i]) continue;
+      const values = valuesOf[i] ?? [];
+      const setCounts = new Array<number>(sets.length);
+      for (let s = 0; s < sets.length; s++) setCounts[s] = counts[u++] as number;
+      results[i] = { values, setCounts };
+    }
+    return results;
   }
 
   /**

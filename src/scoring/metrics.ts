@@ -1,10 +1,16 @@
 // What scoring counts and times; exposed in Prometheus format at /metrics (and by `tributary score`).
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 const STAGE_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1];
 
 export class ScoringMetrics {
   readonly registry = new Registry();
+
+  constructor() {
+    // The process's own: CPU, memory, event-loop lag, GC (what an operator reads first).
+    collectDefaultMetrics({ register: this.registry });
+  }
+
   /** Seconds per request in each stage: the Valkey read, vector assembly, the ONNX run. */
   readonly stage = new Histogram({
     name: 'tributary_rank_stage_seconds',

@@ -3,7 +3,14 @@
 // backfill builds for training rows -> one batched ONNX run -> candidates ordered by eCPM = pCTR × bid × 1000 (or pCTR).
 import type { Logger } from 'pino';
 import type { AdRequest, ScoredCandidate, ScoredRanking } from '../events/types.ts';
-import type { FeatureReader, FeatureSet, ReadRequest, ReadResult } from '../features/compile.ts';
+import type {
+  CompiledGroup,
+  FeatureReader,
+  FeatureSet,
+  ReadPlan,
+  ReadRequest,
+  ReadResult,
+} from '../features/compile.ts';
 import type { KeyFields } from '../features/entities.ts';
 import type { ScoringMetrics } from './metrics.ts';
 import type { ServedModel } from './model-runtime.ts';
@@ -93,7 +100,7 @@ export class Ranker {
     metrics.candidates.inc(n);
 
     const groups = plan.refs.length / n;
-    const unknownOf = unknownEntities(plan.requests, results);
+    const unknownOf = unknownEntities(features, plan, results);
     const allBid = req.candidates.every((c) => c.bid != null);
     const ranked: RankedCandidate[] = req.candidates.map((c, i) => {
       const p = pctr[i] as number;
@@ -150,15 +157,14 @@ function defaultsOf(r: ReadRequest): ReadResult {
 }
 
 /** Per request, its entity's name when it has no stored data, else null: once per entity, not per candidate. */
-function unknownEntities(requests: readonly ReadRequest[], results: readonly ReadResult[]): (string | null)[] {
-  const out: (string | null)[] = new Array(requests.length);
-  for (let r = 0; r < requests.length; r++) {
+function unknownEntities(features: FeatureSet, plan: ReadPlan, results: readonly ReadResult[]): (string | null)[] {
+  const out: (string | null)[] = new Array(results.length);
+  for (let r = 0; r < results.length; r++) {
     const { values, setCounts } = results[r] as ReadResult;
     let empty = true;
     for (let i = 0; empty && i < values.length; i++) empty = values[i] === null;
     for (let i = 0; empty && i < setCounts.length; i++) empty = setCounts[i] === 0;
-    const key = (requests[r] as ReadRequest).key;
-    out[r] = empty ? key.slice(0, key.indexOf(':')) : null;
+    out[r] = empty ? (features.groups[plan.groupOf[r] as number] as CompiledGroup).group.entity.name : null;
   }
   return out;
 }
