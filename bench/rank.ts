@@ -90,6 +90,8 @@ interface StageTotals {
   seconds: Record<'valkey' | 'assembly' | 'onnx', number>;
   defaulted: number;
   cache: { hits: number; misses: number; invalidations: number };
+  /** The server process's CPU seconds (user + system). */
+  cpu: number;
 }
 
 async function stageTotals(base: string): Promise<StageTotals> {
@@ -100,6 +102,7 @@ async function stageTotals(base: string): Promise<StageTotals> {
     count: value(/tributary_rank_stage_seconds_count\{stage="onnx"\} (\S+)/),
     seconds: { valkey: sum('valkey'), assembly: sum('assembly'), onnx: sum('onnx') },
     defaulted: value(/tributary_rankings_total\{features="defaults"\} (\S+)/),
+    cpu: value(/^process_cpu_seconds_total (\S+)/m),
     cache: {
       hits: value(/tributary_read_cache\{count="hits"\} (\S+)/),
       misses: value(/tributary_read_cache\{count="misses"\} (\S+)/),
@@ -125,6 +128,8 @@ interface PhaseResult {
   errors: number;
   /** Mean ms per ranking in each stage, server side. */
   stageMs: Record<'valkey' | 'assembly' | 'onnx', number>;
+  /** The server's CPU ms per ranking (HTTP, JSON, reads, assembly, ONNX: all of it). */
+  cpuMs: number;
   defaulted: number;
   /** Candidate fields answered by the server's read cache, and its invalidations (see LiveWriter). */
   cacheHitShare: number;
@@ -169,13 +174,14 @@ async function phase(
 function stagesBetween(
   before: StageTotals,
   after: StageTotals,
-): Pick<PhaseResult, 'stageMs' | 'defaulted' | 'cacheHitShare' | 'invalidations'> {
+): Pick<PhaseResult, 'stageMs' | 'cpuMs' | 'defaulted' | 'cacheHitShare' | 'invalidations'> {
   const n = after.count - before.count || 1;
   const ms = (s: keyof StageTotals['seconds']) => ((after.seconds[s] - before.seconds[s]) / n) * 1000;
   const hits = after.cache.hits - before.cache.hits;
   const misses = after.cache.misses - before.cache.misses;
   return {
     stageMs: { valkey: ms('valkey'), assembly: ms('assembly'), onnx: ms('onnx') },
+    cpuMs: ((after.cpu - before.cpu) / n) * 1000,
     defaulted: after.defaulted - before.defaulted,
     cacheHitShare: hits / (hits + misses || 1),
     invalidations: after.cache.invalidations - before.cache.invalidations,
@@ -343,6 +349,7 @@ export const rankBench: Bench<Options> = {
         row(key, 'p50 ms', (p) => p.p50),
         row(key, 'p99 ms', (p) => p.p99),
         row(key, 'p99.9 ms', (p) => p.p999),
+        row(key, 'server CPU ms/req', (p) => p.cpuMs),
         row(key, 'Valkey ms/req', (p) => p.stageMs.valkey),
         row(key, 'assembly ms/req', (p) => p.stageMs.assembly),
         row(key, 'ONNX ms/req', (p) => p.stageMs.onnx),
