@@ -8,7 +8,8 @@
 // Time shares come from the server's own histograms (tributary_rank_stage_seconds: the Valkey read, vector
 // assembly, the ONNX run), differenced over each phase; they are wall times, so under concurrency they include
 // waiting for the server's event loop (the "alone" phase gives the clean shares). autocannon's latencies have
-// 1 ms resolution; the paced phase's are exact.
+// 1 ms resolution; the paced phase's are exact. CPU per ranking is counted for the server, Valkey and this process
+// (load generator and live writes) over each phase: on one shared machine, their sum is what bounds the rate.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -90,19 +91,26 @@ interface StageTotals {
   seconds: Record<'valkey' | 'assembly' | 'onnx', number>;
   defaulted: number;
   cache: { hits: number; misses: number; invalidations: number };
-  /** The server process's CPU seconds (user + system). */
-  cpu: number;
+  /** CPU seconds (user + system) so far: the server process, Valkey, and this process (load and live writes). */
+  cpu: { server: number; valkey: number; bench: number };
 }
 
-async function stageTotals(base: string): Promise<StageTotals> {
+async function stageTotals(base: string, valkey: Valkey): Promise<StageTotals> {
   const text = await (await fetch(`${base}/metrics`)).text();
+  const info = String(await valkey.call('INFO', 'cpu'));
+  const cpuOf = (name: string) => Number(info.match(new RegExp(`^used_cpu_${name}:(\\S+)`, 'm'))?.[1] ?? 0);
+  const bench = process.cpuUsage();
   const value = (re: RegExp) => Number(text.match(re)?.[1] ?? 0);
   const sum = (stage: string) => value(new RegExp(`tributary_rank_stage_seconds_sum\\{stage="${stage}"\\} (\\S+)`));
   return {
     count: value(/tributary_rank_stage_seconds_count\{stage="onnx"\} (\S+)/),
     seconds: { valkey: sum('valkey'), assembly: sum('assembly'), onnx: sum('onnx') },
     defaulted: value(/tributary_rankings_total\{features="defaults"\} (\S+)/),
-    cpu: value(/^process_cpu_seconds_total (\S+)/m),
+    cpu: {
+      server: value(/^process_cpu_seconds_total (\S+)/m),
+      valkey: cpuOf('user') + cpuOf('sys'),
+      bench: (bench.user + bench.system) / 1e6,
+    },
     cache: {
       hits: value(/tributary_read_cache\{count="hits"\} (\S+)/),
       misses: value(/tributary_read_cache\{count="misses"\} (\S+)/),
@@ -128,8 +136,9 @@ interface PhaseResult {
   errors: number;
   /** Mean ms per ranking in each stage, server side. */
   stageMs: Record<'valkey' | 'assembly' | 'onnx', number>;
-  /** The server's CPU ms per ranking (HTTP, JSON, reads, assembly, ONNX: all of it). */
-  cpuMs: number;
+  /** CPU ms per ranking: the server's (HTTP, JSON, reads, assembly, ONNX: all of it), Valkey's, and this process's
+   * (the load generator, and the live writes when on): the machine's budget per ranking. */
+  cpuMs: { server: number; valkey: number; bench: number };
   defaulted: number;
   /** Candidate fields answered by the server's read cache, and its invalidations (see LiveWriter). */
   cacheHitShare: number;
@@ -138,11 +147,12 @@ interface PhaseResult {
 
 async function phase(
   base: string,
+  valkey: Valkey,
   bodies: string[],
   o: { seconds: number; connections: number; rate?: number },
 ): Promise<PhaseResult> {
-  if (o.rate) return paced(base, bodies, { ...o, rate: o.rate });
-  const before = await stageTotals(base);
+  if (o.rate) return paced(base, valkey, bodies, { ...o, rate: o.rate });
+  const before = await stageTotals(base, valkey);
   let i = 0;
   const result = await autocannon({
     url: base,
@@ -157,7 +167,7 @@ async function phase(
       },
     ],
   });
-  const stages = stagesBetween(before, await stageTotals(base));
+  const stages = stagesBetween(before, await stageTotals(base, valkey));
   const latency = result.latency;
   return {
     rps: result.requests.average,
@@ -181,7 +191,11 @@ function stagesBetween(
   const misses = after.cache.misses - before.cache.misses;
   return {
     stageMs: { valkey: ms('valkey'), assembly: ms('assembly'), onnx: ms('onnx') },
-    cpuMs: ((after.cpu - before.cpu) / n) * 1000,
+    cpuMs: {
+      server: ((after.cpu.server - before.cpu.server) / n) * 1000,
+      valkey: ((after.cpu.valkey - before.cpu.valkey) / n) * 1000,
+      bench: ((after.cpu.bench - before.cpu.bench) / n) * 1000,
+    },
     defaulted: after.defaulted - before.defaulted,
     cacheHitShare: hits / (hits + misses || 1),
     invalidations: after.cache.invalidations - before.cache.invalidations,
@@ -191,10 +205,11 @@ function stagesBetween(
 /** The paced phase (bench/paced-load.ts) in a worker thread, with the server's stage times over it. */
 async function paced(
   base: string,
+  valkey: Valkey,
   bodies: string[],
   o: { seconds: number; connections: number; rate: number },
 ): Promise<PhaseResult> {
-  const before = await stageTotals(base);
+  const before = await stageTotals(base, valkey);
   const load: PacedLoad = { url: `${base}/v1/rank`, bodies, ...o };
   // tsx's loader, registered inside the worker (a worker does not inherit it).
   const file = JSON.stringify(new URL('./paced-load.ts', import.meta.url).href);
@@ -215,7 +230,7 @@ async function paced(
     p999: at(0.999),
     non2xx: r.non2xx,
     errors: r.errors,
-    ...stagesBetween(before, await stageTotals(base)),
+    ...stagesBetween(before, await stageTotals(base, valkey)),
   };
 }
 
@@ -317,7 +332,7 @@ export const rankBench: Bench<Options> = {
       ctx.log(`live writes: ${o['live-rate']} impressions/s, ${LATE_SHARE * 100}% a minute late`);
       live.start();
       ctx.log('warming up');
-      await phase(base, main, { seconds: 2, connections: 4 });
+      await phase(base, valkey, main, { seconds: 2, connections: 4 });
 
       // One connection: each request alone (latency and stage times without queueing); then a fixed rate; then
       // as fast as it goes.
@@ -334,7 +349,7 @@ export const rankBench: Bench<Options> = {
       ] as const) {
         for (const [key, p] of Object.entries(phases)) {
           ctx.log(`${n} candidates, ${key}: ${JSON.stringify(p)} for ${o.seconds}s`);
-          results[`${variant}-${key}`] = await phase(base, bodies, { seconds: o.seconds, ...p });
+          results[`${variant}-${key}`] = await phase(base, valkey, bodies, { seconds: o.seconds, ...p });
         }
       }
       const label = `rank ${o.candidates} cand (baseline ${o['baseline-candidates']})`;
@@ -349,7 +364,9 @@ export const rankBench: Bench<Options> = {
         row(key, 'p50 ms', (p) => p.p50),
         row(key, 'p99 ms', (p) => p.p99),
         row(key, 'p99.9 ms', (p) => p.p999),
-        row(key, 'server CPU ms/req', (p) => p.cpuMs),
+        row(key, 'server CPU ms/req', (p) => p.cpuMs.server),
+        row(key, 'Valkey CPU ms/req', (p) => p.cpuMs.valkey),
+        row(key, 'load + live writes CPU ms/req', (p) => p.cpuMs.bench),
         row(key, 'Valkey ms/req', (p) => p.stageMs.valkey),
         row(key, 'assembly ms/req', (p) => p.stageMs.assembly),
         row(key, 'ONNX ms/req', (p) => p.stageMs.onnx),
