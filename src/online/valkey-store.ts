@@ -15,40 +15,59 @@ import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
 import { getOrCreate } from '../util/map.ts';
 import type { CachedLayout, TrackedReadCache } from './read-cache.ts';
 
-// One entity hash's writes of a batch, once per batch: ARGV[6..] = n field names, then their n values; the first
-// ARGV[5] add, the rest raise to their value (last seen). With ARGV[4] > 0, also deletes the hash's tile fields
-// of read tiles starting before it.
+// Entity hashes' writes of a batch, each hash once per batch: KEYS = the hashes; ARGV[1..3] = marker, batch end, TTL;
+// then per hash: prune-before, sums s, n, n field names, their n values. The first s fields add, the rest raise to
+// their value (last seen). A prune-before > 0 also deletes the hash's fields of read tiles starting before it.
 const APPLY = `
 local marker = ARGV[1]
 local batchEnd = tonumber(ARGV[2])
-local last = tonumber(redis.call('HGET', KEYS[1], marker) or '-1')
-if last >= batchEnd then return 0 end
-local pruneBefore = tonumber(ARGV[4])
-local sums = 5 + tonumber(ARGV[5])
-local n = (#ARGV - 5) / 2
--- Read and written in chunks: one HMGET and one HSET per chunk, not a call per field.
-for c = 6, 5 + n, 2000 do
-  local e = math.min(c + 1999, 5 + n)
-  local cur = redis.call('HMGET', KEYS[1], unpack(ARGV, c, e))
-  local kv, k = {}, 0
-  for j = c, e do
-    local old = tonumber(cur[j - c + 1])
-    local v = tonumber(ARGV[j + n])
-    if old then v = j > sums and math.max(old, v) or old + v end
-    kv[k + 1] = ARGV[j]
-    kv[k + 2] = string.format('%d', v)
-    k = k + 2
+local ttl = tonumber(ARGV[3])
+local at = 4
+for h = 1, #KEYS do
+  local key = KEYS[h]
+  local pruneBefore, sums, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  local names = at + 3
+  at = names + 2 * n
+  if tonumber(redis.call('HGET', key, marker) or '-1') < batchEnd then
+    -- Read and written in chunks: one HMGET and one HSET per chunk, not a call per field.
+    for c = names, names + n - 1, 2000 do
+      local e = math.min(c + 1999, names + n - 1)
+      local cur = redis.call('HMGET', key, unpack(ARGV, c, e))
+      local kv, k = {}, 0
+      for j = c, e do
+        local old = tonumber(cur[j - c + 1])
+        local v = tonumber(ARGV[j + n])
+        if old then v = j - names >= sums and math.max(old, v) or old + v end
+        kv[k + 1] = ARGV[j]
+        kv[k + 2] = string.format('%d', v)
+        k = k + 2
+      end
+      redis.call('HSET', key, unpack(kv))
+    end
+    if pruneBefore > 0 then
+      for _, f in ipairs(redis.call('HKEYS', key)) do
+        local sec, tile = string.match(f, '^%d+%.(%d+)%.%d+:(%-?%d+)$')
+        if sec and tonumber(tile) * tonumber(sec) * 1000 < pruneBefore then redis.call('HDEL', key, f) end
+      end
+    end
+    redis.call('HSET', key, marker, batchEnd)
+    redis.call('EXPIRE', key, ttl)
   end
-  redis.call('HSET', KEYS[1], unpack(kv))
 end
-if pruneBefore > 0 then
-  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
-    local sec, tile = string.match(f, '^%d+%.(%d+)%.%d+:(%-?%d+)$')
-    if sec and tonumber(tile) * tonumber(sec) * 1000 < pruneBefore then redis.call('HDEL', KEYS[1], f) end
-  end
+return 1
+`;
+
+// Distinct-count members of a batch: KEYS = sets; ARGV[1] = TTL, then per set: n, n members. Adding a member twice
+// changes nothing: no marker needed.
+const ADD_MEMBERS = `
+local ttl = tonumber(ARGV[1])
+local at = 2
+for k = 1, #KEYS do
+  local n = tonumber(ARGV[at])
+  redis.call('SADD', KEYS[k], unpack(ARGV, at + 1, at + n))
+  redis.call('EXPIRE', KEYS[k], ttl)
+  at = at + 1 + n
 end
-redis.call('HSET', KEYS[1], marker, batchEnd)
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
 return 1
 `;
 
@@ -131,9 +150,13 @@ if #KEYS == 0 then return 0 end
 return #redis.call('SUNION', unpack(KEYS))
 `;
 
+/** A script argument; arrays are flattened by the client. */
+type Arg = string | number | (string | number)[];
+
 type Client = (Redis | Cluster) & {
   // Array arguments are flattened by the client: no spread of a batch's (unbounded) fields onto the stack.
   tbApply(numKeys: number, ...args: (string | number | (string | number)[])[]): Promise<number>;
+  tbAddMembers(numKeys: number, ...args: (string | number | (string | number)[])[]): Promise<number>;
   tbApplyTiles(numKeys: number, ...args: (string | number | (string | number)[])[]): Promise<number>;
   tbUnionCount(numKeys: number, ...keys: string[]): Promise<number>;
   tbRead(numKeys: number, ...args: (string | number | (string | number)[])[]): Promise<string>;
@@ -190,6 +213,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     private readonly options: ValkeyStoreOptions,
   ) {
     client.defineCommand('tbApply', { lua: APPLY });
+    client.defineCommand('tbAddMembers', { lua: ADD_MEMBERS });
     client.defineCommand('tbApplyTiles', { lua: APPLY_TILES });
     client.defineCommand('tbUnionCount', { lua: UNION_COUNT });
     client.defineCommand('tbRead', { lua: READ });
@@ -235,6 +259,10 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     // Per field-hash tag ("<entity>|<stored prefix>"): its entities' segments and the read tiles they span.
     const runs = new Map<string, { max: boolean; args: (string | number)[]; from: number; to: number }>();
     const calls: Promise<unknown>[] = [];
+    const hashes = this.keyedCalls(calls, (keys, args) =>
+      this.client.tbApply(keys.length, keys, marker, endOffset, ttlSeconds, args),
+    );
+    const sets = this.keyedCalls(calls, (keys, args) => this.client.tbAddMembers(keys.length, keys, ttlSeconds, args));
     for (const [key, u] of batch.entities) {
       const colon = key.indexOf(':');
       const name = key.slice(0, colon);
@@ -252,10 +280,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
         features.forEachStoredSegment(key, u.max, 'max', add);
         // An entity hash prunes its own old fields on about one write in `every`.
         const prune = this.writes++ % every === 0 ? pruneBefore : 0;
-        if (names.length > 0)
-          calls.push(
-            this.client.tbApply(1, this.entityHash(key), marker, endOffset, ttlSeconds, prune, sums, names, values),
-          );
+        if (names.length > 0) hashes.add(this.entityHash(key), names.length, prune, sums, names.length, names, values);
       } else {
         const id = key.slice(colon + 1);
         const add = (max: boolean) => (prefix: string, first: number, count: number, value: number) => {
@@ -267,12 +292,10 @@ export class ValkeyStore implements FeatureReader, TileWriter {
         features.forEachStoredSegment(key, u.incr, 'sum', add(false));
         features.forEachStoredSegment(key, u.max, 'max', add(true));
       }
-      // Set members are idempotent: no marker needed.
-      for (const [f, members] of u.sets) {
-        const k = this.setKey(key, f);
-        calls.push(this.client.sadd(k, ...members), this.client.expire(k, ttlSeconds));
-      }
+      for (const [f, members] of u.sets) sets.add(this.setKey(key, f), members.size, members.size, [...members]);
     }
+    hashes.flush();
+    sets.flush();
     for (const [tag, run] of runs) {
       // In calls of a few read tiles each, with the segments that reach them (each hash keeps its own marker).
       const span = Math.max(1, Math.floor(WRITE_CALL_FIELDS / (run.args.length / 4)));
@@ -316,6 +339,32 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     });
     await Promise.all(deletes);
     if (next.length > 0) await this.client.hset(marks, ...next);
+  }
+
+  /**
+   * Calls of one script over many keys, each key's arguments in turn, of about WRITE_CALL_FIELDS stored fields each
+   * (a call per key on a Cluster, where one call's keys must share a slot).
+   */
+  private keyedCalls(calls: Promise<unknown>[], send: (keys: string[], args: (string | number)[]) => Promise<unknown>) {
+    let keys: string[] = [];
+    // Flat: the client flattens one level of array arguments only.
+    let args: (string | number)[] = [];
+    let fields = 0;
+    const flush = () => {
+      if (keys.length > 0) calls.push(send(keys, args));
+      [keys, args, fields] = [[], [], 0];
+    };
+    return {
+      add: (key: string, size: number, ...more: Arg[]) => {
+        keys.push(key);
+        for (const a of more)
+          if (Array.isArray(a)) for (const x of a) args.push(x);
+          else args.push(a);
+        fields += size;
+        if (this.client.isCluster || fields >= WRITE_CALL_FIELDS) flush();
+      },
+      flush,
+    };
   }
 
   /** The stored fields behind read requests: numeric fields, and the members of each set field. */
