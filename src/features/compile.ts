@@ -321,32 +321,40 @@ export class FeatureSet {
     const groups = this.groups.length;
     const requests: ReadRequest[] = [];
     const groupOf: number[] = [];
+    const index = new Map<ReadRequest, number>();
     const refs = new Int32Array(contexts.length * groups);
     for (let gi = 0; gi < groups; gi++) {
       const g = this.groups[gi] as CompiledGroup;
       const l = this.layoutAt(gi, g, t);
       const fields = g.group.entity.fields;
       const last = fields.length - 1;
-      // The group's requests by the entity's field values, a Map per field: an entity seen before needs no key
-      // string (making and hashing one per candidate and group was most of a plan's time).
-      const byValue = new Map<string, unknown>();
+      if (l.kept >= MAX_KEPT_REQUESTS) {
+        l.requests.clear();
+        l.kept = 0;
+      }
       let r = -1;
       for (let ci = 0; ci < contexts.length; ci++) {
         const ctx = contexts[ci] as KeyFields;
-        // A context with the same entity as the one before (a ranking's user, say) needs no lookup either.
+        // A context with the same entity as the one before (a ranking's user, say) needs no lookup.
         if (ci > 0 && sameEntity(fields, ctx, contexts[ci - 1] as KeyFields)) {
           refs[ci * groups + gi] = r;
           continue;
         }
-        let m = byValue;
+        let m = l.requests;
         for (let f = 0; f < last; f++)
           m = getOrCreate(m, ctx[fields[f] as keyof KeyFields], () => new Map()) as typeof m;
         const value = ctx[fields[last] as keyof KeyFields];
-        const known = m.get(value) as number | undefined;
+        let request = m.get(value) as ReadRequest | undefined;
+        if (request === undefined) {
+          request = { key: entityKey(g.group.entity, ctx), fields: l.fields, sets: l.sets };
+          m.set(value, request);
+          l.kept++;
+        }
+        const known = index.get(request);
         if (known === undefined) {
           r = requests.length;
-          m.set(value, r);
-          requests.push({ key: entityKey(g.group.entity, ctx), fields: l.fields, sets: l.sets });
+          index.set(request, r);
+          requests.push(request);
           groupOf.push(gi);
         } else r = known;
         refs[ci * groups + gi] = r;
@@ -433,7 +441,17 @@ export interface ReadPlan {
 interface Layout {
   fields: string[];
   sets: string[][];
+  /**
+   * The requests plans made at this layout, by the entity's field values (a Map per field), reused by later plans
+   * while the layout lasts: an entity read again needs no new key string (making and hashing one per candidate and
+   * group was most of a plan's time), and stores find its key hashed already.
+   */
+  requests: Map<string, unknown>;
+  kept: number;
 }
+
+/** Requests a layout keeps at most (then it starts over): bounds memory for numerous entities such as users. */
+const MAX_KEPT_REQUESTS = 50_000;
 
 /**
  * Field names a group reads at t: per numeric window, its stored blocks for t's tile (one field, or one per tile);
@@ -453,7 +471,7 @@ function layout(g: CompiledGroup, t: number): Layout {
     const first = firstTile(t, slot.window);
     sets.push(Array.from({ length: slot.window.tiles }, (_, i) => `${s.id}:${first + i}`));
   }
-  return { fields, sets };
+  return { fields, sets, requests: new Map(), kept: 0 };
 }
 
 function sameEntity(fields: readonly (keyof KeyFields)[], a: KeyFields, b: KeyFields): boolean {
