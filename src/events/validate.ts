@@ -29,6 +29,9 @@ function checkBid(bid: number | null | undefined, where: string): string | null 
 }
 
 const AD_KEYS = ['user_id', 'ad_id', 'campaign_id', 'advertiser_id', 'category', 'publisher_id', 'device', 'os'];
+const REQUEST_KEYS = ['request_id', 'user_id', 'publisher_id', 'device', 'os'];
+/** Checked for each of a request's (up to hundreds of) candidates: one list, not one per candidate. */
+const CANDIDATE_KEYS = ['ad_id', 'campaign_id', 'advertiser_id', 'category'];
 
 const validators: { [K in EventKind]: (e: EventByKind[K], now: number) => string | null } = {
   impression(e: AdImpression, now) {
@@ -46,11 +49,12 @@ const validators: { [K in EventKind]: (e: EventByKind[K], now: number) => string
   request(e: AdRequest, now) {
     const t = badTime(e.event_time, now);
     if (t) return `event_time ${t}`;
-    const ids = checkIds(e, ['request_id', 'user_id', 'publisher_id', 'device', 'os']);
+    const ids = checkIds(e, REQUEST_KEYS);
     if (ids) return ids;
     if (!Array.isArray(e.candidates) || e.candidates.length === 0) return 'candidates must not be empty';
-    for (const [i, c] of e.candidates.entries()) {
-      const bad = checkIds(c, ['ad_id', 'campaign_id', 'advertiser_id', 'category']) ?? checkBid(c.bid, '');
+    for (let i = 0; i < e.candidates.length; i++) {
+      const c = e.candidates[i] as AdRequest['candidates'][number];
+      const bad = checkIds(c, CANDIDATE_KEYS) ?? checkBid(c.bid, '');
       if (bad) return `candidates[${i}]: ${bad}`;
     }
     return null;
