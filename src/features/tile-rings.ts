@@ -3,9 +3,10 @@
 // dense ids shared by all groups, and entity instances are numbered by those ids (no key strings); per group, one
 // record per entity in two typed-array slabs holds, per series, a ring of tiles and, per window, its running
 // total at the tile last read (the cursor). A read at the cursor's tile copies the totals; another tile slides
-// them by the tiles that enter and leave. Exact distinct counts keep, per window, how many of its tiles hold each
-// member. Rings start small (most entities are sparse: a few events per day) and those that must span more move
-// to their own, larger arrays.
+// them by the tiles that enter and leave. Exact distinct counts keep each tile's members and count a window's at
+// read time (rarely: reads mostly fall in the cursor's tile, and only a late member there recounts). Rings start
+// small (most entities are sparse: a few events per day) and those that must span more move to their own, larger
+// arrays.
 import type { AdClick, AdImpression } from '../events/types.ts';
 import { type CompiledGroup, type FeatureSet, finishGroup, type Series, updateOf } from './compile.ts';
 import type { Source } from './define.ts';
@@ -23,7 +24,8 @@ interface View {
   values: Float64Array;
   valueBase: number;
   mask: number;
-  members: (Set<number> | undefined)[] | null;
+  /** A distinct series: each tile's value is the head of its member list (MemberLists), not a number to add. */
+  distinct: boolean;
 }
 
 interface GroupLayout {
@@ -52,10 +54,6 @@ interface GroupLayout {
   poolValues: Float64Array;
   poolUsed: number;
   readonly free: number[][];
-  /** Distinct series: members per ring position, by entity * series count + series. */
-  readonly members: Map<number, (Set<number> | undefined)[]>;
-  /** Distinct slots: how many window tiles hold each member, by entity * slot count + slot. */
-  readonly occurrences: Map<number, Map<number, number>>;
   /** Per series: its slots; and the newest tile ever dropped from any of its rings (needing it again is an error). */
   readonly slotsOf: readonly number[][];
   readonly lostUpTo: number[];
@@ -90,8 +88,9 @@ export class TileRings {
     values: new Float64Array(0),
     valueBase: 0,
     mask: 0,
-    members: null,
+    distinct: false,
   };
+  private readonly members = new MemberLists();
 
   /**
    * `lowWatermark()` is the lowest event time any future read or update can have (the replay's lowest partition
@@ -140,8 +139,6 @@ export class TileRings {
         poolValues: new Float64Array(0),
         poolUsed: 0,
         free: [],
-        members: new Map(),
-        occurrences: new Map(),
         slotsOf: g.series.map((_, s) => g.slots.flatMap((slot, i) => (slot.series === s ? [i] : []))),
         lostUpTo: g.series.map(() => EMPTY),
         tiles: Int32Array.from(g.slots, (slot) => slot.window.tiles),
@@ -220,15 +217,7 @@ export class TileRings {
       v.valueBase = ent * layout.valueStride + offset;
       v.mask = (layout.ringSize[s] as number) - 1;
     }
-    v.members = null;
-    if ((layout.memberColumn[s] as number) >= 0) {
-      let members = layout.members.get(key);
-      if (!members) {
-        members = new Array(v.mask + 1).fill(undefined);
-        layout.members.set(key, members);
-      }
-      v.members = members;
-    }
+    v.distinct = (layout.memberColumn[s] as number) >= 0;
     return v;
   }
 
@@ -250,8 +239,8 @@ export class TileRings {
         layout.values[ent * layout.valueStride + layout.cursorOffset + s] = Number.NaN;
         if (held > (layout.lostUpTo[s] as number)) layout.lostUpTo[s] = held;
         v.tags[v.tagBase + at] = tile;
+        if (v.distinct) this.members.release(v.values[v.valueBase + at] as number);
         v.values[v.valueBase + at] = 0;
-        if (v.members) v.members[at] = undefined;
         return at;
       }
       grow(layout, ent * layout.ringSize.length + s, v);
@@ -280,23 +269,15 @@ export class TileRings {
 
   private addMember(layout: GroupLayout, ent: number, s: number, tile: number, id: number) {
     const at = this.claim(layout, ent, s, tile);
-    const members = this.view.members as (Set<number> | undefined)[];
-    let set = members[at];
-    if (set === undefined) {
-      set = new Set();
-      members[at] = set;
-    }
-    if (set.has(id)) return;
-    set.add(id);
-    const c = layout.values[ent * layout.valueStride + layout.cursorOffset + s] as number;
-    if (!(tile < c)) return;
-    const slots = layout.slotsOf[s] as number[];
-    for (let k = 0; k < slots.length; k++) {
-      const si = slots[k] as number;
-      if (tile < c - (layout.tiles[si] as number)) continue;
-      const total = ent * layout.valueStride + layout.totalOffset + si;
-      if (enter(occurrencesOf(layout, ent, si), id)) layout.values[total] = (layout.values[total] as number) + 1;
-    }
+    const { values, valueBase } = this.view;
+    const head = values[valueBase + at] as number;
+    const added = this.members.add(head, id);
+    if (added === head) return;
+    values[valueBase + at] = added;
+    // A new member inside the windows at the cursor: their counts are recounted at the next read.
+    const cursorAt = ent * layout.valueStride + layout.cursorOffset + s;
+    const c = layout.values[cursorAt] as number;
+    if (tile < c && tile >= c - (layout.g.series[s] as Series).maxTiles) layout.values[cursorAt] = Number.NaN;
   }
 
   private read(t: number, out: Float64Array): void {
@@ -338,13 +319,12 @@ export class TileRings {
       const w = (layout.g.slots[si] as CompiledGroup['slots'][number]).window;
       const lo = firstTile(t, w);
       if (lo <= (layout.lostUpTo[s] as number)) lost(layout, s, lo);
-      if (Number.isNaN(c) || Math.abs(cur - c) >= w.tiles) {
-        layout.values[ent * layout.valueStride + layout.totalOffset + si] = 0;
-        if (v.members) {
-          // Clearing allocates a fresh table: skip it when there is nothing to clear (most recomputes).
-          const occ = layout.occurrences.get(ent * layout.tiles.length + si);
-          if (occ !== undefined && occ.size !== 0) occ.clear();
-        }
+      const total = ent * layout.valueStride + layout.totalOffset + si;
+      if (v.distinct) {
+        // Distinct counts do not slide: they are recounted from the window's member lists.
+        layout.values[total] = this.members.countDistinct(v, lo, cur);
+      } else if (Number.isNaN(c) || Math.abs(cur - c) >= w.tiles) {
+        layout.values[total] = 0;
         include(layout, ent, si, v, lo, cur, 1);
       } else if (cur > c) {
         include(layout, ent, si, v, c - w.tiles, lo, -1);
@@ -383,13 +363,11 @@ function grow(layout: GroupLayout, key: number, v: View): void {
   const size = (v.mask + 1) * 2;
   const at = allocate(layout, size);
   const { poolTags, poolValues } = layout;
-  const members = v.members ? new Array(size).fill(undefined) : null;
   for (let i = 0; i <= v.mask; i++) {
     const tag = v.tags[v.tagBase + i] as number;
     if (tag === EMPTY) continue;
     poolTags[at + (tag & (size - 1))] = tag;
     poolValues[at + (tag & (size - 1))] = v.values[v.valueBase + i] as number;
-    if (members && v.members) members[tag & (size - 1)] = v.members[i];
   }
   const pooled = layout.ringOf[2 * key] as number;
   if (pooled !== 0) {
@@ -400,7 +378,6 @@ function grow(layout: GroupLayout, key: number, v: View): void {
   }
   layout.ringOf[2 * key] = at + 1;
   layout.ringOf[2 * key + 1] = size - 1;
-  if (members) layout.members.set(key, members);
 }
 
 /** Pool space for an empty ring of `size` tiles (a power of two). */
@@ -435,65 +412,100 @@ function lost(layout: GroupLayout, s: number, tile: number): never {
 
 /** Adds (sign 1) or removes (sign -1) the tiles [from, to) in view to slot si's window total. */
 function include(layout: GroupLayout, ent: number, si: number, v: View, from: number, to: number, sign: 1 | -1) {
+  const total = ent * layout.valueStride + layout.totalOffset + si;
+  let x = layout.values[total] as number;
   if (to - from <= v.mask) {
     for (let tile = from; tile < to; tile++) {
       const at = tile & v.mask;
-      if (v.tags[v.tagBase + at] === tile) includeAt(layout, ent, si, v, at, sign);
+      if (v.tags[v.tagBase + at] === tile) x += sign * (v.values[v.valueBase + at] as number);
     }
-    return;
-  }
-  // More tiles than the ring holds: visit the ring instead (EMPTY is below any tile).
-  for (let at = 0; at <= v.mask; at++) {
-    const tag = v.tags[v.tagBase + at] as number;
-    if (tag >= from && tag < to) includeAt(layout, ent, si, v, at, sign);
-  }
-}
-
-/** Adds (sign 1) or removes (sign -1) the contribution of the tile at ring position `at` to slot si's total. */
-function includeAt(layout: GroupLayout, ent: number, si: number, v: View, at: number, sign: 1 | -1): void {
-  const total = ent * layout.valueStride + layout.totalOffset + si;
-  if (!v.members) {
-    layout.values[total] = (layout.values[total] as number) + sign * (v.values[v.valueBase + at] as number);
-    return;
-  }
-  const set = v.members[at];
-  if (set === undefined || set.size === 0) return;
-  const occ = occurrencesOf(layout, ent, si);
-  let count = layout.values[total] as number;
-  if (sign > 0) {
-    for (const m of set) if (enter(occ, m)) count++;
   } else {
-    for (const m of set) if (leave(occ, m)) count--;
+    // More tiles than the ring holds: visit the ring instead (EMPTY is below any tile).
+    for (let at = 0; at <= v.mask; at++) {
+      const tag = v.tags[v.tagBase + at] as number;
+      if (tag >= from && tag < to) x += sign * (v.values[v.valueBase + at] as number);
+    }
   }
-  layout.values[total] = count;
+  layout.values[total] = x;
 }
 
-function occurrencesOf(layout: GroupLayout, ent: number, si: number): Map<number, number> {
-  const key = ent * layout.tiles.length + si;
-  let occ = layout.occurrences.get(key);
-  if (!occ) {
-    occ = new Map();
-    layout.occurrences.set(key, occ);
+/**
+ * The members of distinct series' tiles: per tile a list without repeats, as linked nodes in one typed pool
+ * (no object per tile or per member). A list is named by its head node + 1, 0 for the empty list: what the
+ * tile's value holds. Counts over a window are taken at read time, marking members in a scratch array.
+ */
+class MemberLists {
+  private member = new Int32Array(4096);
+  /** Per node: the next node + 1 (0: the list ends), or the next free node + 1. */
+  private next = new Int32Array(4096);
+  private used = 0;
+  private free = 0;
+  /** Per member id: the mark of the last count it was seen in. */
+  private seen = new Int32Array(1024);
+  private mark = 0;
+
+  /** List `head` with m (the same head when m is in it already). */
+  add(head: number, m: number): number {
+    for (let n = head; n !== 0; n = this.next[n - 1] as number) if (this.member[n - 1] === m) return head;
+    let node = this.free - 1;
+    if (node >= 0) this.free = this.next[node] as number;
+    else {
+      node = this.used++;
+      if (node === this.member.length) {
+        this.member = grown(this.member, node * 2);
+        this.next = grown(this.next, node * 2);
+      }
+    }
+    this.member[node] = m;
+    this.next[node] = head;
+    return node + 1;
   }
-  return occ;
+
+  /** Frees list `head`'s nodes for reuse. */
+  release(head: number): void {
+    if (head === 0) return;
+    let last = head - 1;
+    while (this.next[last] !== 0) last = (this.next[last] as number) - 1;
+    this.next[last] = this.free;
+    this.free = head;
+  }
+
+  /** How many distinct members the lists of the tiles [from, to) in view hold together. */
+  countDistinct(v: View, from: number, to: number): number {
+    const mark = ++this.mark;
+    let count = 0;
+    if (to - from <= v.mask) {
+      for (let tile = from; tile < to; tile++) {
+        const at = tile & v.mask;
+        if (v.tags[v.tagBase + at] === tile) count += this.unseen(v.values[v.valueBase + at] as number, mark);
+      }
+    } else {
+      for (let at = 0; at <= v.mask; at++) {
+        const tag = v.tags[v.tagBase + at] as number;
+        if (tag >= from && tag < to) count += this.unseen(v.values[v.valueBase + at] as number, mark);
+      }
+    }
+    return count;
+  }
+
+  /** Marks list `head`'s members; returns how many were not marked yet. */
+  private unseen(head: number, mark: number): number {
+    let count = 0;
+    for (let n = head; n !== 0; n = this.next[n - 1] as number) {
+      const m = this.member[n - 1] as number;
+      if (m >= this.seen.length) this.seen = grown(this.seen, Math.max(m + 1, this.seen.length * 2));
+      if (this.seen[m] === mark) continue;
+      this.seen[m] = mark;
+      count++;
+    }
+    return count;
+  }
 }
 
-/** Counts one more window tile holding m; true when m is new to the window. */
-function enter(occ: Map<number, number>, m: number): boolean {
-  const n = occ.get(m) ?? 0;
-  occ.set(m, n + 1);
-  return n === 0;
-}
-
-/** Counts one fewer window tile holding m; true when m left the window. */
-function leave(occ: Map<number, number>, m: number): boolean {
-  const n = occ.get(m) as number;
-  if (n !== 1) {
-    occ.set(m, n - 1);
-    return false;
-  }
-  occ.delete(m);
-  return true;
+function grown(a: Int32Array<ArrayBuffer>, length: number): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(length);
+  b.set(a);
+  return b;
 }
 
 /** The latest event time in [lo, cur) in view: the newest written tile holds it (tiles are ordered in time). */
