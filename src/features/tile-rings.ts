@@ -1,32 +1,27 @@
 // The replay's feature state, built for speed from the compiled FeatureSet (same series, slots, updates and
 // boundary rule; no feature is declared here). Each event's key and distinct columns are interned once into
-// dense ids shared by all groups, and entity instances are numbered by those ids (no key strings); per group, one
-// record per entity in two typed-array slabs holds, per series, a ring of tiles and, per window, its running
-// total at the tile last read (the cursor). A read at the cursor's tile copies the totals; another tile slides
-// them by the tiles that enter and leave. Exact distinct counts keep each tile's members and count a window's at
-// read time (rarely: reads mostly fall in the cursor's tile, and only a late member there recounts). Rings start
-// small (most entities are sparse: a few events per day) and those that must span more move to their own, larger
-// arrays.
+// dense ids shared by all groups, and entity instances are numbered by those ids (no key strings). Per group,
+// every entity's series keeps a ring of tiles in one typed-array pool, and one record per entity holds per series
+// its cursor (the tile last read) and per window its running total at the cursor. A read at the cursor's tile
+// copies the totals; another tile slides them by the tiles that enter and leave. Exact distinct counts keep each
+// tile's members and count a window's at read time (rarely: reads mostly fall in the cursor's tile, and only a
+// late member there recounts). Rings start small (most entities are sparse: a few events per day) and double
+// when they must span more. Per-series facts are flattened into typed arrays: the per-event loops touch no
+// definition objects.
 import type { AdClick, AdImpression } from '../events/types.ts';
-import { type CompiledGroup, type FeatureSet, finishGroup, type Series, updateOf } from './compile.ts';
+import { type CompiledGroup, type FeatureSet, finishGroup, updateOf } from './compile.ts';
 import type { Source } from './define.ts';
 import { type EntityIndex, PairIndex, SingleIndex } from './entity-index.ts';
-import { firstTile, tileOf } from './window.ts';
+import { tileOf } from './window.ts';
 
 type SourceEvent = AdImpression | AdClick;
 
 const EMPTY = -2147483648;
 
-/** Where one entity's ring of one series is: tile T sits at base + (T & mask) when tags[that] === T. */
-interface View {
-  tags: Int32Array;
-  tagBase: number;
-  values: Float64Array;
-  valueBase: number;
-  mask: number;
-  /** A distinct series: each tile's value is the head of its member list (MemberLists), not a number to add. */
-  distinct: boolean;
-}
+/** How a series' tiles combine. */
+const ADD = 0;
+const LATEST = 1;
+const DISTINCT = 2;
 
 interface GroupLayout {
   readonly g: CompiledGroup;
@@ -34,33 +29,32 @@ interface GroupLayout {
   readonly keys: Int32Array;
   readonly index: EntityIndex;
   entities: number;
-  /** Per entity: the tags of every series' ring. */
-  tags: Int32Array;
-  /** Per entity: every series' ring values, then the cursor per series, then the total per slot. */
-  values: Float64Array;
-  readonly tagStride: number;
-  readonly valueStride: number;
-  readonly ringOffset: Int32Array;
-  readonly ringSize: Int32Array;
-  readonly cursorOffset: number;
-  readonly totalOffset: number;
-  /**
-   * Rings that outgrew the slab live in the pool (tags and values at the same offsets), found by entity * series
-   * count + series in ringOf: [offset + 1 (0 while in the slab), size - 1]. Space a ring grew out of is reused by
-   * later rings of its size (free, by log2 size).
-   */
-  ringOf: Int32Array;
-  poolTags: Int32Array;
-  poolValues: Float64Array;
-  poolUsed: number;
-  readonly free: number[][];
-  /** Per series: its slots; and the newest tile ever dropped from any of its rings (needing it again is an error). */
-  readonly slotsOf: readonly number[][];
-  readonly lostUpTo: number[];
+  /** Per series: ADD, LATEST or DISTINCT; its tile width as an index into TileRings.widths; its longest window. */
+  readonly kind: Int8Array;
+  readonly width: Int32Array;
+  readonly maxTiles: Int32Array;
+  /** Per series: for DISTINCT, the index into TileRings.columns of its members' column. */
+  readonly memberColumn: Int32Array;
+  /** Per series: its slots, slotList[slotStart[s] .. slotStart[s + 1]). */
+  readonly slotStart: Int32Array;
+  readonly slotList: Int32Array;
   /** Per slot: its window's length in tiles. */
   readonly tiles: Int32Array;
-  /** Per series: for distinct, the index into TileRings.columns of its members' column; else -1. */
-  readonly memberColumn: Int32Array;
+  /** Tiles a series' ring holds before it first grows. */
+  readonly ringSize: Int32Array;
+  /** Per entity and series (entity * series count + series): its ring's pool offset and size - 1. */
+  ringOf: Int32Array;
+  /** The ring pool: tile T of a ring at offset o, mask m sits at o + (T & m) when tags[that] === T. */
+  tags: Int32Array;
+  values: Float64Array;
+  poolUsed: number;
+  /** Freed ring space by log2 size, reused by rings of that size. */
+  readonly free: number[][];
+  /** Per entity: the cursor per series (NaN: none, totals to recompute), then the total per slot. */
+  state: Float64Array;
+  readonly stride: number;
+  /** Per series: the newest tile ever dropped from any of its rings (needing it again is an error). */
+  readonly lostUpTo: Int32Array;
   readonly raw: Float64Array;
 }
 
@@ -82,14 +76,9 @@ export class TileRings {
   private readonly ids: Int32Array;
   /** Entity of each group for the event being processed (resolved once per event). */
   private readonly current: Int32Array;
-  private readonly view: View = {
-    tags: new Int32Array(0),
-    tagBase: 0,
-    values: new Float64Array(0),
-    valueBase: 0,
-    mask: 0,
-    distinct: false,
-  };
+  /** Every tile width of the set, and the event's tile of each (one division per width, not per series). */
+  private readonly widths: readonly number[];
+  private readonly tileNow: Float64Array;
   private readonly members = new MemberLists();
 
   /**
@@ -106,17 +95,12 @@ export class TileRings {
       if (!columns.includes(name)) columns.push(name);
       return columns.indexOf(name);
     };
+    const widths = [...new Set(features.groups.flatMap((g) => g.series.map((s) => s.tileMs)))];
     this.layouts = features.groups.map((g) => {
-      // Within one partition, reads and updates stay within the lateness of the newest tile, so a ring that spans
-      // it never grows; most entities need far less, and start smaller.
-      const ringSize = Int32Array.from(g.series, (s) =>
-        Math.min(INITIAL_RING, pow2AtLeast(s.maxTiles + Math.ceil(allowedLatenessMs / s.tileMs) + 2)),
-      );
-      const ringOffset = new Int32Array(g.series.length);
-      let size = 0;
-      g.series.forEach((_, s) => {
-        ringOffset[s] = size;
-        size += ringSize[s] as number;
+      const slotsOf = g.series.map((_, s) => g.slots.flatMap((slot, i) => (slot.series === s ? [i] : [])));
+      const slotStart = new Int32Array(g.series.length + 1);
+      slotsOf.forEach((slots, s) => {
+        slotStart[s + 1] = (slotStart[s] as number) + slots.length;
       });
       return {
         g,
@@ -126,23 +110,28 @@ export class TileRings {
         ),
         index: g.group.entity.fields.length === 1 ? new SingleIndex() : new PairIndex(),
         entities: 0,
+        kind: Int8Array.from(g.series, (s) =>
+          s.agg.op === 'distinct' ? DISTINCT : s.agg.op === 'last_seen' ? LATEST : ADD,
+        ),
+        width: Int32Array.from(g.series, (s) => widths.indexOf(s.tileMs)),
+        maxTiles: Int32Array.from(g.series, (s) => s.maxTiles),
+        memberColumn: Int32Array.from(g.series, (s) => (s.agg.op === 'distinct' ? column(s.agg.column) : -1)),
+        slotStart,
+        slotList: Int32Array.from(slotsOf.flat()),
+        tiles: Int32Array.from(g.slots, (slot) => slot.window.tiles),
+        // Within one partition, reads and updates stay within the lateness of the newest tile, so a ring that
+        // spans it never grows; most entities need far less, and start smaller.
+        ringSize: Int32Array.from(g.series, (s) =>
+          Math.min(INITIAL_RING, pow2AtLeast(s.maxTiles + Math.ceil(allowedLatenessMs / s.tileMs) + 2)),
+        ),
+        ringOf: new Int32Array(0),
         tags: new Int32Array(0),
         values: new Float64Array(0),
-        tagStride: size,
-        valueStride: size + g.series.length + g.slots.length,
-        ringOffset,
-        ringSize,
-        cursorOffset: size,
-        totalOffset: size + g.series.length,
-        ringOf: new Int32Array(0),
-        poolTags: new Int32Array(0),
-        poolValues: new Float64Array(0),
         poolUsed: 0,
         free: [],
-        slotsOf: g.series.map((_, s) => g.slots.flatMap((slot, i) => (slot.series === s ? [i] : []))),
-        lostUpTo: g.series.map(() => EMPTY),
-        tiles: Int32Array.from(g.slots, (slot) => slot.window.tiles),
-        memberColumn: Int32Array.from(g.series, (s) => (s.agg.op === 'distinct' ? column(s.agg.column) : -1)),
+        state: new Float64Array(0),
+        stride: g.series.length + g.slots.length,
+        lostUpTo: new Int32Array(g.series.length).fill(EMPTY),
         raw: new Float64Array(g.slots.length),
       };
     });
@@ -152,6 +141,8 @@ export class TileRings {
     this.dictionaries = columns.map(() => new Map());
     this.ids = new Int32Array(columns.length);
     this.current = new Int32Array(this.layouts.length);
+    this.widths = widths;
+    this.tileNow = new Float64Array(widths.length);
   }
 
   /**
@@ -178,255 +169,253 @@ export class TileRings {
         ids[layout.keys[1] as number] as number,
         next,
       );
-      if (ent === next) newEntity(layout);
+      if (ent === next) this.newEntity(layout);
       this.current[gi] = ent;
     }
-    if (out) this.read(e.event_time, out);
+    const t = e.event_time;
+    for (let w = 0; w < this.widths.length; w++) this.tileNow[w] = tileOf(t, this.widths[w] as number);
+    if (out) this.read(t, out);
     const updates = this.features.bySource[source];
     for (let i = 0; i < updates.length; i++) {
-      const { group, index, series } = updates[i] as (typeof updates)[number];
+      const { group, index: s, series } = updates[i] as (typeof updates)[number];
       const update = updateOf(series.agg, e);
       if (update === null) continue;
       const layout = this.layouts[group] as GroupLayout;
       const ent = this.current[group] as number;
-      const tile = tileOf(e.event_time, series.tileMs);
-      if (typeof update === 'string') {
-        this.addMember(layout, ent, index, tile, ids[layout.memberColumn[index] as number] as number);
-      } else {
-        this.addValue(layout, ent, index, series, tile, update);
-      }
+      const tile = this.tileNow[layout.width[s] as number] as number;
+      if (typeof update === 'string')
+        this.addMember(layout, ent, s, tile, ids[layout.memberColumn[s] as number] as number);
+      else this.addValue(layout, ent, s, tile, update);
     }
   }
 
-  /** Points this.view at entity ent's ring of series s. */
-  private locate(layout: GroupLayout, ent: number, s: number): View {
-    const v = this.view;
-    const key = ent * layout.ringSize.length + s;
-    const pooled = layout.ringOf[2 * key] as number;
-    if (pooled !== 0) {
-      v.tags = layout.poolTags;
-      v.tagBase = pooled - 1;
-      v.values = layout.poolValues;
-      v.valueBase = pooled - 1;
-      v.mask = layout.ringOf[2 * key + 1] as number;
-    } else {
-      const offset = layout.ringOffset[s] as number;
-      v.tags = layout.tags;
-      v.tagBase = ent * layout.tagStride + offset;
-      v.values = layout.values;
-      v.valueBase = ent * layout.valueStride + offset;
-      v.mask = (layout.ringSize[s] as number) - 1;
+  /** Makes room for the group's next entity: its rings empty, no cursor. */
+  private newEntity(layout: GroupLayout): void {
+    const ent = layout.entities++;
+    const n = layout.ringSize.length;
+    if (layout.entities * layout.stride > layout.state.length) {
+      const capacity = Math.max(1024, layout.entities * 2);
+      const state = new Float64Array(capacity * layout.stride);
+      state.set(layout.state);
+      layout.state = state;
+      const ringOf = new Int32Array(2 * capacity * n);
+      ringOf.set(layout.ringOf);
+      layout.ringOf = ringOf;
     }
-    v.distinct = (layout.memberColumn[s] as number) >= 0;
-    return v;
+    for (let s = 0; s < n; s++) {
+      const size = layout.ringSize[s] as number;
+      layout.ringOf[2 * (ent * n + s)] = this.allocate(layout, size);
+      layout.ringOf[2 * (ent * n + s) + 1] = size - 1;
+    }
+    const base = ent * layout.stride;
+    layout.state.fill(Number.NaN, base, base + n);
   }
 
-  /** The view position of `tile`, taking it over from an older tile that is no longer needed, or growing. */
+  /** Pool space for an empty ring of `size` tiles (a power of two). */
+  private allocate(layout: GroupLayout, size: number): number {
+    const reused = layout.free[Math.log2(size)]?.pop();
+    if (reused !== undefined) {
+      layout.tags.fill(EMPTY, reused, reused + size);
+      layout.values.fill(0, reused, reused + size);
+      return reused;
+    }
+    const at = layout.poolUsed;
+    layout.poolUsed += size;
+    if (layout.poolUsed > layout.tags.length) {
+      const capacity = Math.max(4096, layout.poolUsed * 2);
+      const tags = new Int32Array(capacity);
+      tags.set(layout.tags);
+      tags.fill(EMPTY, layout.tags.length);
+      const values = new Float64Array(capacity);
+      values.set(layout.values);
+      layout.tags = tags;
+      layout.values = values;
+    }
+    return at;
+  }
+
+  /** Moves ring `key` to pool space twice its size (live tiles, distinct modulo the old size, stay so). */
+  private grow(layout: GroupLayout, key: number): void {
+    const from = layout.ringOf[2 * key] as number;
+    const mask = layout.ringOf[2 * key + 1] as number;
+    const size = (mask + 1) * 2;
+    const to = this.allocate(layout, size);
+    const { tags, values } = layout;
+    for (let i = 0; i <= mask; i++) {
+      const tag = tags[from + i] as number;
+      if (tag === EMPTY) continue;
+      tags[to + (tag & (size - 1))] = tag;
+      values[to + (tag & (size - 1))] = values[from + i] as number;
+    }
+    const bySize = Math.log2(mask + 1);
+    const free = layout.free[bySize] ?? [];
+    free.push(from);
+    layout.free[bySize] = free;
+    layout.ringOf[2 * key] = to;
+    layout.ringOf[2 * key + 1] = size - 1;
+  }
+
+  /** The pool position of `tile` in entity ent's ring of series s, taking it over from an older tile that is no
+   * longer needed, or growing the ring. */
   private claim(layout: GroupLayout, ent: number, s: number, tile: number): number {
+    const key = ent * layout.ringSize.length + s;
     for (;;) {
-      const v = this.locate(layout, ent, s);
-      const at = tile & v.mask;
-      const held = v.tags[v.tagBase + at] as number;
+      const at = (layout.ringOf[2 * key] as number) + (tile & (layout.ringOf[2 * key + 1] as number));
+      const held = layout.tags[at] as number;
       if (held === tile) return at;
       if (tile <= (layout.lostUpTo[s] as number)) lost(layout, s, tile);
       if (held === EMPTY) {
-        v.tags[v.tagBase + at] = tile;
+        layout.tags[at] = tile;
         return at;
       }
-      const series = layout.g.series[s] as Series;
+      const series = layout.g.series[s] as CompiledGroup['series'][number];
       if (held < tile && held < tileOf(this.lowWatermark(), series.tileMs) - series.maxTiles) {
         // Never read or updated again; the totals at the cursor may include it, so the next read recomputes them.
-        layout.values[ent * layout.valueStride + layout.cursorOffset + s] = Number.NaN;
+        layout.state[ent * layout.stride + s] = Number.NaN;
         if (held > (layout.lostUpTo[s] as number)) layout.lostUpTo[s] = held;
-        v.tags[v.tagBase + at] = tile;
-        if (v.distinct) this.members.release(v.values[v.valueBase + at] as number);
-        v.values[v.valueBase + at] = 0;
+        layout.tags[at] = tile;
+        if (layout.kind[s] === DISTINCT) this.members.release(layout.values[at] as number);
+        layout.values[at] = 0;
         return at;
       }
-      grow(layout, ent * layout.ringSize.length + s, v);
+      this.grow(layout, key);
     }
   }
 
-  private addValue(layout: GroupLayout, ent: number, s: number, series: Series, tile: number, x: number) {
+  private addValue(layout: GroupLayout, ent: number, s: number, tile: number, x: number) {
     const at = this.claim(layout, ent, s, tile);
-    const { values, valueBase } = this.view;
-    if (series.agg.op === 'last_seen') {
+    const values = layout.values;
+    if (layout.kind[s] === LATEST) {
       // Read by scanning, no totals. A fresh tile holds 0, below any event time.
-      if (x > (values[valueBase + at] as number)) values[valueBase + at] = x;
+      if (x > (values[at] as number)) values[at] = x;
       return;
     }
-    values[valueBase + at] = (values[valueBase + at] as number) + x;
-    const base = ent * layout.valueStride;
-    const c = layout.values[base + layout.cursorOffset + s] as number;
+    values[at] = (values[at] as number) + x;
+    const state = layout.state;
+    const base = ent * layout.stride;
+    const c = state[base + s] as number;
     if (!(tile < c)) return; // also when there is no cursor
-    const slots = layout.slotsOf[s] as number[];
-    for (let k = 0; k < slots.length; k++) {
-      const si = slots[k] as number;
-      const total = base + layout.totalOffset + si;
-      if (tile >= c - (layout.tiles[si] as number)) layout.values[total] = (layout.values[total] as number) + x;
+    const totals = base + layout.ringSize.length;
+    for (let k = layout.slotStart[s] as number, end = layout.slotStart[s + 1] as number; k < end; k++) {
+      const si = layout.slotList[k] as number;
+      if (tile >= c - (layout.tiles[si] as number)) state[totals + si] = (state[totals + si] as number) + x;
     }
   }
 
   private addMember(layout: GroupLayout, ent: number, s: number, tile: number, id: number) {
     const at = this.claim(layout, ent, s, tile);
-    const { values, valueBase } = this.view;
-    const head = values[valueBase + at] as number;
+    const head = layout.values[at] as number;
     const added = this.members.add(head, id);
     if (added === head) return;
-    values[valueBase + at] = added;
+    layout.values[at] = added;
     // A new member inside the windows at the cursor: their counts are recounted at the next read.
-    const cursorAt = ent * layout.valueStride + layout.cursorOffset + s;
-    const c = layout.values[cursorAt] as number;
-    if (tile < c && tile >= c - (layout.g.series[s] as Series).maxTiles) layout.values[cursorAt] = Number.NaN;
+    const cursorAt = ent * layout.stride + s;
+    const c = layout.state[cursorAt] as number;
+    if (tile < c && tile >= c - (layout.maxTiles[s] as number)) layout.state[cursorAt] = Number.NaN;
   }
 
   private read(t: number, out: Float64Array): void {
     for (let gi = 0; gi < this.layouts.length; gi++) {
       const layout = this.layouts[gi] as GroupLayout;
       const ent = this.current[gi] as number;
-      const { g, raw } = layout;
-      const base = ent * layout.valueStride;
-      for (let s = 0; s < g.series.length; s++) {
-        const series = g.series[s] as Series;
-        const cur = tileOf(t, series.tileMs);
-        const slots = layout.slotsOf[s] as number[];
-        if (series.agg.op === 'last_seen') {
-          const v = this.locate(layout, ent, s);
-          for (let k = 0; k < slots.length; k++) {
-            const si = slots[k] as number;
-            raw[si] = latest(v, cur, firstTile(t, (g.slots[si] as CompiledGroup['slots'][number]).window));
+      const { raw, state, slotStart, slotList, tiles } = layout;
+      const n = layout.ringSize.length;
+      const base = ent * layout.stride;
+      for (let s = 0; s < n; s++) {
+        const cur = this.tileNow[layout.width[s] as number] as number;
+        const first = slotStart[s] as number;
+        const end = slotStart[s + 1] as number;
+        if (layout.kind[s] === LATEST) {
+          const key = ent * n + s;
+          const ring = layout.ringOf[2 * key] as number;
+          const mask = layout.ringOf[2 * key + 1] as number;
+          for (let k = first; k < end; k++) {
+            const si = slotList[k] as number;
+            raw[si] = latest(layout, ring, mask, cur, cur - (tiles[si] as number));
           }
           continue;
         }
-        if (layout.values[base + layout.cursorOffset + s] !== cur) this.moveTo(layout, ent, s, t, cur);
-        for (let k = 0; k < slots.length; k++) {
-          const si = slots[k] as number;
-          raw[si] = layout.values[base + layout.totalOffset + si] as number;
+        if (state[base + s] !== cur) this.moveTo(layout, ent, s, cur);
+        for (let k = first; k < end; k++) {
+          const si = slotList[k] as number;
+          raw[si] = state[base + n + si] as number;
         }
       }
-      finishGroup(g, t, raw, out);
+      finishGroup(layout.g, t, raw, out);
     }
   }
 
-  /** Brings series s's window totals from the cursor's tile to `cur` (t's tile). */
-  private moveTo(layout: GroupLayout, ent: number, s: number, t: number, cur: number): void {
-    const v = this.locate(layout, ent, s);
-    const cursorAt = ent * layout.valueStride + layout.cursorOffset + s;
-    const c = layout.values[cursorAt] as number;
-    const slots = layout.slotsOf[s] as number[];
-    for (let k = 0; k < slots.length; k++) {
-      const si = slots[k] as number;
-      const w = (layout.g.slots[si] as CompiledGroup['slots'][number]).window;
-      const lo = firstTile(t, w);
+  /** Brings series s's window totals from the cursor's tile to `cur` (the read's tile). */
+  private moveTo(layout: GroupLayout, ent: number, s: number, cur: number): void {
+    const n = layout.ringSize.length;
+    const key = ent * n + s;
+    const ring = layout.ringOf[2 * key] as number;
+    const mask = layout.ringOf[2 * key + 1] as number;
+    const state = layout.state;
+    const cursorAt = ent * layout.stride + s;
+    const c = state[cursorAt] as number;
+    const distinct = layout.kind[s] === DISTINCT;
+    for (let k = layout.slotStart[s] as number, end = layout.slotStart[s + 1] as number; k < end; k++) {
+      const si = layout.slotList[k] as number;
+      const w = layout.tiles[si] as number;
+      const lo = cur - w;
       if (lo <= (layout.lostUpTo[s] as number)) lost(layout, s, lo);
-      const total = ent * layout.valueStride + layout.totalOffset + si;
-      if (v.distinct) {
-        // Distinct counts do not slide: they are recounted from the window's member lists.
-        layout.values[total] = this.members.countDistinct(v, lo, cur);
-      } else if (Number.isNaN(c) || Math.abs(cur - c) >= w.tiles) {
-        layout.values[total] = 0;
-        include(layout, ent, si, v, lo, cur, 1);
-      } else if (cur > c) {
-        include(layout, ent, si, v, c - w.tiles, lo, -1);
-        include(layout, ent, si, v, c, cur, 1);
-      } else {
-        include(layout, ent, si, v, cur, c, -1);
-        include(layout, ent, si, v, lo, c - w.tiles, 1);
-      }
+      const total = ent * layout.stride + n + si;
+      // Totals are integers (counts, sums in 1/scale units): adding and removing tiles in any order is exact.
+      if (distinct) state[total] = this.members.countDistinct(layout, ring, mask, lo, cur);
+      else if (Number.isNaN(c) || Math.abs(cur - c) >= w) state[total] = sumOf(layout, ring, mask, lo, cur);
+      else if (cur > c)
+        state[total] =
+          (state[total] as number) - sumOf(layout, ring, mask, c - w, lo) + sumOf(layout, ring, mask, c, cur);
+      else
+        state[total] =
+          (state[total] as number) - sumOf(layout, ring, mask, cur, c) + sumOf(layout, ring, mask, lo, c - w);
     }
-    layout.values[cursorAt] = cur;
+    state[cursorAt] = cur;
   }
-}
-
-/** Makes room for the group's next entity: empty rings, no cursor. */
-function newEntity(layout: GroupLayout): void {
-  const ent = layout.entities++;
-  if (layout.entities * layout.tagStride > layout.tags.length) {
-    const capacity = Math.max(1024, layout.entities * 2);
-    const tags = new Int32Array(capacity * layout.tagStride);
-    tags.set(layout.tags);
-    tags.fill(EMPTY, layout.tags.length);
-    const values = new Float64Array(capacity * layout.valueStride);
-    values.set(layout.values);
-    const ringOf = new Int32Array(2 * capacity * layout.ringSize.length);
-    ringOf.set(layout.ringOf);
-    layout.tags = tags;
-    layout.values = values;
-    layout.ringOf = ringOf;
-  }
-  const cursors = ent * layout.valueStride + layout.cursorOffset;
-  layout.values.fill(Number.NaN, cursors, cursors + layout.ringSize.length);
-}
-
-/** Moves the ring in view (ring `key`) to the pool, twice its size (live tiles, distinct modulo the old size, stay so). */
-function grow(layout: GroupLayout, key: number, v: View): void {
-  const size = (v.mask + 1) * 2;
-  const at = allocate(layout, size);
-  const { poolTags, poolValues } = layout;
-  for (let i = 0; i <= v.mask; i++) {
-    const tag = v.tags[v.tagBase + i] as number;
-    if (tag === EMPTY) continue;
-    poolTags[at + (tag & (size - 1))] = tag;
-    poolValues[at + (tag & (size - 1))] = v.values[v.valueBase + i] as number;
-  }
-  const pooled = layout.ringOf[2 * key] as number;
-  if (pooled !== 0) {
-    const bySize = Math.log2(v.mask + 1);
-    const free = layout.free[bySize] ?? [];
-    free.push(pooled - 1);
-    layout.free[bySize] = free;
-  }
-  layout.ringOf[2 * key] = at + 1;
-  layout.ringOf[2 * key + 1] = size - 1;
-}
-
-/** Pool space for an empty ring of `size` tiles (a power of two). */
-function allocate(layout: GroupLayout, size: number): number {
-  const reused = layout.free[Math.log2(size)]?.pop();
-  if (reused !== undefined) {
-    layout.poolTags.fill(EMPTY, reused, reused + size);
-    layout.poolValues.fill(0, reused, reused + size);
-    return reused;
-  }
-  const at = layout.poolUsed;
-  layout.poolUsed += size;
-  if (layout.poolUsed > layout.poolTags.length) {
-    const capacity = Math.max(4096, layout.poolUsed * 2);
-    const tags = new Int32Array(capacity);
-    tags.set(layout.poolTags);
-    tags.fill(EMPTY, layout.poolTags.length);
-    const values = new Float64Array(capacity);
-    values.set(layout.poolValues);
-    layout.poolTags = tags;
-    layout.poolValues = values;
-  }
-  return at;
 }
 
 function lost(layout: GroupLayout, s: number, tile: number): never {
   throw new Error(
-    `${layout.g.group.entity.name} series ${(layout.g.series[s] as Series).id}: tile ${tile} was needed after it ` +
-      'was dropped (a partition started far behind the others); give the replay its partition count',
+    `${layout.g.group.entity.name} series ${(layout.g.series[s] as CompiledGroup['series'][number]).id}: tile ${tile} ` +
+      'was needed after it was dropped (a partition started far behind the others); give the replay its partition count',
   );
 }
 
-/** Adds (sign 1) or removes (sign -1) the tiles [from, to) in view to slot si's window total. */
-function include(layout: GroupLayout, ent: number, si: number, v: View, from: number, to: number, sign: 1 | -1) {
-  const total = ent * layout.valueStride + layout.totalOffset + si;
-  let x = layout.values[total] as number;
-  if (to - from <= v.mask) {
+/** The total of the tiles [from, to) of the ring at `ring` (size mask + 1). */
+function sumOf(layout: GroupLayout, ring: number, mask: number, from: number, to: number): number {
+  const { tags, values } = layout;
+  let x = 0;
+  if (to - from <= mask) {
     for (let tile = from; tile < to; tile++) {
-      const at = tile & v.mask;
-      if (v.tags[v.tagBase + at] === tile) x += sign * (v.values[v.valueBase + at] as number);
+      const at = ring + (tile & mask);
+      if (tags[at] === tile) x += values[at] as number;
     }
-  } else {
-    // More tiles than the ring holds: visit the ring instead (EMPTY is below any tile).
-    for (let at = 0; at <= v.mask; at++) {
-      const tag = v.tags[v.tagBase + at] as number;
-      if (tag >= from && tag < to) x += sign * (v.values[v.valueBase + at] as number);
-    }
+    return x;
   }
-  layout.values[total] = x;
+  // More tiles than the ring holds: visit the ring instead (EMPTY is below any tile).
+  for (let at = ring; at <= ring + mask; at++) {
+    const tag = tags[at] as number;
+    if (tag >= from && tag < to) x += values[at] as number;
+  }
+  return x;
+}
+
+/** The latest event time in the ring's tiles [lo, cur): the newest written tile holds it (tiles are ordered in time). */
+function latest(layout: GroupLayout, ring: number, mask: number, cur: number, lo: number): number {
+  const { tags, values } = layout;
+  if (cur - lo <= mask) {
+    for (let tile = cur - 1; tile >= lo; tile--)
+      if (tags[ring + (tile & mask)] === tile) return values[ring + (tile & mask)] as number;
+    return Number.NEGATIVE_INFINITY;
+  }
+  // More tiles than the ring holds: the ring's newest tile in range.
+  let newest = -1;
+  for (let at = ring; at <= ring + mask; at++) {
+    const tag = tags[at] as number;
+    if (tag >= lo && tag < cur && (newest < 0 || tag > (tags[newest] as number))) newest = at;
+  }
+  return newest < 0 ? Number.NEGATIVE_INFINITY : (values[newest] as number);
 }
 
 /**
@@ -470,19 +459,20 @@ class MemberLists {
     this.free = head;
   }
 
-  /** How many distinct members the lists of the tiles [from, to) in view hold together. */
-  countDistinct(v: View, from: number, to: number): number {
+  /** How many distinct members the lists of the ring's tiles [from, to) hold together. */
+  countDistinct(layout: GroupLayout, ring: number, mask: number, from: number, to: number): number {
+    const { tags, values } = layout;
     const mark = ++this.mark;
     let count = 0;
-    if (to - from <= v.mask) {
+    if (to - from <= mask) {
       for (let tile = from; tile < to; tile++) {
-        const at = tile & v.mask;
-        if (v.tags[v.tagBase + at] === tile) count += this.unseen(v.values[v.valueBase + at] as number, mark);
+        const at = ring + (tile & mask);
+        if (tags[at] === tile) count += this.unseen(values[at] as number, mark);
       }
     } else {
-      for (let at = 0; at <= v.mask; at++) {
-        const tag = v.tags[v.tagBase + at] as number;
-        if (tag >= from && tag < to) count += this.unseen(v.values[v.valueBase + at] as number, mark);
+      for (let at = ring; at <= ring + mask; at++) {
+        const tag = tags[at] as number;
+        if (tag >= from && tag < to) count += this.unseen(values[at] as number, mark);
       }
     }
     return count;
@@ -506,20 +496,4 @@ function grown(a: Int32Array<ArrayBuffer>, length: number): Int32Array<ArrayBuff
   const b = new Int32Array(length);
   b.set(a);
   return b;
-}
-
-/** The latest event time in [lo, cur) in view: the newest written tile holds it (tiles are ordered in time). */
-function latest(v: View, cur: number, lo: number): number {
-  if (cur - lo <= v.mask) {
-    for (let tile = cur - 1; tile >= lo; tile--)
-      if (v.tags[v.tagBase + (tile & v.mask)] === tile) return v.values[v.valueBase + (tile & v.mask)] as number;
-    return Number.NEGATIVE_INFINITY;
-  }
-  // More tiles than the ring holds: the ring's newest tile in range.
-  let newest = -1;
-  for (let at = 0; at <= v.mask; at++) {
-    const tag = v.tags[v.tagBase + at] as number;
-    if (tag >= lo && tag < cur && (newest < 0 || tag > (v.tags[v.tagBase + newest] as number))) newest = at;
-  }
-  return newest < 0 ? Number.NEGATIVE_INFINITY : (v.values[v.valueBase + newest] as number);
 }
