@@ -11,6 +11,7 @@
 import type { AdClick, AdImpression } from '../events/types.ts';
 import { type CompiledGroup, type FeatureSet, finishGroup, updateOf } from './compile.ts';
 import type { Source } from './define.ts';
+import { KEY_FIELDS } from './entities.ts';
 import { type EntityIndex, PairIndex, SingleIndex } from './entity-index.ts';
 import { tileOf } from './window.ts';
 
@@ -72,6 +73,10 @@ export class TileRings {
   /** The event columns that key entities or hold distinct members, and per column its values' ids. */
   private readonly columns: readonly (keyof SourceEvent)[];
   private readonly dictionaries: Map<string, number>[];
+  /** Per column: its index in KEY_FIELDS (ids a source may hand), or -1. */
+  private readonly keyOf: Int32Array;
+  /** Whether records come with key ids (set by the first). */
+  private coded: boolean | undefined;
   /** The ids of the event being processed, per column. */
   private readonly ids: Int32Array;
   /** Entity of each group for the event being processed (resolved once per event). */
@@ -139,6 +144,7 @@ export class TileRings {
       if (group.entity.fields.length > 2) throw new Error(`${group.entity.name}: entities have at most two fields`);
     this.columns = columns;
     this.dictionaries = columns.map(() => new Map());
+    this.keyOf = Int32Array.from(columns, (c) => (KEY_FIELDS as readonly string[]).indexOf(c));
     this.ids = new Int32Array(columns.length);
     this.current = new Int32Array(this.layouts.length);
     this.widths = widths;
@@ -149,9 +155,16 @@ export class TileRings {
    * Reads the vector of `e` at its event time into `out` (when given), then applies `e`'s updates. Reading first
    * keeps the point-in-time rule; the event's own tile is outside every window anyway.
    */
-  step(source: Source, e: SourceEvent, out: Float64Array | null): void {
+  step(source: Source, e: SourceEvent, out: Float64Array | null, keyIds?: Int32Array, keyIdsAt = 0): void {
     const ids = this.ids;
+    if ((keyIds !== undefined) !== (this.coded ??= keyIds !== undefined))
+      throw new Error('a replay takes key ids with every record or with none');
     for (let c = 0; c < ids.length; c++) {
+      const key = this.keyOf[c] as number;
+      if (keyIds !== undefined && key >= 0) {
+        ids[c] = keyIds[keyIdsAt + key] as number;
+        continue;
+      }
       const dictionary = this.dictionaries[c] as Map<string, number>;
       const value = e[this.columns[c] as keyof SourceEvent] as string;
       let id = dictionary.get(value);
