@@ -1,13 +1,27 @@
 // Where history is replayed from, each in the order serving saw it: the stream's offline store (by the order the
 // stream applied batches, then offsets), or an event-log file (its line order; one partition per event kind, as
 // the log lands in Kafka when published: impressions and clicks are separate topics, so the lateness rule keeps a
-// watermark per kind). The Kafka topics themselves are read by kafka-source.ts.
+// watermark per kind; a column file also hands the replay its key ids). The Kafka topics themselves are read by
+// kafka-source.ts.
 import type { ClickHouseClient } from '@clickhouse/client';
+import { type ColumnEvent, isColumnFile, readColumnFile } from '../events/column-file.ts';
 import { readEventFile } from '../events/event-file.ts';
 import type { AdClick, AdImpression } from '../events/types.ts';
+import { KEY_FIELDS } from '../features/entities.ts';
 import type { ReplayRecord } from './replay.ts';
 
+/** The event file at `path`: a column file (column-file.ts; with key ids) or NDJSON, by its first bytes. */
 export async function* fromEventFile(path: string): AsyncGenerator<ReplayRecord> {
+  if (await isColumnFile(path)) {
+    for await (const { events, ids } of readColumnFile(path))
+      for (let i = 0; i < events.length; i++) {
+        const { kind, event } = events[i] as ColumnEvent;
+        const idsAt = i * KEY_FIELDS.length;
+        if (kind === 'impression') yield { source: kind, partition: 'file/impression', event, ids, idsAt };
+        else yield { source: kind, partition: 'file/click', event, ids, idsAt };
+      }
+    return;
+  }
   for await (const { record } of readEventFile(path)) {
     if (record.kind === 'impression') yield { source: 'impression', partition: 'file/impression', event: record.event };
     else if (record.kind === 'click') yield { source: 'click', partition: 'file/click', event: record.event };

@@ -157,8 +157,8 @@ export class TileRings {
    */
   step(source: Source, e: SourceEvent, out: Float64Array | null, keyIds?: Int32Array, keyIdsAt = 0): void {
     const ids = this.ids;
-    if ((keyIds !== undefined) !== (this.coded ??= keyIds !== undefined))
-      throw new Error('a replay takes key ids with every record or with none');
+    this.coded ??= keyIds !== undefined;
+    if ((keyIds !== undefined) !== this.coded) throw new Error('a replay takes key ids with every record or with none');
     for (let c = 0; c < ids.length; c++) {
       const key = this.keyOf[c] as number;
       if (keyIds !== undefined && key >= 0) {
