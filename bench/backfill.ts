@@ -1,7 +1,7 @@
 // The backfill benchmark, on one generated log (late, out-of-order and duplicate events included), no servers:
 // - engine: the replay (admission + tile rings + a vector per applied impression) over records already decoded in
 //   memory; on a prefix of the log, beside the reference MemoryStore path of the same Replay (too slow for all);
-// - from the event-log file (NDJSON) and from the embedded ClickHouse (the stream's raw-event tables, loaded
+// - from the event-log file (NDJSON), from the column file (with key ids) and from the embedded ClickHouse (the stream's raw-event tables, loaded
 //   with the log first), each end to end: source decoding + engine; and each source alone;
 // - ClickHouse SQL alone computing the same features over the same events (parity-sql.ts), beside the engine.
 // Rates are events per wall-clock second on this (shared) machine, and per CPU-second of the process (all its
@@ -126,12 +126,13 @@ export const backfillBench: Bench<Options> = {
         cpuRow(`${name} -> engine events per CPU-s${cpuNote} (vs engine)`, `${key}+engine`, 'engine');
       };
 
+      const eventLog = generated.filter((g) => g.record.kind === 'impression' || g.record.kind === 'click');
       const file = join(dir, 'events.ndjson');
-      await writeEventFile(
-        file,
-        generated.filter((g) => g.record.kind === 'impression' || g.record.kind === 'click'),
-      );
+      await writeEventFile(file, eventLog);
       await sourceRows('file', 'file', () => fromEventFile(file));
+      const columns = join(dir, 'events.cols');
+      await writeEventFile(columns, eventLog);
+      await sourceRows('column file', 'columns', () => fromEventFile(columns));
 
       log('loading the embedded ClickHouse');
       const client = await loadClickHouse(join(dir, 'ch'), records);
