@@ -1,15 +1,16 @@
 // The replay's feature state, built for speed from the compiled FeatureSet (same series, slots, updates and
 // boundary rule; no feature is declared here). Each event's key and distinct columns are interned once into
-// dense ids shared by all groups, and entity instances are numbered by those ids (no key strings). Per group,
-// every entity's series keeps a ring of tiles in one typed-array pool, and one record per entity holds per series
-// its cursor (the tile last read) and per window its running total at the cursor. A read at the cursor's tile
-// copies the totals; another tile slides them by the tiles that enter and leave. Exact distinct counts keep each
-// tile's members and count a window's at read time (rarely: reads mostly fall in the cursor's tile, and only a
-// late member there recounts). Rings start small (most entities are sparse: a few events per day) and double
-// when they must span more. Per-series facts are flattened into typed arrays: the per-event loops touch no
-// definition objects.
+// dense ids shared by all groups (or handed by the source), and entity instances are numbered by those ids (no
+// key strings). A group's series of one tile width share rings: per entity, one ring of tiles whose every tile
+// holds a lane per series, so an event claims each tile once and a read moves each width's cursor once. Per
+// entity and width the record holds the cursor (the tile last read), and per window its running total at the
+// cursor: a read at the cursor's tile copies the totals; another tile slides them by the tiles that enter and
+// leave. Exact distinct counts keep each tile's members and count a window's at read time (rarely: reads mostly
+// fall in the cursor's tile, and only a late member there recounts). Rings start small (most entities are
+// sparse: a few events per day) and double when they must span more. Per-series facts are flattened into typed
+// arrays: the per-event loops touch no definition objects.
 import type { AdClick, AdImpression } from '../events/types.ts';
-import { type CompiledGroup, type FeatureSet, finishGroup, updateOf } from './compile.ts';
+import { type CompiledGroup, type FeatureSet, finishGroup, type Series, updateOf } from './compile.ts';
 import type { Source } from './define.ts';
 import { KEY_FIELDS } from './entities.ts';
 import { type EntityIndex, PairIndex, SingleIndex } from './entity-index.ts';
@@ -19,10 +20,40 @@ type SourceEvent = AdImpression | AdClick;
 
 const EMPTY = -2147483648;
 
-/** How a series' tiles combine. */
+/** How a lane's tiles combine. */
 const ADD = 0;
 const LATEST = 1;
 const DISTINCT = 2;
+
+/** A group's rings of one tile width: one per entity, each tile with a lane per series of that width. */
+interface Rings {
+  /** The tile width, as an index into TileRings.widths. */
+  readonly width: number;
+  readonly lanes: number;
+  /** Per lane: ADD, LATEST or DISTINCT. */
+  readonly kind: Int8Array;
+  /** The longest window over the lanes, in tiles. */
+  readonly maxTiles: number;
+  /** The windows read from these rings: per slot, its lane and length in tiles (LATEST lanes' last). */
+  readonly slots: Int32Array;
+  readonly slotLane: Int32Array;
+  readonly slotTiles: Int32Array;
+  /** Slots [0, summed) are kept as running totals; the rest (LATEST) are scanned at each read. */
+  readonly summed: number;
+  /** Tiles a ring holds before it first grows. */
+  readonly initialSize: number;
+  /** Per entity: its ring's pool position and size - 1. */
+  ringOf: Int32Array;
+  /** The pool: tile T of a ring at position p, mask m sits at p + (T & m) when tags[that] === T; lane l of
+   * position q at values[q * lanes + l]. */
+  tags: Int32Array;
+  values: Float64Array;
+  used: number;
+  /** Freed ring space by log2 size, reused by rings of that size. */
+  readonly free: number[][];
+  /** The newest tile ever dropped from any of these rings (needing it again is an error). */
+  lostUpTo: number;
+}
 
 interface GroupLayout {
   readonly g: CompiledGroup;
@@ -30,32 +61,15 @@ interface GroupLayout {
   readonly keys: Int32Array;
   readonly index: EntityIndex;
   entities: number;
-  /** Per series: ADD, LATEST or DISTINCT; its tile width as an index into TileRings.widths; its longest window. */
-  readonly kind: Int8Array;
-  readonly width: Int32Array;
-  readonly maxTiles: Int32Array;
-  /** Per series: for DISTINCT, the index into TileRings.columns of its members' column. */
+  readonly rings: Rings[];
+  /** Per series: its rings (index into `rings`), lane, and for DISTINCT the index into TileRings.columns of its
+   * members' column. */
+  readonly ringsOf: Int32Array;
+  readonly laneOf: Int32Array;
   readonly memberColumn: Int32Array;
-  /** Per series: its slots, slotList[slotStart[s] .. slotStart[s + 1]). */
-  readonly slotStart: Int32Array;
-  readonly slotList: Int32Array;
-  /** Per slot: its window's length in tiles. */
-  readonly tiles: Int32Array;
-  /** Tiles a series' ring holds before it first grows. */
-  readonly ringSize: Int32Array;
-  /** Per entity and series (entity * series count + series): its ring's pool offset and size - 1. */
-  ringOf: Int32Array;
-  /** The ring pool: tile T of a ring at offset o, mask m sits at o + (T & m) when tags[that] === T. */
-  tags: Int32Array;
-  values: Float64Array;
-  poolUsed: number;
-  /** Freed ring space by log2 size, reused by rings of that size. */
-  readonly free: number[][];
-  /** Per entity: the cursor per series (NaN: none, totals to recompute), then the total per slot. */
+  /** Per entity: the cursor per rings (NaN: none, totals to recompute), then the total per slot. */
   state: Float64Array;
   readonly stride: number;
-  /** Per series: the newest tile ever dropped from any of its rings (needing it again is an error). */
-  readonly lostUpTo: Int32Array;
   readonly raw: Float64Array;
 }
 
@@ -101,11 +115,44 @@ export class TileRings {
       return columns.indexOf(name);
     };
     const widths = [...new Set(features.groups.flatMap((g) => g.series.map((s) => s.tileMs)))];
+    const kindOf = (s: Series) => (s.agg.op === 'distinct' ? DISTINCT : s.agg.op === 'last_seen' ? LATEST : ADD);
     this.layouts = features.groups.map((g) => {
-      const slotsOf = g.series.map((_, s) => g.slots.flatMap((slot, i) => (slot.series === s ? [i] : [])));
-      const slotStart = new Int32Array(g.series.length + 1);
-      slotsOf.forEach((slots, s) => {
-        slotStart[s + 1] = (slotStart[s] as number) + slots.length;
+      const tileWidths = [...new Set(g.series.map((s) => s.tileMs))];
+      const ringsOf = Int32Array.from(g.series, (s) => tileWidths.indexOf(s.tileMs));
+      const laneOf = Int32Array.from(
+        g.series,
+        (s, i) => g.series.slice(0, i).filter((x) => x.tileMs === s.tileMs).length,
+      );
+      const rings = tileWidths.map((tileMs, r): Rings => {
+        const lanes = g.series.filter((s) => s.tileMs === tileMs);
+        const kind = Int8Array.from(lanes, kindOf);
+        const slots = g.slots
+          .map((slot, i) => ({ i, series: slot.series, tiles: slot.window.tiles }))
+          .filter(({ series }) => ringsOf[series] === r)
+          .sort(
+            (a, b) =>
+              Number(kind[laneOf[a.series] as number] === LATEST) - Number(kind[laneOf[b.series] as number] === LATEST),
+          );
+        const maxTiles = Math.max(...lanes.map((s) => s.maxTiles));
+        return {
+          width: widths.indexOf(tileMs),
+          lanes: lanes.length,
+          kind,
+          maxTiles,
+          slots: Int32Array.from(slots, (x) => x.i),
+          slotLane: Int32Array.from(slots, (x) => laneOf[x.series] as number),
+          slotTiles: Int32Array.from(slots, (x) => x.tiles),
+          summed: slots.filter((x) => kind[laneOf[x.series] as number] !== LATEST).length,
+          // Within one partition, reads and updates stay within the lateness of the newest tile, so a ring that
+          // spans it never grows; most entities need far less, and start smaller.
+          initialSize: Math.min(INITIAL_RING, pow2AtLeast(maxTiles + Math.ceil(allowedLatenessMs / tileMs) + 2)),
+          ringOf: new Int32Array(0),
+          tags: new Int32Array(0),
+          values: new Float64Array(0),
+          used: 0,
+          free: [],
+          lostUpTo: EMPTY,
+        };
       });
       return {
         g,
@@ -115,28 +162,12 @@ export class TileRings {
         ),
         index: g.group.entity.fields.length === 1 ? new SingleIndex() : new PairIndex(),
         entities: 0,
-        kind: Int8Array.from(g.series, (s) =>
-          s.agg.op === 'distinct' ? DISTINCT : s.agg.op === 'last_seen' ? LATEST : ADD,
-        ),
-        width: Int32Array.from(g.series, (s) => widths.indexOf(s.tileMs)),
-        maxTiles: Int32Array.from(g.series, (s) => s.maxTiles),
+        rings,
+        ringsOf,
+        laneOf,
         memberColumn: Int32Array.from(g.series, (s) => (s.agg.op === 'distinct' ? column(s.agg.column) : -1)),
-        slotStart,
-        slotList: Int32Array.from(slotsOf.flat()),
-        tiles: Int32Array.from(g.slots, (slot) => slot.window.tiles),
-        // Within one partition, reads and updates stay within the lateness of the newest tile, so a ring that
-        // spans it never grows; most entities need far less, and start smaller.
-        ringSize: Int32Array.from(g.series, (s) =>
-          Math.min(INITIAL_RING, pow2AtLeast(s.maxTiles + Math.ceil(allowedLatenessMs / s.tileMs) + 2)),
-        ),
-        ringOf: new Int32Array(0),
-        tags: new Int32Array(0),
-        values: new Float64Array(0),
-        poolUsed: 0,
-        free: [],
         state: new Float64Array(0),
-        stride: g.series.length + g.slots.length,
-        lostUpTo: new Int32Array(g.series.length).fill(EMPTY),
+        stride: rings.length + g.slots.length,
         raw: new Float64Array(g.slots.length),
       };
     });
@@ -194,241 +225,253 @@ export class TileRings {
       const update = updateOf(series.agg, e);
       if (update === null) continue;
       const layout = this.layouts[group] as GroupLayout;
+      const r = layout.ringsOf[s] as number;
+      const rings = layout.rings[r] as Rings;
       const ent = this.current[group] as number;
-      const tile = this.tileNow[layout.width[s] as number] as number;
+      const tile = this.tileNow[rings.width] as number;
+      const at = this.claim(layout, r, ent, tile) * rings.lanes + (layout.laneOf[s] as number);
       if (typeof update === 'string')
-        this.addMember(layout, ent, s, tile, ids[layout.memberColumn[s] as number] as number);
-      else this.addValue(layout, ent, s, tile, update);
+        this.addMember(layout, r, ent, tile, at, ids[layout.memberColumn[s] as number] as number);
+      else if (rings.kind[layout.laneOf[s] as number] === LATEST) {
+        if (update > (rings.values[at] as number)) rings.values[at] = update;
+      } else this.addValue(layout, r, ent, tile, at, layout.laneOf[s] as number, update);
     }
   }
 
   /** Makes room for the group's next entity: its rings empty, no cursor. */
   private newEntity(layout: GroupLayout): void {
     const ent = layout.entities++;
-    const n = layout.ringSize.length;
+    const n = layout.rings.length;
     if (layout.entities * layout.stride > layout.state.length) {
       const capacity = Math.max(1024, layout.entities * 2);
       const state = new Float64Array(capacity * layout.stride);
       state.set(layout.state);
       layout.state = state;
-      const ringOf = new Int32Array(2 * capacity * n);
-      ringOf.set(layout.ringOf);
-      layout.ringOf = ringOf;
+      for (const rings of layout.rings) {
+        const ringOf = new Int32Array(2 * capacity);
+        ringOf.set(rings.ringOf);
+        rings.ringOf = ringOf;
+      }
     }
-    for (let s = 0; s < n; s++) {
-      const size = layout.ringSize[s] as number;
-      layout.ringOf[2 * (ent * n + s)] = this.allocate(layout, size);
-      layout.ringOf[2 * (ent * n + s) + 1] = size - 1;
+    for (const rings of layout.rings) {
+      rings.ringOf[2 * ent] = allocate(rings, rings.initialSize);
+      rings.ringOf[2 * ent + 1] = rings.initialSize - 1;
     }
     const base = ent * layout.stride;
     layout.state.fill(Number.NaN, base, base + n);
   }
 
-  /** Pool space for an empty ring of `size` tiles (a power of two). */
-  private allocate(layout: GroupLayout, size: number): number {
-    const reused = layout.free[Math.log2(size)]?.pop();
-    if (reused !== undefined) {
-      layout.tags.fill(EMPTY, reused, reused + size);
-      layout.values.fill(0, reused, reused + size);
-      return reused;
-    }
-    const at = layout.poolUsed;
-    layout.poolUsed += size;
-    if (layout.poolUsed > layout.tags.length) {
-      const capacity = Math.max(4096, layout.poolUsed * 2);
-      const tags = new Int32Array(capacity);
-      tags.set(layout.tags);
-      tags.fill(EMPTY, layout.tags.length);
-      const values = new Float64Array(capacity);
-      values.set(layout.values);
-      layout.tags = tags;
-      layout.values = values;
-    }
-    return at;
-  }
-
-  /** Moves ring `key` to pool space twice its size (live tiles, distinct modulo the old size, stay so). */
-  private grow(layout: GroupLayout, key: number): void {
-    const from = layout.ringOf[2 * key] as number;
-    const mask = layout.ringOf[2 * key + 1] as number;
-    const size = (mask + 1) * 2;
-    const to = this.allocate(layout, size);
-    const { tags, values } = layout;
-    for (let i = 0; i <= mask; i++) {
-      const tag = tags[from + i] as number;
-      if (tag === EMPTY) continue;
-      tags[to + (tag & (size - 1))] = tag;
-      values[to + (tag & (size - 1))] = values[from + i] as number;
-    }
-    const bySize = Math.log2(mask + 1);
-    const free = layout.free[bySize] ?? [];
-    free.push(from);
-    layout.free[bySize] = free;
-    layout.ringOf[2 * key] = to;
-    layout.ringOf[2 * key + 1] = size - 1;
-  }
-
-  /** The pool position of `tile` in entity ent's ring of series s, taking it over from an older tile that is no
-   * longer needed, or growing the ring. */
-  private claim(layout: GroupLayout, ent: number, s: number, tile: number): number {
-    const key = ent * layout.ringSize.length + s;
+  /** The pool position of `tile` in entity ent's ring r, taking it over from an older tile that is no longer
+   * needed, or growing the ring. */
+  private claim(layout: GroupLayout, r: number, ent: number, tile: number): number {
+    const rings = layout.rings[r] as Rings;
     for (;;) {
-      const at = (layout.ringOf[2 * key] as number) + (tile & (layout.ringOf[2 * key + 1] as number));
-      const held = layout.tags[at] as number;
+      const at = (rings.ringOf[2 * ent] as number) + (tile & (rings.ringOf[2 * ent + 1] as number));
+      const held = rings.tags[at] as number;
       if (held === tile) return at;
-      if (tile <= (layout.lostUpTo[s] as number)) lost(layout, s, tile);
+      if (tile <= rings.lostUpTo) lost(layout, rings, tile);
       if (held === EMPTY) {
-        layout.tags[at] = tile;
+        rings.tags[at] = tile;
+        fresh(rings, at);
         return at;
       }
-      const series = layout.g.series[s] as CompiledGroup['series'][number];
-      if (held < tile && held < tileOf(this.lowWatermark(), series.tileMs) - series.maxTiles) {
+      if (held < tile && held < tileOf(this.lowWatermark(), this.widths[rings.width] as number) - rings.maxTiles) {
         // Never read or updated again; the totals at the cursor may include it, so the next read recomputes them.
-        layout.state[ent * layout.stride + s] = Number.NaN;
-        if (held > (layout.lostUpTo[s] as number)) layout.lostUpTo[s] = held;
-        layout.tags[at] = tile;
-        if (layout.kind[s] === DISTINCT) this.members.release(layout.values[at] as number);
-        layout.values[at] = 0;
+        layout.state[ent * layout.stride + r] = Number.NaN;
+        if (held > rings.lostUpTo) rings.lostUpTo = held;
+        rings.tags[at] = tile;
+        for (let l = 0; l < rings.lanes; l++) {
+          if (rings.kind[l] === DISTINCT) this.members.release(rings.values[at * rings.lanes + l] as number);
+          rings.values[at * rings.lanes + l] = 0;
+        }
+        fresh(rings, at);
         return at;
       }
-      this.grow(layout, key);
+      grow(rings, ent);
     }
   }
 
-  private addValue(layout: GroupLayout, ent: number, s: number, tile: number, x: number) {
-    const at = this.claim(layout, ent, s, tile);
-    const values = layout.values;
-    if (layout.kind[s] === LATEST) {
-      // Read by scanning, no totals. A fresh tile holds 0, below any event time.
-      if (x > (values[at] as number)) values[at] = x;
-      return;
-    }
-    values[at] = (values[at] as number) + x;
+  private addValue(layout: GroupLayout, r: number, ent: number, tile: number, at: number, lane: number, x: number) {
+    const rings = layout.rings[r] as Rings;
+    rings.values[at] = (rings.values[at] as number) + x;
     const state = layout.state;
     const base = ent * layout.stride;
-    const c = state[base + s] as number;
+    const c = state[base + r] as number;
     if (!(tile < c)) return; // also when there is no cursor
-    const totals = base + layout.ringSize.length;
-    for (let k = layout.slotStart[s] as number, end = layout.slotStart[s + 1] as number; k < end; k++) {
-      const si = layout.slotList[k] as number;
-      if (tile >= c - (layout.tiles[si] as number)) state[totals + si] = (state[totals + si] as number) + x;
+    const totals = base + layout.rings.length;
+    for (let k = 0; k < rings.summed; k++) {
+      if (rings.slotLane[k] !== lane || tile < c - (rings.slotTiles[k] as number)) continue;
+      const total = totals + (rings.slots[k] as number);
+      state[total] = (state[total] as number) + x;
     }
   }
 
-  private addMember(layout: GroupLayout, ent: number, s: number, tile: number, id: number) {
-    const at = this.claim(layout, ent, s, tile);
-    const head = layout.values[at] as number;
+  private addMember(layout: GroupLayout, r: number, ent: number, tile: number, at: number, id: number) {
+    const rings = layout.rings[r] as Rings;
+    const head = rings.values[at] as number;
     const added = this.members.add(head, id);
     if (added === head) return;
-    layout.values[at] = added;
-    // A new member inside the windows at the cursor: their counts are recounted at the next read.
-    const cursorAt = ent * layout.stride + s;
+    rings.values[at] = added;
+    // A new member inside the windows at the cursor: they are recounted at the next read.
+    const cursorAt = ent * layout.stride + r;
     const c = layout.state[cursorAt] as number;
-    if (tile < c && tile >= c - (layout.maxTiles[s] as number)) layout.state[cursorAt] = Number.NaN;
+    if (tile < c && tile >= c - rings.maxTiles) layout.state[cursorAt] = Number.NaN;
   }
 
   private read(t: number, out: Float64Array): void {
     for (let gi = 0; gi < this.layouts.length; gi++) {
       const layout = this.layouts[gi] as GroupLayout;
       const ent = this.current[gi] as number;
-      const { raw, state, slotStart, slotList, tiles } = layout;
-      const n = layout.ringSize.length;
+      const { raw, state } = layout;
+      const n = layout.rings.length;
       const base = ent * layout.stride;
-      for (let s = 0; s < n; s++) {
-        const cur = this.tileNow[layout.width[s] as number] as number;
-        const first = slotStart[s] as number;
-        const end = slotStart[s + 1] as number;
-        if (layout.kind[s] === LATEST) {
-          const key = ent * n + s;
-          const ring = layout.ringOf[2 * key] as number;
-          const mask = layout.ringOf[2 * key + 1] as number;
-          for (let k = first; k < end; k++) {
-            const si = slotList[k] as number;
-            raw[si] = latest(layout, ring, mask, cur, cur - (tiles[si] as number));
-          }
-          continue;
-        }
-        if (state[base + s] !== cur) this.moveTo(layout, ent, s, cur);
-        for (let k = first; k < end; k++) {
-          const si = slotList[k] as number;
-          raw[si] = state[base + n + si] as number;
-        }
+      for (let r = 0; r < n; r++) {
+        const rings = layout.rings[r] as Rings;
+        const cur = this.tileNow[rings.width] as number;
+        if (rings.summed > 0 && state[base + r] !== cur) this.moveTo(layout, r, ent, cur);
+        const slots = rings.slots;
+        for (let k = 0; k < rings.summed; k++)
+          raw[slots[k] as number] = state[base + n + (slots[k] as number)] as number;
+        for (let k = rings.summed; k < slots.length; k++)
+          raw[slots[k] as number] = latest(
+            rings,
+            ent,
+            rings.slotLane[k] as number,
+            cur,
+            cur - (rings.slotTiles[k] as number),
+          );
       }
       finishGroup(layout.g, t, raw, out);
     }
   }
 
-  /** Brings series s's window totals from the cursor's tile to `cur` (the read's tile). */
-  private moveTo(layout: GroupLayout, ent: number, s: number, cur: number): void {
-    const n = layout.ringSize.length;
-    const key = ent * n + s;
-    const ring = layout.ringOf[2 * key] as number;
-    const mask = layout.ringOf[2 * key + 1] as number;
+  /** Brings ring r's window totals from the cursor's tile to `cur` (the read's tile). */
+  private moveTo(layout: GroupLayout, r: number, ent: number, cur: number): void {
+    const rings = layout.rings[r] as Rings;
     const state = layout.state;
-    const cursorAt = ent * layout.stride + s;
+    const cursorAt = ent * layout.stride + r;
     const c = state[cursorAt] as number;
-    const distinct = layout.kind[s] === DISTINCT;
-    for (let k = layout.slotStart[s] as number, end = layout.slotStart[s + 1] as number; k < end; k++) {
-      const si = layout.slotList[k] as number;
-      const w = layout.tiles[si] as number;
+    const totals = ent * layout.stride + layout.rings.length;
+    for (let k = 0; k < rings.summed; k++) {
+      const lane = rings.slotLane[k] as number;
+      const w = rings.slotTiles[k] as number;
       const lo = cur - w;
-      if (lo <= (layout.lostUpTo[s] as number)) lost(layout, s, lo);
-      const total = ent * layout.stride + n + si;
+      if (lo <= rings.lostUpTo) lost(layout, rings, lo);
+      const total = totals + (rings.slots[k] as number);
       // Totals are integers (counts, sums in 1/scale units): adding and removing tiles in any order is exact.
-      if (distinct) state[total] = this.members.countDistinct(layout, ring, mask, lo, cur);
-      else if (Number.isNaN(c) || Math.abs(cur - c) >= w) state[total] = sumOf(layout, ring, mask, lo, cur);
+      if (rings.kind[lane] === DISTINCT) state[total] = this.members.countDistinct(rings, ent, lane, lo, cur);
+      else if (Number.isNaN(c) || Math.abs(cur - c) >= w) state[total] = sumOf(rings, ent, lane, lo, cur);
       else if (cur > c)
-        state[total] =
-          (state[total] as number) - sumOf(layout, ring, mask, c - w, lo) + sumOf(layout, ring, mask, c, cur);
+        state[total] = (state[total] as number) - sumOf(rings, ent, lane, c - w, lo) + sumOf(rings, ent, lane, c, cur);
       else
-        state[total] =
-          (state[total] as number) - sumOf(layout, ring, mask, cur, c) + sumOf(layout, ring, mask, lo, c - w);
+        state[total] = (state[total] as number) - sumOf(rings, ent, lane, cur, c) + sumOf(rings, ent, lane, lo, c - w);
     }
     state[cursorAt] = cur;
   }
 }
 
-function lost(layout: GroupLayout, s: number, tile: number): never {
+/** A freshly claimed tile: LATEST lanes start below any event time (the others at 0, as space is handed out). */
+function fresh(rings: Rings, at: number): void {
+  for (let l = 0; l < rings.lanes; l++)
+    if (rings.kind[l] === LATEST) rings.values[at * rings.lanes + l] = Number.NEGATIVE_INFINITY;
+}
+
+/** Pool space for an empty ring of `size` tiles (a power of two). */
+function allocate(rings: Rings, size: number): number {
+  const reused = rings.free[Math.log2(size)]?.pop();
+  if (reused !== undefined) {
+    rings.tags.fill(EMPTY, reused, reused + size);
+    rings.values.fill(0, reused * rings.lanes, (reused + size) * rings.lanes);
+    return reused;
+  }
+  const at = rings.used;
+  rings.used += size;
+  if (rings.used > rings.tags.length) {
+    const capacity = Math.max(4096, rings.used * 2);
+    const tags = new Int32Array(capacity);
+    tags.set(rings.tags);
+    tags.fill(EMPTY, rings.tags.length);
+    const values = new Float64Array(capacity * rings.lanes);
+    values.set(rings.values);
+    rings.tags = tags;
+    rings.values = values;
+  }
+  return at;
+}
+
+/** Moves entity ent's ring to pool space twice its size (live tiles, distinct modulo the old size, stay so). */
+function grow(rings: Rings, ent: number): void {
+  const from = rings.ringOf[2 * ent] as number;
+  const mask = rings.ringOf[2 * ent + 1] as number;
+  const size = (mask + 1) * 2;
+  const to = allocate(rings, size);
+  const { tags, values, lanes } = rings;
+  for (let i = 0; i <= mask; i++) {
+    const tag = tags[from + i] as number;
+    if (tag === EMPTY) continue;
+    const at = to + (tag & (size - 1));
+    tags[at] = tag;
+    for (let l = 0; l < lanes; l++) values[at * lanes + l] = values[(from + i) * lanes + l] as number;
+  }
+  const bySize = Math.log2(mask + 1);
+  const free = rings.free[bySize] ?? [];
+  free.push(from);
+  rings.free[bySize] = free;
+  rings.ringOf[2 * ent] = to;
+  rings.ringOf[2 * ent + 1] = size - 1;
+}
+
+function lost(layout: GroupLayout, rings: Rings, tile: number): never {
+  const tileMs = layout.g.series.find((_, s) => layout.rings[layout.ringsOf[s] as number] === rings)?.tileMs;
   throw new Error(
-    `${layout.g.group.entity.name} series ${(layout.g.series[s] as CompiledGroup['series'][number]).id}: tile ${tile} ` +
-      'was needed after it was dropped (a partition started far behind the others); give the replay its partition count',
+    `${layout.g.group.entity.name} series of ${(tileMs ?? 0) / 1000}s tiles: tile ${tile} was needed after it ` +
+      'was dropped (a partition started far behind the others); give the replay its partition count',
   );
 }
 
-/** The total of the tiles [from, to) of the ring at `ring` (size mask + 1). */
-function sumOf(layout: GroupLayout, ring: number, mask: number, from: number, to: number): number {
-  const { tags, values } = layout;
+/** The total of lane `lane` over the tiles [from, to) of entity ent's ring. */
+function sumOf(rings: Rings, ent: number, lane: number, from: number, to: number): number {
+  const { tags, values, lanes } = rings;
+  const ring = rings.ringOf[2 * ent] as number;
+  const mask = rings.ringOf[2 * ent + 1] as number;
   let x = 0;
   if (to - from <= mask) {
     for (let tile = from; tile < to; tile++) {
       const at = ring + (tile & mask);
-      if (tags[at] === tile) x += values[at] as number;
+      if (tags[at] === tile) x += values[at * lanes + lane] as number;
     }
     return x;
   }
   // More tiles than the ring holds: visit the ring instead (EMPTY is below any tile).
   for (let at = ring; at <= ring + mask; at++) {
     const tag = tags[at] as number;
-    if (tag >= from && tag < to) x += values[at] as number;
+    if (tag >= from && tag < to) x += values[at * lanes + lane] as number;
   }
   return x;
 }
 
-/** The latest event time in the ring's tiles [lo, cur): the newest written tile holds it (tiles are ordered in time). */
-function latest(layout: GroupLayout, ring: number, mask: number, cur: number, lo: number): number {
-  const { tags, values } = layout;
+/** The latest event time of lane `lane` in the tiles [lo, cur) of entity ent's ring: the newest tile with one
+ * holds it (tiles are ordered in time); -Infinity when none. */
+function latest(rings: Rings, ent: number, lane: number, cur: number, lo: number): number {
+  const { tags, values, lanes } = rings;
+  const ring = rings.ringOf[2 * ent] as number;
+  const mask = rings.ringOf[2 * ent + 1] as number;
   if (cur - lo <= mask) {
-    for (let tile = cur - 1; tile >= lo; tile--)
-      if (tags[ring + (tile & mask)] === tile) return values[ring + (tile & mask)] as number;
+    for (let tile = cur - 1; tile >= lo; tile--) {
+      const at = ring + (tile & mask);
+      if (tags[at] === tile && values[at * lanes + lane] !== Number.NEGATIVE_INFINITY)
+        return values[at * lanes + lane] as number;
+    }
     return Number.NEGATIVE_INFINITY;
   }
-  // More tiles than the ring holds: the ring's newest tile in range.
+  // More tiles than the ring holds: the ring's newest tile in range with an event.
   let newest = -1;
   for (let at = ring; at <= ring + mask; at++) {
     const tag = tags[at] as number;
-    if (tag >= lo && tag < cur && (newest < 0 || tag > (tags[newest] as number))) newest = at;
+    if (tag < lo || tag >= cur || values[at * lanes + lane] === Number.NEGATIVE_INFINITY) continue;
+    if (newest < 0 || tag > (tags[newest] as number)) newest = at;
   }
-  return newest < 0 ? Number.NEGATIVE_INFINITY : (values[newest] as number);
+  return newest < 0 ? Number.NEGATIVE_INFINITY : (values[newest * lanes + lane] as number);
 }
 
 /**
@@ -472,20 +515,22 @@ class MemberLists {
     this.free = head;
   }
 
-  /** How many distinct members the lists of the ring's tiles [from, to) hold together. */
-  countDistinct(layout: GroupLayout, ring: number, mask: number, from: number, to: number): number {
-    const { tags, values } = layout;
+  /** How many distinct members the lists of lane `lane` over the tiles [from, to) of entity ent's ring hold. */
+  countDistinct(rings: Rings, ent: number, lane: number, from: number, to: number): number {
+    const { tags, values, lanes } = rings;
+    const ring = rings.ringOf[2 * ent] as number;
+    const mask = rings.ringOf[2 * ent + 1] as number;
     const mark = ++this.mark;
     let count = 0;
     if (to - from <= mask) {
       for (let tile = from; tile < to; tile++) {
         const at = ring + (tile & mask);
-        if (tags[at] === tile) count += this.unseen(values[at] as number, mark);
+        if (tags[at] === tile) count += this.unseen(values[at * lanes + lane] as number, mark);
       }
     } else {
       for (let at = ring; at <= ring + mask; at++) {
         const tag = tags[at] as number;
-        if (tag >= from && tag < to) count += this.unseen(values[at] as number, mark);
+        if (tag >= from && tag < to) count += this.unseen(values[at * lanes + lane] as number, mark);
       }
     }
     return count;
