@@ -99,8 +99,8 @@ export class TileRings {
   private readonly widths: readonly number[];
   private readonly tileNow: Float64Array;
   private readonly members = new MemberLists();
-  /** What touch() loaded, kept so that the loads are not optimized away. */
-  private touched = 0;
+  /** What touch() loaded: kept (and public) so that the compiler cannot drop the loads as unused. */
+  touched = 0;
 
   /**
    * `lowWatermark()` is the lowest event time any future read or update can have (the replay's lowest partition
