@@ -1,7 +1,7 @@
 // The backfill benchmark, on one generated log (late, out-of-order and duplicate events included), no servers:
 // - engine: the replay (admission + tile rings + a vector per applied impression) over records already decoded in
 //   memory; on a prefix of the log, beside the reference MemoryStore path of the same Replay (too slow for all);
-// - from the event-log file (NDJSON) and from the embedded ClickHouse (the stream's raw-event tables, loaded
+// - from the event-log file (NDJSON), from the column file (with key ids) and from the embedded ClickHouse (the stream's raw-event tables, loaded
 //   with the log first), each end to end: source decoding + engine; and each source alone;
 // - ClickHouse SQL alone computing the same features over the same events (parity-sql.ts), beside the engine.
 // Rates are events per wall-clock second on this (shared) machine, and per CPU-second of the process (all its
@@ -26,15 +26,18 @@ const features = new FeatureSet(DEFAULT_GROUPS);
 
 type Options = 'events' | 'baseline-events';
 
-async function replayAll(records: AsyncIterable<ReplayRecord> | Iterable<ReplayRecord>, state: ReplayStateKind) {
+async function replayAll(records: AsyncIterable<ReplayRecord> | readonly ReplayRecord[], state: ReplayStateKind) {
   const replay = new Replay(features, LATENESS_MS, { state, partitions: 1 });
   let n = 0;
   let checksum = 0; // keeps the vectors observably used
-  for await (const r of records) {
+  const apply = (r: ReplayRecord) => {
     const v = replay.apply(r);
     if (v) checksum += v[0] as number;
     n++;
-  }
+  };
+  // Records in memory are replayed without an await per record: the engine alone, not the promise machinery.
+  if (Array.isArray(records)) for (const r of records) apply(r);
+  else for await (const r of records) apply(r);
   return { n, checksum };
 }
 
@@ -126,12 +129,13 @@ export const backfillBench: Bench<Options> = {
         cpuRow(`${name} -> engine events per CPU-s${cpuNote} (vs engine)`, `${key}+engine`, 'engine');
       };
 
+      const eventLog = generated.filter((g) => g.record.kind === 'impression' || g.record.kind === 'click');
       const file = join(dir, 'events.ndjson');
-      await writeEventFile(
-        file,
-        generated.filter((g) => g.record.kind === 'impression' || g.record.kind === 'click'),
-      );
+      await writeEventFile(file, eventLog);
       await sourceRows('file', 'file', () => fromEventFile(file));
+      const columns = join(dir, 'events.cols');
+      await writeEventFile(columns, eventLog);
+      await sourceRows('column file', 'columns', () => fromEventFile(columns));
 
       log('loading the embedded ClickHouse');
       const client = await loadClickHouse(join(dir, 'ch'), records);

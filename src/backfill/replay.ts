@@ -8,13 +8,19 @@ import type { Source } from '../features/define.ts';
 import { TileRings } from '../features/tile-rings.ts';
 import { MemoryStore } from '../online/memory-store.ts';
 
-export type ReplayRecord =
+/**
+ * One record of the log. A source that dictionary-encodes its key fields (the column file) also hands their
+ * ids: `ids[idsAt + k]` is the id of KEY_FIELDS[k], dense from 0 per field, one dictionary for the whole source
+ * (every record of a replay carries ids, or none does). The replay then looks up no key strings.
+ */
+export type ReplayRecord = (
   | { source: 'impression'; partition: string; event: AdImpression }
-  | { source: 'click'; partition: string; event: AdClick };
+  | { source: 'click'; partition: string; event: AdClick }
+) & { ids?: Int32Array; idsAt?: number };
 
 /** Feature state a replay reads (into `out`, when given) and then updates with one admitted event. */
 interface ReplayState {
-  step(source: Source, e: AdImpression | AdClick, out: Float64Array | null): void;
+  step(source: Source, e: AdImpression | AdClick, out: Float64Array | null, ids?: Int32Array, idsAt?: number): void;
 }
 
 /**
@@ -101,7 +107,7 @@ export class Replay {
     this.counts[verdict]++;
     if (verdict !== 'applied') return null;
     const out = r.source === 'impression' ? this.vector : null;
-    this.state.step(r.source, r.event, out);
+    this.state.step(r.source, r.event, out, r.ids, r.idsAt);
     return out;
   }
 }

@@ -1,35 +1,101 @@
 // Where history is replayed from, each in the order serving saw it: the stream's offline store (by the order the
 // stream applied batches, then offsets), or an event-log file (its line order; one partition per event kind, as
 // the log lands in Kafka when published: impressions and clicks are separate topics, so the lateness rule keeps a
-// watermark per kind). The Kafka topics themselves are read by kafka-source.ts.
+// watermark per kind; a column file also hands the replay its key ids). The Kafka topics themselves are read by
+// kafka-source.ts.
 import type { ClickHouseClient } from '@clickhouse/client';
+import { type ColumnEvent, isColumnFile, readColumnFile } from '../events/column-file.ts';
 import { readEventFile } from '../events/event-file.ts';
 import type { AdClick, AdImpression } from '../events/types.ts';
+import { KEY_FIELDS } from '../features/entities.ts';
 import type { ReplayRecord } from './replay.ts';
 
+/** The event file at `path`: a column file (column-file.ts; with key ids) or NDJSON, by its first bytes. */
 export async function* fromEventFile(path: string): AsyncGenerator<ReplayRecord> {
+  if (await isColumnFile(path)) {
+    for await (const { events, ids } of readColumnFile(path))
+      for (let i = 0; i < events.length; i++) {
+        const { kind, event } = events[i] as ColumnEvent;
+        const idsAt = i * KEY_FIELDS.length;
+        if (kind === 'impression') yield { source: kind, partition: 'file/impression', event, ids, idsAt };
+        else yield { source: kind, partition: 'file/click', event, ids, idsAt };
+      }
+    return;
+  }
   for await (const { record } of readEventFile(path)) {
     if (record.kind === 'impression') yield { source: 'impression', partition: 'file/impression', event: record.event };
     else if (record.kind === 'click') yield { source: 'click', partition: 'file/click', event: record.event };
   }
 }
 
-type Row<E> = E & { topic: string; partition: number; batch_seq: number; offset: number };
+/** A row of an event table: the Kafka coordinates (topic, partition, batch_seq, offset), then `columns`. */
+type Row = [string, number, number, number, ...unknown[]];
 
-async function* ordered<E>(client: ClickHouseClient, table: string, times: string[]): AsyncGenerator<Row<E>> {
-  const except = ['event_time', ...times, 'ingest_time', 'verdict'].join(', ');
+/** An event table's rows in the stream's apply order; times as epoch ms. Rows are arrays (no key per value). */
+async function* ordered(client: ClickHouseClient, table: string, columns: readonly string[]): AsyncGenerator<Row> {
+  const time = (c: string) => (c.endsWith('_time') ? `toUnixTimestamp64Milli(${c})` : c);
   const rs = await client.query({
-    // Times as epoch ms; Kafka coordinates and event fields as they are.
-    query: `SELECT * EXCEPT (${except}), ${['event_time', ...times].map((c) => `toUnixTimestamp64Milli(${c}) AS ${c}`).join(', ')}
+    query: `SELECT topic, partition, batch_seq, offset, ${columns.map(time).join(', ')}
             FROM ${table} FINAL ORDER BY batch_seq, offset`,
-    format: 'JSONEachRow',
+    format: 'JSONCompactEachRow',
     clickhouse_settings: { output_format_json_quote_64bit_integers: 0 },
   });
-  for await (const rows of rs.stream()) for (const row of rows) yield row.json<Row<E>>();
+  for await (const rows of rs.stream()) for (const row of rows) yield row.json<Row>();
 }
 
-const before = (a: Row<unknown>, b: Row<unknown>) =>
-  a.batch_seq < b.batch_seq || (a.batch_seq === b.batch_seq && a.offset < b.offset);
+const before = (a: Row, b: Row) => a[2] < b[2] || (a[2] === b[2] && a[3] < b[3]);
+
+const IMPRESSION = [
+  'event_id',
+  'event_time',
+  'request_id',
+  'user_id',
+  'ad_id',
+  'campaign_id',
+  'advertiser_id',
+  'category',
+  'publisher_id',
+  'device',
+  'os',
+  'position',
+  'bid',
+] as const satisfies readonly (keyof AdImpression)[];
+const CLICK = [
+  'event_id',
+  'event_time',
+  'impression_id',
+  'impression_time',
+  'user_id',
+  'ad_id',
+  'campaign_id',
+  'advertiser_id',
+  'category',
+  'publisher_id',
+  'device',
+  'os',
+] as const satisfies readonly (keyof AdClick)[];
+
+/** The event of a row of `columns` (from index 4 on), fields in the event type's order. */
+function eventOf<E>(columns: readonly string[], row: Row): E {
+  const e: Record<string, unknown> = {};
+  for (let k = 0; k < columns.length; k++) e[columns[k] as string] = row[4 + k];
+  return e as E;
+}
+
+/** "topic/partition" of a row: the last one's string again while the row's coordinates repeat it. */
+function partitionNamer(): (row: Row) => string {
+  let topic = '';
+  let partition = -1;
+  let name = '';
+  return (row) => {
+    if (row[0] !== topic || row[1] !== partition) {
+      topic = row[0];
+      partition = row[1];
+      name = `${topic}/${partition}`;
+    }
+    return name;
+  };
+}
 
 /** How many Kafka partitions the offline store's events come from (the replay drops old state once it saw all). */
 export async function partitionsIn(client: ClickHouseClient): Promise<number> {
@@ -45,18 +111,20 @@ export async function partitionsIn(client: ClickHouseClient): Promise<number> {
 
 /** Every consumed event from the offline store, in the stream's apply order: (batch_seq, offset). */
 export async function* fromClickHouse(client: ClickHouseClient): AsyncGenerator<ReplayRecord> {
-  const imps = ordered<AdImpression>(client, 'impressions', []);
-  const clicks = ordered<AdClick>(client, 'clicks', ['impression_time']);
+  const imps = ordered(client, 'impressions', IMPRESSION);
+  const clicks = ordered(client, 'clicks', CLICK);
+  const impPartition = partitionNamer();
+  const clickPartition = partitionNamer();
   let i = await imps.next();
   let c = await clicks.next();
   while (!i.done || !c.done) {
     if (!i.done && (c.done || before(i.value, c.value))) {
-      const { topic, partition, batch_seq, offset, ...event } = i.value;
-      yield { source: 'impression', partition: `${topic}/${partition}`, event: event as AdImpression };
+      const event = eventOf<AdImpression>(IMPRESSION, i.value);
+      yield { source: 'impression', partition: impPartition(i.value), event };
       i = await imps.next();
     } else if (!c.done) {
-      const { topic, partition, batch_seq, offset, ...event } = c.value;
-      yield { source: 'click', partition: `${topic}/${partition}`, event: event as AdClick };
+      const event = eventOf<AdClick>(CLICK, c.value);
+      yield { source: 'click', partition: clickPartition(c.value), event };
       c = await clicks.next();
     }
   }

@@ -45,7 +45,7 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
     .description('replay history through the feature definitions into a point-in-time training set (CSV + metadata)')
     .option(
       '--source <src>',
-      "clickhouse (the stream's offline store, in its apply order), kafka (the topics from their earliest offsets) or file:PATH (an event-log NDJSON)",
+      "clickhouse (the stream's offline store, in its apply order), kafka (the topics from their earliest offsets) or file:PATH (an event-log NDJSON, or a column file: the fastest)",
       'clickhouse',
     )
     .option(

@@ -51,10 +51,13 @@ export function registerEventCommands(program: Command, configOf: ConfigOf): voi
     .option('--late-share <x>', 'share of events delivered minutes to hours late', String(d.lateShare))
     .option('--duplicate-share <x>', 'share of events sent twice', String(d.duplicateShare))
     .option('--candidates <n>', 'emit an AdRequest per impression with this many candidates (0 = none)', '0')
-    .option('--out <file>', 'write NDJSON to this file instead of the event log')
+    .option(
+      '--out <file>',
+      "write NDJSON to this file instead of the event log (FILE.cols: the backfill's binary column file, no requests)",
+    )
     .addHelpText(
       'after',
-      '\nExamples:\n  tributary generate --days 1                      # into the file log (.data/log)\n  tributary generate --days 1 --out events.ndjson\n  tributary generate --kafka localhost:9092 --schema-registry http://localhost:8081/apis/ccompat/v7',
+      '\nExamples:\n  tributary generate --days 1                      # into the file log (.data/log)\n  tributary generate --days 1 --out events.ndjson\n  tributary generate --days 1 --out events.cols    # for tributary backfill --source file:events.cols\n  tributary generate --kafka localhost:9092 --schema-registry http://localhost:8081/apis/ccompat/v7',
     )
     .action(async (opts: Record<string, string>, cmd: Command) => {
       const options: Partial<GeneratorOptions> = {

@@ -1,12 +1,16 @@
-// The event log as a file: one JSON object per line, {"kind", "ingest_time", "event"}, in ingestion order.
+// The event log as a file: one JSON object per line, {"kind", "ingest_time", "event"}, in ingestion order; or
+// (impressions and clicks only) the backfill's binary column file.
 
 import { once } from 'node:events';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { writeColumnFile } from './column-file.ts';
 import type { LogRecord } from './generator.ts';
 import type { AnyEvent } from './types.ts';
 
+/** Writes NDJSON, or for a path ending in .cols the backfill's column file (column-file.ts). */
 export async function writeEventFile(path: string, records: Iterable<LogRecord>): Promise<number> {
+  if (path.endsWith('.cols')) return writeColumnFile(path, records);
   const out = createWriteStream(path);
   let n = 0;
   for (const { record, ingestTime } of records) {

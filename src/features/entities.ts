@@ -7,6 +7,16 @@ export type KeyFields = Pick<
   'user_id' | 'ad_id' | 'campaign_id' | 'advertiser_id' | 'category' | 'publisher_id'
 >;
 
+/** The key fields in a fixed order: the order of the key ids a source may hand the replay (ReplayRecord.ids). */
+export const KEY_FIELDS = [
+  'user_id',
+  'ad_id',
+  'campaign_id',
+  'advertiser_id',
+  'category',
+  'publisher_id',
+] as const satisfies readonly (keyof KeyFields)[];
+
 export interface Entity {
   readonly name: string;
   readonly fields: readonly (keyof KeyFields)[];

@@ -1,29 +1,58 @@
 // The replay's feature state, built for speed from the compiled FeatureSet (same series, slots, updates and
 // boundary rule; no feature is declared here). Each event's key and distinct columns are interned once into
-// dense ids shared by all groups, and entity instances are numbered by those ids (no key strings); per group, one
-// record per entity in two typed-array slabs holds, per series, a ring of tiles and, per window, its running
-// total at the tile last read (the cursor). A read at the cursor's tile copies the totals; another tile slides
-// them by the tiles that enter and leave. Exact distinct counts keep, per window, how many of its tiles hold each
-// member. Rings start small (most entities are sparse: a few events per day) and those that must span more move
-// to their own, larger arrays.
+// dense ids shared by all groups (or handed by the source), and entity instances are numbered by those ids (no
+// key strings). A group's series of one tile width share rings: per entity, one ring of tiles whose every tile
+// holds a lane per series, so an event claims each tile once and a read moves each width's cursor once. Per
+// entity and width the record holds the cursor (the tile last read), and per window its running total at the
+// cursor: a read at the cursor's tile copies the totals; another tile slides them by the tiles that enter and
+// leave. Exact distinct counts keep each tile's members and count a window's at read time (rarely: reads mostly
+// fall in the cursor's tile, and only a late member there recounts). Rings start small (most entities are
+// sparse: a few events per day) and double when they must span more. Per-series facts are flattened into typed
+// arrays: the per-event loops touch no definition objects.
 import type { AdClick, AdImpression } from '../events/types.ts';
 import { type CompiledGroup, type FeatureSet, finishGroup, type Series, updateOf } from './compile.ts';
 import type { Source } from './define.ts';
+import { KEY_FIELDS } from './entities.ts';
 import { type EntityIndex, PairIndex, SingleIndex } from './entity-index.ts';
-import { firstTile, tileOf } from './window.ts';
+import { tileOf } from './window.ts';
 
 type SourceEvent = AdImpression | AdClick;
 
 const EMPTY = -2147483648;
 
-/** Where one entity's ring of one series is: tile T sits at base + (T & mask) when tags[that] === T. */
-interface View {
+/** How a lane's tiles combine. */
+const ADD = 0;
+const LATEST = 1;
+const DISTINCT = 2;
+
+/** A group's rings of one tile width: one per entity, each tile with a lane per series of that width. */
+interface Rings {
+  /** The tile width, as an index into TileRings.widths. */
+  readonly width: number;
+  readonly lanes: number;
+  /** Per lane: ADD, LATEST or DISTINCT. */
+  readonly kind: Int8Array;
+  /** The longest window over the lanes, in tiles. */
+  readonly maxTiles: number;
+  /** The windows read from these rings: per slot, its lane and length in tiles (LATEST lanes' last). */
+  readonly slots: Int32Array;
+  readonly slotLane: Int32Array;
+  readonly slotTiles: Int32Array;
+  /** Slots [0, summed) are kept as running totals; the rest (LATEST) are scanned at each read. */
+  readonly summed: number;
+  /** Tiles a ring holds before it first grows. */
+  readonly initialSize: number;
+  /** Per entity: its ring's pool position and size - 1. */
+  ringOf: Int32Array;
+  /** The pool: tile T of a ring at position p, mask m sits at p + (T & m) when tags[that] === T; lane l of
+   * position q at values[q * lanes + l]. */
   tags: Int32Array;
-  tagBase: number;
   values: Float64Array;
-  valueBase: number;
-  mask: number;
-  members: (Set<number> | undefined)[] | null;
+  used: number;
+  /** Freed ring space by log2 size, reused by rings of that size. */
+  readonly free: number[][];
+  /** The newest tile ever dropped from any of these rings (needing it again is an error). */
+  lostUpTo: number;
 }
 
 interface GroupLayout {
@@ -32,37 +61,15 @@ interface GroupLayout {
   readonly keys: Int32Array;
   readonly index: EntityIndex;
   entities: number;
-  /** Per entity: the tags of every series' ring. */
-  tags: Int32Array;
-  /** Per entity: every series' ring values, then the cursor per series, then the total per slot. */
-  values: Float64Array;
-  readonly tagStride: number;
-  readonly valueStride: number;
-  readonly ringOffset: Int32Array;
-  readonly ringSize: Int32Array;
-  readonly cursorOffset: number;
-  readonly totalOffset: number;
-  /**
-   * Rings that outgrew the slab live in the pool (tags and values at the same offsets), found by entity * series
-   * count + series in ringOf: [offset + 1 (0 while in the slab), size - 1]. Space a ring grew out of is reused by
-   * later rings of its size (free, by log2 size).
-   */
-  ringOf: Int32Array;
-  poolTags: Int32Array;
-  poolValues: Float64Array;
-  poolUsed: number;
-  readonly free: number[][];
-  /** Distinct series: members per ring position, by entity * series count + series. */
-  readonly members: Map<number, (Set<number> | undefined)[]>;
-  /** Distinct slots: how many window tiles hold each member, by entity * slot count + slot. */
-  readonly occurrences: Map<number, Map<number, number>>;
-  /** Per series: its slots; and the newest tile ever dropped from any of its rings (needing it again is an error). */
-  readonly slotsOf: readonly number[][];
-  readonly lostUpTo: number[];
-  /** Per slot: its window's length in tiles. */
-  readonly tiles: Int32Array;
-  /** Per series: for distinct, the index into TileRings.columns of its members' column; else -1. */
+  readonly rings: Rings[];
+  /** Per series: its rings (index into `rings`), lane, and for DISTINCT the index into TileRings.columns of its
+   * members' column. */
+  readonly ringsOf: Int32Array;
+  readonly laneOf: Int32Array;
   readonly memberColumn: Int32Array;
+  /** Per entity: the cursor per rings (NaN: none, totals to recompute), then the total per slot. */
+  state: Float64Array;
+  readonly stride: number;
   readonly raw: Float64Array;
 }
 
@@ -80,18 +87,20 @@ export class TileRings {
   /** The event columns that key entities or hold distinct members, and per column its values' ids. */
   private readonly columns: readonly (keyof SourceEvent)[];
   private readonly dictionaries: Map<string, number>[];
+  /** Per column: its index in KEY_FIELDS (ids a source may hand), or -1. */
+  private readonly keyOf: Int32Array;
+  /** Whether records come with key ids (set by the first). */
+  private coded: boolean | undefined;
   /** The ids of the event being processed, per column. */
   private readonly ids: Int32Array;
   /** Entity of each group for the event being processed (resolved once per event). */
   private readonly current: Int32Array;
-  private readonly view: View = {
-    tags: new Int32Array(0),
-    tagBase: 0,
-    values: new Float64Array(0),
-    valueBase: 0,
-    mask: 0,
-    members: null,
-  };
+  /** Every tile width of the set, and the event's tile of each (one division per width, not per series). */
+  private readonly widths: readonly number[];
+  private readonly tileNow: Float64Array;
+  private readonly members = new MemberLists();
+  /** What touch() loaded: kept (and public) so that the compiler cannot drop the loads as unused. */
+  touched = 0;
 
   /**
    * `lowWatermark()` is the lowest event time any future read or update can have (the replay's lowest partition
@@ -107,17 +116,45 @@ export class TileRings {
       if (!columns.includes(name)) columns.push(name);
       return columns.indexOf(name);
     };
+    const widths = [...new Set(features.groups.flatMap((g) => g.series.map((s) => s.tileMs)))];
+    const kindOf = (s: Series) => (s.agg.op === 'distinct' ? DISTINCT : s.agg.op === 'last_seen' ? LATEST : ADD);
     this.layouts = features.groups.map((g) => {
-      // Within one partition, reads and updates stay within the lateness of the newest tile, so a ring that spans
-      // it never grows; most entities need far less, and start smaller.
-      const ringSize = Int32Array.from(g.series, (s) =>
-        Math.min(INITIAL_RING, pow2AtLeast(s.maxTiles + Math.ceil(allowedLatenessMs / s.tileMs) + 2)),
+      const tileWidths = [...new Set(g.series.map((s) => s.tileMs))];
+      const ringsOf = Int32Array.from(g.series, (s) => tileWidths.indexOf(s.tileMs));
+      const laneOf = Int32Array.from(
+        g.series,
+        (s, i) => g.series.slice(0, i).filter((x) => x.tileMs === s.tileMs).length,
       );
-      const ringOffset = new Int32Array(g.series.length);
-      let size = 0;
-      g.series.forEach((_, s) => {
-        ringOffset[s] = size;
-        size += ringSize[s] as number;
+      const rings = tileWidths.map((tileMs, r): Rings => {
+        const lanes = g.series.filter((s) => s.tileMs === tileMs);
+        const kind = Int8Array.from(lanes, kindOf);
+        const slots = g.slots
+          .map((slot, i) => ({ i, series: slot.series, tiles: slot.window.tiles }))
+          .filter(({ series }) => ringsOf[series] === r)
+          .sort(
+            (a, b) =>
+              Number(kind[laneOf[a.series] as number] === LATEST) - Number(kind[laneOf[b.series] as number] === LATEST),
+          );
+        const maxTiles = Math.max(...lanes.map((s) => s.maxTiles));
+        return {
+          width: widths.indexOf(tileMs),
+          lanes: lanes.length,
+          kind,
+          maxTiles,
+          slots: Int32Array.from(slots, (x) => x.i),
+          slotLane: Int32Array.from(slots, (x) => laneOf[x.series] as number),
+          slotTiles: Int32Array.from(slots, (x) => x.tiles),
+          summed: slots.filter((x) => kind[laneOf[x.series] as number] !== LATEST).length,
+          // Within one partition, reads and updates stay within the lateness of the newest tile, so a ring that
+          // spans it never grows; most entities need far less, and start smaller.
+          initialSize: Math.min(INITIAL_RING, pow2AtLeast(maxTiles + Math.ceil(allowedLatenessMs / tileMs) + 2)),
+          ringOf: new Int32Array(0),
+          tags: new Int32Array(0),
+          values: new Float64Array(0),
+          used: 0,
+          free: [],
+          lostUpTo: EMPTY,
+        };
       });
       return {
         g,
@@ -127,25 +164,12 @@ export class TileRings {
         ),
         index: g.group.entity.fields.length === 1 ? new SingleIndex() : new PairIndex(),
         entities: 0,
-        tags: new Int32Array(0),
-        values: new Float64Array(0),
-        tagStride: size,
-        valueStride: size + g.series.length + g.slots.length,
-        ringOffset,
-        ringSize,
-        cursorOffset: size,
-        totalOffset: size + g.series.length,
-        ringOf: new Int32Array(0),
-        poolTags: new Int32Array(0),
-        poolValues: new Float64Array(0),
-        poolUsed: 0,
-        free: [],
-        members: new Map(),
-        occurrences: new Map(),
-        slotsOf: g.series.map((_, s) => g.slots.flatMap((slot, i) => (slot.series === s ? [i] : []))),
-        lostUpTo: g.series.map(() => EMPTY),
-        tiles: Int32Array.from(g.slots, (slot) => slot.window.tiles),
+        rings,
+        ringsOf,
+        laneOf,
         memberColumn: Int32Array.from(g.series, (s) => (s.agg.op === 'distinct' ? column(s.agg.column) : -1)),
+        state: new Float64Array(0),
+        stride: rings.length + g.slots.length,
         raw: new Float64Array(g.slots.length),
       };
     });
@@ -153,17 +177,27 @@ export class TileRings {
       if (group.entity.fields.length > 2) throw new Error(`${group.entity.name}: entities have at most two fields`);
     this.columns = columns;
     this.dictionaries = columns.map(() => new Map());
+    this.keyOf = Int32Array.from(columns, (c) => (KEY_FIELDS as readonly string[]).indexOf(c));
     this.ids = new Int32Array(columns.length);
     this.current = new Int32Array(this.layouts.length);
+    this.widths = widths;
+    this.tileNow = new Float64Array(widths.length);
   }
 
   /**
    * Reads the vector of `e` at its event time into `out` (when given), then applies `e`'s updates. Reading first
    * keeps the point-in-time rule; the event's own tile is outside every window anyway.
    */
-  step(source: Source, e: SourceEvent, out: Float64Array | null): void {
+  step(source: Source, e: SourceEvent, out: Float64Array | null, keyIds?: Int32Array, keyIdsAt = 0): void {
     const ids = this.ids;
+    this.coded ??= keyIds !== undefined;
+    if ((keyIds !== undefined) !== this.coded) throw new Error('a replay takes key ids with every record or with none');
     for (let c = 0; c < ids.length; c++) {
+      const key = this.keyOf[c] as number;
+      if (keyIds !== undefined && key >= 0) {
+        ids[c] = keyIds[keyIdsAt + key] as number;
+        continue;
+      }
       const dictionary = this.dictionaries[c] as Map<string, number>;
       const value = e[this.columns[c] as keyof SourceEvent] as string;
       let id = dictionary.get(value);
@@ -181,333 +215,364 @@ export class TileRings {
         ids[layout.keys[1] as number] as number,
         next,
       );
-      if (ent === next) newEntity(layout);
+      if (ent === next) this.newEntity(layout);
       this.current[gi] = ent;
     }
-    if (out) this.read(e.event_time, out);
+    const t = e.event_time;
+    for (let w = 0; w < this.widths.length; w++) this.tileNow[w] = tileOf(t, this.widths[w] as number);
+    this.touch();
+    if (out) this.read(t, out);
     const updates = this.features.bySource[source];
     for (let i = 0; i < updates.length; i++) {
-      const { group, index, series } = updates[i] as (typeof updates)[number];
+      const { group, index: s, series } = updates[i] as (typeof updates)[number];
       const update = updateOf(series.agg, e);
       if (update === null) continue;
       const layout = this.layouts[group] as GroupLayout;
+      const r = layout.ringsOf[s] as number;
+      const rings = layout.rings[r] as Rings;
       const ent = this.current[group] as number;
-      const tile = tileOf(e.event_time, series.tileMs);
-      if (typeof update === 'string') {
-        this.addMember(layout, ent, index, tile, ids[layout.memberColumn[index] as number] as number);
-      } else {
-        this.addValue(layout, ent, index, series, tile, update);
-      }
+      const tile = this.tileNow[rings.width] as number;
+      const at = this.claim(layout, r, ent, tile) * rings.lanes + (layout.laneOf[s] as number);
+      if (typeof update === 'string')
+        this.addMember(layout, r, ent, tile, at, ids[layout.memberColumn[s] as number] as number);
+      else if (rings.kind[layout.laneOf[s] as number] === LATEST) {
+        if (update > (rings.values[at] as number)) rings.values[at] = update;
+      } else this.addValue(layout, r, ent, tile, at, layout.laneOf[s] as number, update);
     }
   }
 
-  /** Points this.view at entity ent's ring of series s. */
-  private locate(layout: GroupLayout, ent: number, s: number): View {
-    const v = this.view;
-    const key = ent * layout.ringSize.length + s;
-    const pooled = layout.ringOf[2 * key] as number;
-    if (pooled !== 0) {
-      v.tags = layout.poolTags;
-      v.tagBase = pooled - 1;
-      v.values = layout.poolValues;
-      v.valueBase = pooled - 1;
-      v.mask = layout.ringOf[2 * key + 1] as number;
-    } else {
-      const offset = layout.ringOffset[s] as number;
-      v.tags = layout.tags;
-      v.tagBase = ent * layout.tagStride + offset;
-      v.values = layout.values;
-      v.valueBase = ent * layout.valueStride + offset;
-      v.mask = (layout.ringSize[s] as number) - 1;
-    }
-    v.members = null;
-    if ((layout.memberColumn[s] as number) >= 0) {
-      let members = layout.members.get(key);
-      if (!members) {
-        members = new Array(v.mask + 1).fill(undefined);
-        layout.members.set(key, members);
+  /**
+   * Loads the first word of each place the event's reads and updates go (every group's record and rings), all
+   * independent loads, so that their cache misses overlap instead of stalling one after another later.
+   */
+  private touch(): void {
+    let x = 0;
+    for (let gi = 0; gi < this.layouts.length; gi++) {
+      const layout = this.layouts[gi] as GroupLayout;
+      const ent = this.current[gi] as number;
+      x += layout.state[ent * layout.stride] as number;
+      for (const rings of layout.rings) {
+        const at = rings.ringOf[2 * ent] as number;
+        x += (rings.tags[at] as number) + (rings.values[at * rings.lanes] as number);
       }
-      v.members = members;
     }
-    return v;
+    this.touched = x;
   }
 
-  /** The view position of `tile`, taking it over from an older tile that is no longer needed, or growing. */
-  private claim(layout: GroupLayout, ent: number, s: number, tile: number): number {
+  /** Makes room for the group's next entity: its rings empty, no cursor. */
+  private newEntity(layout: GroupLayout): void {
+    const ent = layout.entities++;
+    const n = layout.rings.length;
+    if (layout.entities * layout.stride > layout.state.length) {
+      const capacity = Math.max(1024, layout.entities * 2);
+      const state = new Float64Array(capacity * layout.stride);
+      state.set(layout.state);
+      layout.state = state;
+      for (const rings of layout.rings) {
+        const ringOf = new Int32Array(2 * capacity);
+        ringOf.set(rings.ringOf);
+        rings.ringOf = ringOf;
+      }
+    }
+    for (const rings of layout.rings) {
+      rings.ringOf[2 * ent] = allocate(rings, rings.initialSize);
+      rings.ringOf[2 * ent + 1] = rings.initialSize - 1;
+    }
+    const base = ent * layout.stride;
+    layout.state.fill(Number.NaN, base, base + n);
+  }
+
+  /** The pool position of `tile` in entity ent's ring r, taking it over from an older tile that is no longer
+   * needed, or growing the ring. */
+  private claim(layout: GroupLayout, r: number, ent: number, tile: number): number {
+    const rings = layout.rings[r] as Rings;
     for (;;) {
-      const v = this.locate(layout, ent, s);
-      const at = tile & v.mask;
-      const held = v.tags[v.tagBase + at] as number;
+      const at = (rings.ringOf[2 * ent] as number) + (tile & (rings.ringOf[2 * ent + 1] as number));
+      const held = rings.tags[at] as number;
       if (held === tile) return at;
-      if (tile <= (layout.lostUpTo[s] as number)) lost(layout, s, tile);
+      if (tile <= rings.lostUpTo) lost(layout, rings, tile);
       if (held === EMPTY) {
-        v.tags[v.tagBase + at] = tile;
+        rings.tags[at] = tile;
+        fresh(rings, at);
         return at;
       }
-      const series = layout.g.series[s] as Series;
-      if (held < tile && held < tileOf(this.lowWatermark(), series.tileMs) - series.maxTiles) {
+      if (held < tile && held < tileOf(this.lowWatermark(), this.widths[rings.width] as number) - rings.maxTiles) {
         // Never read or updated again; the totals at the cursor may include it, so the next read recomputes them.
-        layout.values[ent * layout.valueStride + layout.cursorOffset + s] = Number.NaN;
-        if (held > (layout.lostUpTo[s] as number)) layout.lostUpTo[s] = held;
-        v.tags[v.tagBase + at] = tile;
-        v.values[v.valueBase + at] = 0;
-        if (v.members) v.members[at] = undefined;
+        layout.state[ent * layout.stride + r] = Number.NaN;
+        if (held > rings.lostUpTo) rings.lostUpTo = held;
+        rings.tags[at] = tile;
+        for (let l = 0; l < rings.lanes; l++) {
+          if (rings.kind[l] === DISTINCT) this.members.release(rings.values[at * rings.lanes + l] as number);
+          rings.values[at * rings.lanes + l] = 0;
+        }
+        fresh(rings, at);
         return at;
       }
-      grow(layout, ent * layout.ringSize.length + s, v);
+      grow(rings, ent);
     }
   }
 
-  private addValue(layout: GroupLayout, ent: number, s: number, series: Series, tile: number, x: number) {
-    const at = this.claim(layout, ent, s, tile);
-    const { values, valueBase } = this.view;
-    if (series.agg.op === 'last_seen') {
-      // Read by scanning, no totals. A fresh tile holds 0, below any event time.
-      if (x > (values[valueBase + at] as number)) values[valueBase + at] = x;
-      return;
-    }
-    values[valueBase + at] = (values[valueBase + at] as number) + x;
-    const base = ent * layout.valueStride;
-    const c = layout.values[base + layout.cursorOffset + s] as number;
+  private addValue(layout: GroupLayout, r: number, ent: number, tile: number, at: number, lane: number, x: number) {
+    const rings = layout.rings[r] as Rings;
+    rings.values[at] = (rings.values[at] as number) + x;
+    const state = layout.state;
+    const base = ent * layout.stride;
+    const c = state[base + r] as number;
     if (!(tile < c)) return; // also when there is no cursor
-    const slots = layout.slotsOf[s] as number[];
-    for (let k = 0; k < slots.length; k++) {
-      const si = slots[k] as number;
-      const total = base + layout.totalOffset + si;
-      if (tile >= c - (layout.tiles[si] as number)) layout.values[total] = (layout.values[total] as number) + x;
+    const totals = base + layout.rings.length;
+    for (let k = 0; k < rings.summed; k++) {
+      if (rings.slotLane[k] !== lane || tile < c - (rings.slotTiles[k] as number)) continue;
+      const total = totals + (rings.slots[k] as number);
+      state[total] = (state[total] as number) + x;
     }
   }
 
-  private addMember(layout: GroupLayout, ent: number, s: number, tile: number, id: number) {
-    const at = this.claim(layout, ent, s, tile);
-    const members = this.view.members as (Set<number> | undefined)[];
-    let set = members[at];
-    if (set === undefined) {
-      set = new Set();
-      members[at] = set;
-    }
-    if (set.has(id)) return;
-    set.add(id);
-    const c = layout.values[ent * layout.valueStride + layout.cursorOffset + s] as number;
-    if (!(tile < c)) return;
-    const slots = layout.slotsOf[s] as number[];
-    for (let k = 0; k < slots.length; k++) {
-      const si = slots[k] as number;
-      if (tile < c - (layout.tiles[si] as number)) continue;
-      const total = ent * layout.valueStride + layout.totalOffset + si;
-      if (enter(occurrencesOf(layout, ent, si), id)) layout.values[total] = (layout.values[total] as number) + 1;
-    }
+  private addMember(layout: GroupLayout, r: number, ent: number, tile: number, at: number, id: number) {
+    const rings = layout.rings[r] as Rings;
+    const head = rings.values[at] as number;
+    const added = this.members.add(head, id);
+    if (added === head) return;
+    rings.values[at] = added;
+    // A new member inside the windows at the cursor: they are recounted at the next read.
+    const cursorAt = ent * layout.stride + r;
+    const c = layout.state[cursorAt] as number;
+    if (tile < c && tile >= c - rings.maxTiles) layout.state[cursorAt] = Number.NaN;
   }
 
   private read(t: number, out: Float64Array): void {
     for (let gi = 0; gi < this.layouts.length; gi++) {
       const layout = this.layouts[gi] as GroupLayout;
       const ent = this.current[gi] as number;
-      const { g, raw } = layout;
-      const base = ent * layout.valueStride;
-      for (let s = 0; s < g.series.length; s++) {
-        const series = g.series[s] as Series;
-        const cur = tileOf(t, series.tileMs);
-        const slots = layout.slotsOf[s] as number[];
-        if (series.agg.op === 'last_seen') {
-          const v = this.locate(layout, ent, s);
-          for (let k = 0; k < slots.length; k++) {
-            const si = slots[k] as number;
-            raw[si] = latest(v, cur, firstTile(t, (g.slots[si] as CompiledGroup['slots'][number]).window));
-          }
-          continue;
-        }
-        if (layout.values[base + layout.cursorOffset + s] !== cur) this.moveTo(layout, ent, s, t, cur);
-        for (let k = 0; k < slots.length; k++) {
-          const si = slots[k] as number;
-          raw[si] = layout.values[base + layout.totalOffset + si] as number;
-        }
+      const { raw, state } = layout;
+      const n = layout.rings.length;
+      const base = ent * layout.stride;
+      for (let r = 0; r < n; r++) {
+        const rings = layout.rings[r] as Rings;
+        const cur = this.tileNow[rings.width] as number;
+        if (rings.summed > 0 && state[base + r] !== cur) this.moveTo(layout, r, ent, cur);
+        const slots = rings.slots;
+        for (let k = 0; k < rings.summed; k++)
+          raw[slots[k] as number] = state[base + n + (slots[k] as number)] as number;
+        for (let k = rings.summed; k < slots.length; k++)
+          raw[slots[k] as number] = latest(
+            rings,
+            ent,
+            rings.slotLane[k] as number,
+            cur,
+            cur - (rings.slotTiles[k] as number),
+          );
       }
-      finishGroup(g, t, raw, out);
+      finishGroup(layout.g, t, raw, out);
     }
   }
 
-  /** Brings series s's window totals from the cursor's tile to `cur` (t's tile). */
-  private moveTo(layout: GroupLayout, ent: number, s: number, t: number, cur: number): void {
-    const v = this.locate(layout, ent, s);
-    const cursorAt = ent * layout.valueStride + layout.cursorOffset + s;
-    const c = layout.values[cursorAt] as number;
-    const slots = layout.slotsOf[s] as number[];
-    for (let k = 0; k < slots.length; k++) {
-      const si = slots[k] as number;
-      const w = (layout.g.slots[si] as CompiledGroup['slots'][number]).window;
-      const lo = firstTile(t, w);
-      if (lo <= (layout.lostUpTo[s] as number)) lost(layout, s, lo);
-      if (Number.isNaN(c) || Math.abs(cur - c) >= w.tiles) {
-        layout.values[ent * layout.valueStride + layout.totalOffset + si] = 0;
-        if (v.members) {
-          // Clearing allocates a fresh table: skip it when there is nothing to clear (most recomputes).
-          const occ = layout.occurrences.get(ent * layout.tiles.length + si);
-          if (occ !== undefined && occ.size !== 0) occ.clear();
-        }
-        include(layout, ent, si, v, lo, cur, 1);
-      } else if (cur > c) {
-        include(layout, ent, si, v, c - w.tiles, lo, -1);
-        include(layout, ent, si, v, c, cur, 1);
-      } else {
-        include(layout, ent, si, v, cur, c, -1);
-        include(layout, ent, si, v, lo, c - w.tiles, 1);
-      }
+  /** Brings ring r's window totals from the cursor's tile to `cur` (the read's tile). */
+  private moveTo(layout: GroupLayout, r: number, ent: number, cur: number): void {
+    const rings = layout.rings[r] as Rings;
+    const state = layout.state;
+    const cursorAt = ent * layout.stride + r;
+    const c = state[cursorAt] as number;
+    const totals = ent * layout.stride + layout.rings.length;
+    for (let k = 0; k < rings.summed; k++) {
+      const lane = rings.slotLane[k] as number;
+      const w = rings.slotTiles[k] as number;
+      const lo = cur - w;
+      if (lo <= rings.lostUpTo) lost(layout, rings, lo);
+      const total = totals + (rings.slots[k] as number);
+      // Totals are integers (counts, sums in 1/scale units): adding and removing tiles in any order is exact.
+      if (rings.kind[lane] === DISTINCT) state[total] = this.members.countDistinct(rings, ent, lane, lo, cur);
+      else if (Number.isNaN(c) || Math.abs(cur - c) >= w) state[total] = sumOf(rings, ent, lane, lo, cur);
+      else if (cur > c)
+        state[total] = (state[total] as number) - sumOf(rings, ent, lane, c - w, lo) + sumOf(rings, ent, lane, c, cur);
+      else
+        state[total] = (state[total] as number) - sumOf(rings, ent, lane, cur, c) + sumOf(rings, ent, lane, lo, c - w);
     }
-    layout.values[cursorAt] = cur;
+    state[cursorAt] = cur;
   }
 }
 
-/** Makes room for the group's next entity: empty rings, no cursor. */
-function newEntity(layout: GroupLayout): void {
-  const ent = layout.entities++;
-  if (layout.entities * layout.tagStride > layout.tags.length) {
-    const capacity = Math.max(1024, layout.entities * 2);
-    const tags = new Int32Array(capacity * layout.tagStride);
-    tags.set(layout.tags);
-    tags.fill(EMPTY, layout.tags.length);
-    const values = new Float64Array(capacity * layout.valueStride);
-    values.set(layout.values);
-    const ringOf = new Int32Array(2 * capacity * layout.ringSize.length);
-    ringOf.set(layout.ringOf);
-    layout.tags = tags;
-    layout.values = values;
-    layout.ringOf = ringOf;
-  }
-  const cursors = ent * layout.valueStride + layout.cursorOffset;
-  layout.values.fill(Number.NaN, cursors, cursors + layout.ringSize.length);
-}
-
-/** Moves the ring in view (ring `key`) to the pool, twice its size (live tiles, distinct modulo the old size, stay so). */
-function grow(layout: GroupLayout, key: number, v: View): void {
-  const size = (v.mask + 1) * 2;
-  const at = allocate(layout, size);
-  const { poolTags, poolValues } = layout;
-  const members = v.members ? new Array(size).fill(undefined) : null;
-  for (let i = 0; i <= v.mask; i++) {
-    const tag = v.tags[v.tagBase + i] as number;
-    if (tag === EMPTY) continue;
-    poolTags[at + (tag & (size - 1))] = tag;
-    poolValues[at + (tag & (size - 1))] = v.values[v.valueBase + i] as number;
-    if (members && v.members) members[tag & (size - 1)] = v.members[i];
-  }
-  const pooled = layout.ringOf[2 * key] as number;
-  if (pooled !== 0) {
-    const bySize = Math.log2(v.mask + 1);
-    const free = layout.free[bySize] ?? [];
-    free.push(pooled - 1);
-    layout.free[bySize] = free;
-  }
-  layout.ringOf[2 * key] = at + 1;
-  layout.ringOf[2 * key + 1] = size - 1;
-  if (members) layout.members.set(key, members);
+/** A freshly claimed tile: LATEST lanes start below any event time (the others at 0, as space is handed out). */
+function fresh(rings: Rings, at: number): void {
+  for (let l = 0; l < rings.lanes; l++)
+    if (rings.kind[l] === LATEST) rings.values[at * rings.lanes + l] = Number.NEGATIVE_INFINITY;
 }
 
 /** Pool space for an empty ring of `size` tiles (a power of two). */
-function allocate(layout: GroupLayout, size: number): number {
-  const reused = layout.free[Math.log2(size)]?.pop();
+function allocate(rings: Rings, size: number): number {
+  const reused = rings.free[Math.log2(size)]?.pop();
   if (reused !== undefined) {
-    layout.poolTags.fill(EMPTY, reused, reused + size);
-    layout.poolValues.fill(0, reused, reused + size);
+    rings.tags.fill(EMPTY, reused, reused + size);
+    rings.values.fill(0, reused * rings.lanes, (reused + size) * rings.lanes);
     return reused;
   }
-  const at = layout.poolUsed;
-  layout.poolUsed += size;
-  if (layout.poolUsed > layout.poolTags.length) {
-    const capacity = Math.max(4096, layout.poolUsed * 2);
+  const at = rings.used;
+  rings.used += size;
+  if (rings.used > rings.tags.length) {
+    const capacity = Math.max(4096, rings.used * 2);
     const tags = new Int32Array(capacity);
-    tags.set(layout.poolTags);
-    tags.fill(EMPTY, layout.poolTags.length);
-    const values = new Float64Array(capacity);
-    values.set(layout.poolValues);
-    layout.poolTags = tags;
-    layout.poolValues = values;
+    tags.set(rings.tags);
+    tags.fill(EMPTY, rings.tags.length);
+    const values = new Float64Array(capacity * rings.lanes);
+    values.set(rings.values);
+    rings.tags = tags;
+    rings.values = values;
   }
   return at;
 }
 
-function lost(layout: GroupLayout, s: number, tile: number): never {
+/** Moves entity ent's ring to pool space twice its size (live tiles, distinct modulo the old size, stay so). */
+function grow(rings: Rings, ent: number): void {
+  const from = rings.ringOf[2 * ent] as number;
+  const mask = rings.ringOf[2 * ent + 1] as number;
+  const size = (mask + 1) * 2;
+  const to = allocate(rings, size);
+  const { tags, values, lanes } = rings;
+  for (let i = 0; i <= mask; i++) {
+    const tag = tags[from + i] as number;
+    if (tag === EMPTY) continue;
+    const at = to + (tag & (size - 1));
+    tags[at] = tag;
+    for (let l = 0; l < lanes; l++) values[at * lanes + l] = values[(from + i) * lanes + l] as number;
+  }
+  const bySize = Math.log2(mask + 1);
+  const free = rings.free[bySize] ?? [];
+  free.push(from);
+  rings.free[bySize] = free;
+  rings.ringOf[2 * ent] = to;
+  rings.ringOf[2 * ent + 1] = size - 1;
+}
+
+function lost(layout: GroupLayout, rings: Rings, tile: number): never {
+  const tileMs = layout.g.series.find((_, s) => layout.rings[layout.ringsOf[s] as number] === rings)?.tileMs;
   throw new Error(
-    `${layout.g.group.entity.name} series ${(layout.g.series[s] as Series).id}: tile ${tile} was needed after it ` +
+    `${layout.g.group.entity.name} series of ${(tileMs ?? 0) / 1000}s tiles: tile ${tile} was needed after it ` +
       'was dropped (a partition started far behind the others); give the replay its partition count',
   );
 }
 
-/** Adds (sign 1) or removes (sign -1) the tiles [from, to) in view to slot si's window total. */
-function include(layout: GroupLayout, ent: number, si: number, v: View, from: number, to: number, sign: 1 | -1) {
-  if (to - from <= v.mask) {
+/** The total of lane `lane` over the tiles [from, to) of entity ent's ring. */
+function sumOf(rings: Rings, ent: number, lane: number, from: number, to: number): number {
+  const { tags, values, lanes } = rings;
+  const ring = rings.ringOf[2 * ent] as number;
+  const mask = rings.ringOf[2 * ent + 1] as number;
+  let x = 0;
+  if (to - from <= mask) {
     for (let tile = from; tile < to; tile++) {
-      const at = tile & v.mask;
-      if (v.tags[v.tagBase + at] === tile) includeAt(layout, ent, si, v, at, sign);
+      const at = ring + (tile & mask);
+      if (tags[at] === tile) x += values[at * lanes + lane] as number;
     }
-    return;
+    return x;
   }
   // More tiles than the ring holds: visit the ring instead (EMPTY is below any tile).
-  for (let at = 0; at <= v.mask; at++) {
-    const tag = v.tags[v.tagBase + at] as number;
-    if (tag >= from && tag < to) includeAt(layout, ent, si, v, at, sign);
+  for (let at = ring; at <= ring + mask; at++) {
+    const tag = tags[at] as number;
+    if (tag >= from && tag < to) x += values[at * lanes + lane] as number;
   }
+  return x;
 }
 
-/** Adds (sign 1) or removes (sign -1) the contribution of the tile at ring position `at` to slot si's total. */
-function includeAt(layout: GroupLayout, ent: number, si: number, v: View, at: number, sign: 1 | -1): void {
-  const total = ent * layout.valueStride + layout.totalOffset + si;
-  if (!v.members) {
-    layout.values[total] = (layout.values[total] as number) + sign * (v.values[v.valueBase + at] as number);
-    return;
-  }
-  const set = v.members[at];
-  if (set === undefined || set.size === 0) return;
-  const occ = occurrencesOf(layout, ent, si);
-  let count = layout.values[total] as number;
-  if (sign > 0) {
-    for (const m of set) if (enter(occ, m)) count++;
-  } else {
-    for (const m of set) if (leave(occ, m)) count--;
-  }
-  layout.values[total] = count;
-}
-
-function occurrencesOf(layout: GroupLayout, ent: number, si: number): Map<number, number> {
-  const key = ent * layout.tiles.length + si;
-  let occ = layout.occurrences.get(key);
-  if (!occ) {
-    occ = new Map();
-    layout.occurrences.set(key, occ);
-  }
-  return occ;
-}
-
-/** Counts one more window tile holding m; true when m is new to the window. */
-function enter(occ: Map<number, number>, m: number): boolean {
-  const n = occ.get(m) ?? 0;
-  occ.set(m, n + 1);
-  return n === 0;
-}
-
-/** Counts one fewer window tile holding m; true when m left the window. */
-function leave(occ: Map<number, number>, m: number): boolean {
-  const n = occ.get(m) as number;
-  if (n !== 1) {
-    occ.set(m, n - 1);
-    return false;
-  }
-  occ.delete(m);
-  return true;
-}
-
-/** The latest event time in [lo, cur) in view: the newest written tile holds it (tiles are ordered in time). */
-function latest(v: View, cur: number, lo: number): number {
-  if (cur - lo <= v.mask) {
-    for (let tile = cur - 1; tile >= lo; tile--)
-      if (v.tags[v.tagBase + (tile & v.mask)] === tile) return v.values[v.valueBase + (tile & v.mask)] as number;
+/** The latest event time of lane `lane` in the tiles [lo, cur) of entity ent's ring: the newest tile with one
+ * holds it (tiles are ordered in time); -Infinity when none. */
+function latest(rings: Rings, ent: number, lane: number, cur: number, lo: number): number {
+  const { tags, values, lanes } = rings;
+  const ring = rings.ringOf[2 * ent] as number;
+  const mask = rings.ringOf[2 * ent + 1] as number;
+  if (cur - lo <= mask) {
+    for (let tile = cur - 1; tile >= lo; tile--) {
+      const at = ring + (tile & mask);
+      if (tags[at] === tile && values[at * lanes + lane] !== Number.NEGATIVE_INFINITY)
+        return values[at * lanes + lane] as number;
+    }
     return Number.NEGATIVE_INFINITY;
   }
-  // More tiles than the ring holds: the ring's newest tile in range.
+  // More tiles than the ring holds: the ring's newest tile in range with an event.
   let newest = -1;
-  for (let at = 0; at <= v.mask; at++) {
-    const tag = v.tags[v.tagBase + at] as number;
-    if (tag >= lo && tag < cur && (newest < 0 || tag > (v.tags[v.tagBase + newest] as number))) newest = at;
+  for (let at = ring; at <= ring + mask; at++) {
+    const tag = tags[at] as number;
+    if (tag < lo || tag >= cur || values[at * lanes + lane] === Number.NEGATIVE_INFINITY) continue;
+    if (newest < 0 || tag > (tags[newest] as number)) newest = at;
   }
-  return newest < 0 ? Number.NEGATIVE_INFINITY : (v.values[v.valueBase + newest] as number);
+  return newest < 0 ? Number.NEGATIVE_INFINITY : (values[newest * lanes + lane] as number);
+}
+
+/**
+ * The members of distinct series' tiles: per tile a list without repeats, as linked nodes in one typed pool
+ * (no object per tile or per member). A list is named by its head node + 1, 0 for the empty list: what the
+ * tile's value holds. Counts over a window are taken at read time, marking members in a scratch array.
+ */
+class MemberLists {
+  private member = new Int32Array(4096);
+  /** Per node: the next node + 1 (0: the list ends), or the next free node + 1. */
+  private next = new Int32Array(4096);
+  private used = 0;
+  private free = 0;
+  /** Per member id: the mark of the last count it was seen in. */
+  private seen = new Int32Array(1024);
+  private mark = 0;
+
+  /** List `head` with m (the same head when m is in it already). */
+  add(head: number, m: number): number {
+    for (let n = head; n !== 0; n = this.next[n - 1] as number) if (this.member[n - 1] === m) return head;
+    let node = this.free - 1;
+    if (node >= 0) this.free = this.next[node] as number;
+    else {
+      node = this.used++;
+      if (node === this.member.length) {
+        this.member = grown(this.member, node * 2);
+        this.next = grown(this.next, node * 2);
+      }
+    }
+    this.member[node] = m;
+    this.next[node] = head;
+    return node + 1;
+  }
+
+  /** Frees list `head`'s nodes for reuse. */
+  release(head: number): void {
+    if (head === 0) return;
+    let last = head - 1;
+    while (this.next[last] !== 0) last = (this.next[last] as number) - 1;
+    this.next[last] = this.free;
+    this.free = head;
+  }
+
+  /** How many distinct members the lists of lane `lane` over the tiles [from, to) of entity ent's ring hold. */
+  countDistinct(rings: Rings, ent: number, lane: number, from: number, to: number): number {
+    const { tags, values, lanes } = rings;
+    const ring = rings.ringOf[2 * ent] as number;
+    const mask = rings.ringOf[2 * ent + 1] as number;
+    const mark = ++this.mark;
+    let count = 0;
+    if (to - from <= mask) {
+      for (let tile = from; tile < to; tile++) {
+        const at = ring + (tile & mask);
+        if (tags[at] === tile) count += this.unseen(values[at * lanes + lane] as number, mark);
+      }
+    } else {
+      for (let at = ring; at <= ring + mask; at++) {
+        const tag = tags[at] as number;
+        if (tag >= from && tag < to) count += this.unseen(values[at * lanes + lane] as number, mark);
+      }
+    }
+    return count;
+  }
+
+  /** Marks list `head`'s members; returns how many were not marked yet. */
+  private unseen(head: number, mark: number): number {
+    let count = 0;
+    for (let n = head; n !== 0; n = this.next[n - 1] as number) {
+      const m = this.member[n - 1] as number;
+      if (m >= this.seen.length) this.seen = grown(this.seen, Math.max(m + 1, this.seen.length * 2));
+      if (this.seen[m] === mark) continue;
+      this.seen[m] = mark;
+      count++;
+    }
+    return count;
+  }
+}
+
+function grown(a: Int32Array<ArrayBuffer>, length: number): Int32Array<ArrayBuffer> {
+  const b = new Int32Array(length);
+  b.set(a);
+  return b;
 }
