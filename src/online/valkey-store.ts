@@ -73,9 +73,8 @@ return 1
 
 // One field-hash prefix's writes of a batch, once per batch per hash: KEYS = its hashes for read tiles ARGV[5],
 // ARGV[5] + 1, …; ARGV[6..] = segments (entity id, first read tile, count, value), expanded here (4 arguments per
-// segment, not 2 per field; a segment's read tiles outside KEYS are not this call's). ARGV[4] = '1': raise to the
-// value (last seen), else add it. The hashes share a hash tag, `{<entity>|<stored prefix>}`: one Cluster slot per
-// series.
+// segment, not 2 per field). ARGV[4] = '1': raise to the value (last seen), else add it. The hashes share a hash
+// tag, `{<entity>|<stored prefix>}`: one Cluster slot per series.
 const APPLY_TILES = `
 local marker = ARGV[1]
 local batchEnd = tonumber(ARGV[2])
@@ -85,7 +84,7 @@ local ids, values, counts = {}, {}, {}
 for k = 1, #KEYS do ids[k], values[k], counts[k] = {}, {}, 0 end
 for i = 6, #ARGV, 4 do
   local id, first, v = ARGV[i], tonumber(ARGV[i + 1]) - base, tonumber(ARGV[i + 3])
-  for k = math.max(first, 1), math.min(first + tonumber(ARGV[i + 2]) - 1, #KEYS) do
+  for k = first, first + tonumber(ARGV[i + 2]) - 1 do
     local n = counts[k] + 1
     ids[k][n] = id
     values[k][n] = v
@@ -137,8 +136,8 @@ return table.concat(out, ',')
 `;
 
 /**
- * Stored fields one write call updates, about: Valkey runs one script at a time, so a long one holds up every
- * ranking's read behind it (≈ 1 µs per field: a batch's 24-hash series was one call of 1–2.6 ms).
+ * Stored fields one entity-hash write call updates, about: many entities to a call (a call per entity was most of
+ * a batch's commands), while Valkey, which runs one script at a time, is held up ≈ 0.5 ms at most by one.
  */
 const WRITE_CALL_FIELDS = 500;
 
@@ -297,17 +296,20 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     hashes.flush();
     sets.flush();
     for (const [tag, run] of runs) {
-      // In calls of a few read tiles each, with the segments that reach them (each hash keeps its own marker).
-      const span = Math.max(1, Math.floor(WRITE_CALL_FIELDS / (run.args.length / 4)));
-      for (let lo = run.from; lo < run.to; lo += span) {
-        const hi = Math.min(run.to, lo + span);
-        const keys: string[] = [];
-        for (let r = lo; r < hi; r++) keys.push(`${this.prefix}{${tag}}${r}`);
-        const args = lo === run.from && hi === run.to ? run.args : segmentsWithin(run.args, lo, hi);
-        calls.push(
-          this.client.tbApplyTiles(keys.length, ...keys, marker, endOffset, ttlSeconds, run.max ? 1 : 0, lo, args),
-        );
-      }
+      const keys: string[] = [];
+      for (let r = run.from; r < run.to; r++) keys.push(`${this.prefix}{${tag}}${r}`);
+      calls.push(
+        this.client.tbApplyTiles(
+          keys.length,
+          ...keys,
+          marker,
+          endOffset,
+          ttlSeconds,
+          run.max ? 1 : 0,
+          run.from,
+          run.args,
+        ),
+      );
     }
     if (pruneBefore > 0 && this.batches++ % every === 0) calls.push(this.prune(pruneBefore));
     await Promise.all(calls);
@@ -542,15 +544,4 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     }
     return out;
   }
-}
-
-/** The segments (entity id, first read tile, count, value) of `args` that reach read tiles [lo, hi). */
-function segmentsWithin(args: readonly (string | number)[], lo: number, hi: number): (string | number)[] {
-  const out: (string | number)[] = [];
-  for (let i = 0; i < args.length; i += 4) {
-    const first = args[i + 1] as number;
-    if (first < hi && first + (args[i + 2] as number) > lo)
-      out.push(args[i] as string, first, args[i + 2] as number, args[i + 3] as number);
-  }
-  return out;
 }
