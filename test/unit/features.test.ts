@@ -36,6 +36,34 @@ describe('feature set', () => {
     expect([...v!]).toEqual(fs.features.map((f) => f.default));
   });
 
+  it('assembles a shared result (a read cache row) as an unshared one, at every read time', () => {
+    const ctx = { user_id: 'u', ad_id: 'a', campaign_id: 'c', advertiser_id: 'v', category: 'k', publisher_id: 'p' };
+    const answers = (t: number, shared: boolean) => {
+      const plan = fs.plan([ctx], t);
+      // Values a read could give: a last-seen time of t - 90 s, else a count of 3.
+      const result = (r: (typeof plan.requests)[number], i: number) => {
+        const g = fs.groups[plan.groupOf[i]!]!;
+        const lastSeen = g.series.filter((x) => x.agg.op === 'last_seen').map((x) => `${x.id}.`);
+        return {
+          values: r.fields.map((f) => (lastSeen.some((p) => f.startsWith(p)) ? t - 90_000 : 3)),
+          setCounts: r.sets.map(() => 2),
+          shared,
+        };
+      };
+      return { plan, results: plan.requests.map(result) };
+    };
+    const t = Date.UTC(2026, 0, 1, 12);
+    const a = answers(t, true);
+    const later = { ...a, plan: fs.plan([ctx], t + 30_000) };
+    for (const { plan, results } of [a, later]) {
+      const unshared = results.map((r) => ({ ...r, shared: false }));
+      expect(fs.assemble(plan, results)).toEqual(fs.assemble(plan, unshared));
+    }
+    // The same shared result read later: its since-last-click is 30 s longer (kept features depend on the time).
+    const since = fs.names.indexOf('user__since_last_click_24h');
+    expect(fs.assemble(later.plan, later.results)[0]![since]).toBe(fs.assemble(a.plan, a.results)[0]![since]! + 30);
+  });
+
   // The online layout is storage only: both must read the same.
   const layouts = [
     ['as defined', DEFAULT_GROUPS],
