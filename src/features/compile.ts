@@ -179,7 +179,10 @@ export class FeatureSet {
   readonly stored: readonly StoredPrefix[];
   /** Per group, its slots' aggregates while assembling (reused: assembly allocates only the vectors). */
   private readonly scratch: Float64Array[];
-  /** Each read entity's group features while assembling, grown as plans need (reused): in `finished` at `finishedAt`, or a memo's. */
+  /**
+   * While assembling, each read entity's group features: in `finished` from `finishedAt`, or a memo's (sourceOf).
+   * Grown as plans need, reused.
+   */
   private finished = new Float64Array(1024);
   private finishedAt = new Int32Array(64);
   private readonly sourceOf: Float64Array[] = [];
