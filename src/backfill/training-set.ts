@@ -4,19 +4,9 @@
 import { once } from 'node:events';
 import { createWriteStream, renameSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import type { AdImpression } from '../events/types.ts';
+import { KEY_FIELDS } from '../features/entities.ts';
 
-export const ROW_KEYS = [
-  'event_id',
-  'event_time',
-  'user_id',
-  'ad_id',
-  'campaign_id',
-  'advertiser_id',
-  'category',
-  'publisher_id',
-  'device',
-  'os',
-] as const;
+export const ROW_KEYS = ['event_id', 'event_time', ...KEY_FIELDS, 'device', 'os'] as const;
 
 export interface TrainingRow {
   impression: AdImpression;
