@@ -185,7 +185,8 @@ export interface ValkeyStoreOptions {
 
 /**
  * Reads of the same names in several hashes, answered hash by hash, name by name. Field hashes ('totals'): a hash
- * per stored field, a name per entity id. Entity hashes ('tiles', 'entity-totals'): a hash per entity, a name per stored field.
+ * per stored field, a name per entity id. Entity hashes ('tiles', 'entity-totals'): a hash per entity, a name per
+ * stored field.
  */
 interface ReadGroup {
   hashes: string[];
