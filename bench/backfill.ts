@@ -1,8 +1,9 @@
 // The backfill benchmark, on one generated log (late, out-of-order and duplicate events included), no servers:
 // - engine: the replay (admission + tile rings + a vector per applied impression) over records already decoded in
 //   memory; on a prefix of the log, beside the reference MemoryStore path of the same Replay (too slow for all);
-// - from the event-log file (NDJSON), from the column file (with key ids) and from the embedded ClickHouse (the stream's raw-event tables, loaded
-//   with the log first), each end to end: source decoding + engine; and each source alone;
+// - from the event-log file (NDJSON), from the column file (with key ids) and from the embedded ClickHouse (the
+//   stream's raw-event tables, loaded with the log first), each end to end: source decoding + engine; and each
+//   source alone;
 // - ClickHouse SQL alone computing the same features over the same events (parity-sql.ts), beside the engine.
 // Rates are events per wall-clock second on this (shared) machine, and per CPU-second of the process (all its
 // threads); peak RSS is the process's over each phase.

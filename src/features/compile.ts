@@ -384,10 +384,11 @@ export class FeatureSet {
     const n = this.features.length;
     const requests = plan.requests.length;
     if (this.finishedAt.length < requests) this.finishedAt = new Int32Array(requests * 2);
+    // Room in `finished` for the results not shared (a shared one's features are its memo's).
     let size = 0;
     for (let r = 0; r < requests; r++) {
       this.finishedAt[r] = size;
-      size += (this.groups[plan.groupOf[r] as number] as CompiledGroup).width;
+      if (!(results[r] as ReadResult).shared) size += (this.groups[plan.groupOf[r] as number] as CompiledGroup).width;
     }
     if (this.finished.length < size) this.finished = new Float64Array(size * 2);
     const { finished, finishedAt, sourceOf } = this;
