@@ -1,15 +1,17 @@
-// The ranking benchmark: POST /v1/rank on a real `tributary serve` process (a child, so the load generator does
-// not share its event loop) over a real local Valkey holding the features of a generated log (its tiles applied
-// through ValkeyStore, as the stream writes them) and a model trained by the real backfill + `train`.
-// autocannon drives it with one connection (each request alone) and at saturation (--connections, no rate); a paced,
-// open-loop generator (bench/paced-load.ts) drives the fixed rate (--rate): autocannon's rate mode sends each
-// second's quota in a burst when the second starts, which measures bursts, not a rate. --candidates per request; the baseline is the
-// same run with --baseline-candidates.
+// The ranking benchmark: POST /v1/rank on a real `tributary serve` (a child, so the load generator does not share
+// its event loop; --workers processes, 2 by default: the machine's cores) over a real local Valkey holding the
+// features of a generated log (its tiles applied through ValkeyStore, as the stream writes them) and a model
+// trained by the real backfill + `train`.
+// autocannon drives it with one connection (each request alone) and at saturation (--connections, no rate); a
+// paced, open-loop generator (bench/paced-load.ts) drives the fixed rate (--rate): autocannon's rate mode sends
+// each second's quota in a burst when the second starts, which measures bursts, not a rate. --candidates per
+// request; the baseline is the same run with --baseline-candidates.
 // Time shares come from the server's own histograms (tributary_rank_stage_seconds: the Valkey read, vector
 // assembly, the ONNX run), differenced over each phase; they are wall times, so under concurrency they include
 // waiting for the server's event loop (the "alone" phase gives the clean shares). autocannon's latencies have
-// 1 ms resolution; the paced phase's are exact. CPU per ranking is counted for the server, Valkey and this process
-// (load generator and live writes) over each phase: on one shared machine, their sum is what bounds the rate.
+// 1 ms resolution; the paced phase's are exact. CPU per ranking is counted for the server (all its workers), Valkey
+// and this process (load generator and live writes) over each phase: on one shared machine, their sum is what
+// bounds the rate.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -37,7 +39,8 @@ type Options =
   | 'seconds'
   | 'connections'
   | 'timeout-ms'
-  | 'live-rate';
+  | 'live-rate'
+  | 'workers';
 
 /**
  * Live traffic while the phases run, as the stream would write it: every 100 ms a batch of impressions (copies of
@@ -307,6 +310,7 @@ export const rankBench: Bench<Options> = {
     connections: 16,
     'timeout-ms': 1000,
     'live-rate': 1000,
+    workers: 2,
   },
   async run(ctx) {
     const o = ctx.options;
@@ -318,7 +322,7 @@ export const rankBench: Bench<Options> = {
     // biome-ignore format: one argument per flag reads best
     const args = ['--import', 'tsx', join(import.meta.dirname, '../src/cli/main.ts'), 'serve',
       '--valkey', SERVERS.valkey, '--namespace', ns, '--models', registry.dir, '--port', String(port),
-      '--rank-timeout', String(o['timeout-ms']), '--max-candidates', '1000'];
+      '--rank-timeout', String(o['timeout-ms']), '--max-candidates', '1000', '--workers', String(o.workers)];
     const server: ChildProcess = spawn(process.execPath, args, {
       stdio: ['ignore', 'ignore', 'inherit'],
       env: { ...process.env, TRIBUTARY_LOG_LEVEL: 'warn' },

@@ -1,4 +1,5 @@
 // `tributary serve` (HTTP ranking) and `tributary score` (Kafka ranking): one scoring stack wired to the servers.
+import { join, parse } from 'node:path';
 import type { Command } from 'commander';
 import { Valkey } from 'iovalkey';
 import { type Config, ConfigError } from '../config/config.ts';
@@ -14,17 +15,23 @@ import { ModelRuntime } from '../scoring/model-runtime.ts';
 import { Ranker } from '../scoring/ranker.ts';
 import { ServedLog } from '../scoring/served-log.ts';
 import { buildServer } from '../scoring/server.ts';
+import { clusterMetrics, isWorker, leaveCluster, runPrimary, workerNumber } from '../scoring/workers.ts';
 import { openEventLog, openSerde } from '../streams/open.ts';
 import { log } from './log.ts';
 
-/** The ranker over Valkey and the registry's current model; `close` releases what it opened. */
-async function openScoring(config: Config, servedLogPath?: string) {
+function requireValkey(config: Config): string {
   if (!config.valkey)
     throw new ConfigError('scoring needs Valkey for online features: pass --valkey redis://host:port');
+  return config.valkey;
+}
+
+/** The ranker over Valkey and the registry's current model; `close` releases what it opened. */
+async function openScoring(config: Config, servedLogPath?: string) {
+  const valkeyUrl = requireValkey(config);
   const features = new FeatureSet(DEFAULT_GROUPS);
   // No offline queue and no per-command retries: a ranking never waits for a reconnect, it uses defaults; the
   // client keeps reconnecting in the background.
-  const valkey = new Valkey(config.valkey, {
+  const valkey = new Valkey(valkeyUrl, {
     // Concurrent rankings' reads leave in one write per tick, not one per command.
     enableAutoPipelining: true,
     enableOfflineQueue: false,
@@ -67,10 +74,17 @@ async function openScoring(config: Config, servedLogPath?: string) {
   };
 }
 
+/** FILE.ndjson → FILE.<worker>.ndjson: workers never append to one file (a long write could interleave). */
+function perWorker(path: string): string {
+  const { dir, name, ext } = parse(path);
+  return join(dir, `${name}.${workerNumber()}${ext}`);
+}
+
 function untilSignal(): Promise<void> {
   return new Promise((resolve) => {
     process.once('SIGINT', () => resolve());
     process.once('SIGTERM', () => resolve());
+    if (isWorker()) process.once('disconnect', () => resolve()); // the primary is gone
   });
 }
 
@@ -97,24 +111,35 @@ export function registerScoringCommands(program: Command, configOf: (cmd: Comman
       .option('--port <port>', 'port to listen on', '8080')
       .option('--host <host>', 'address to listen on', '127.0.0.1')
       .option('--token <token>', 'require Authorization: Bearer <token> on /v1/rank [env TRIBUTARY_SCORING_TOKEN]')
-      .option('--body-limit <bytes>', 'largest request body', String(1 << 20)),
+      .option('--body-limit <bytes>', 'largest request body', String(1 << 20))
+      .option(
+        '--workers <n>',
+        'processes sharing the port, each its own Valkey connections, cache and model (about one per core)',
+        '1',
+      ),
   )
     .addHelpText(
       'after',
-      '\nExample:\n  tributary serve --valkey redis://127.0.0.1:6379 --models .data/models --port 8080 --sample-rate 0.01',
+      '\nExample:\n  tributary serve --valkey redis://127.0.0.1:6379 --models .data/models --port 8080 --workers 2 --sample-rate 0.01' +
+        '\nWith --workers N each worker appends to its own served-vector log, FILE.<worker>.ndjson.',
     )
     .action(async (opts: Record<string, string>, cmd: Command) => {
       const config = configOf(cmd);
       const port = Number(opts.port);
       const bodyLimit = Number(opts.bodyLimit);
+      const workers = Number(opts.workers);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError('--port must be 0..65535');
       if (!Number.isInteger(bodyLimit) || bodyLimit < 1)
         throw new ConfigError('--body-limit must be a positive integer');
-      const scoring = await openScoring(config, opts.servedLog);
+      if (!Number.isInteger(workers) || workers < 1) throw new ConfigError('--workers must be a positive integer');
+      requireValkey(config); // checked before any worker starts
+      if (workers > 1 && !isWorker()) return runPrimary(workers, log);
+      const scoring = await openScoring(config, isWorker() ? perWorker(opts.servedLog as string) : opts.servedLog);
       const app = await buildServer(
         {
           ranker: scoring.ranker,
           metrics: scoring.metrics,
+          metricsText: isWorker() ? clusterMetrics(scoring.metrics.registry) : undefined,
           log,
           models: scoring.models,
           storeProblem: () => (scoring.valkey.status === 'ready' ? null : `valkey ${scoring.valkey.status}`),
@@ -126,6 +151,7 @@ export function registerScoringCommands(program: Command, configOf: (cmd: Comman
       await untilSignal();
       await app.close();
       await scoring.close();
+      leaveCluster();
     });
 
   scoringOptions(

@@ -61,6 +61,8 @@ export class ScoringMetrics {
     name: 'tributary_model_info',
     help: 'The model in service (1 for its version)',
     labelNames: ['version'],
+    // serve --workers: 1 for each version some worker serves (mid-swap, two), not a count of workers.
+    aggregator: 'max',
     registers: [this.registry],
   });
 }

@@ -25,6 +25,8 @@ export interface ServerDeps {
   /** Why the online store cannot answer now (e.g. "valkey reconnecting"), or null when it can. */
   storeProblem(): string | null;
   metrics: ScoringMetrics;
+  /** The /metrics text, when it is not this process's registry alone (serve --workers: every worker's). */
+  metricsText?: () => Promise<string>;
   log: Logger;
 }
 
@@ -162,8 +164,9 @@ export async function buildServer(deps: ServerDeps, options: ServerOptions) {
     if (store) problems.push(store);
     return problems.length ? reply.code(503).send({ status: 'not ready', problems }) : { status: 'ready' };
   });
+  const metricsText = deps.metricsText ?? (() => deps.metrics.registry.metrics());
   app.get('/metrics', { schema: { hide: true } }, async (_req, reply) =>
-    reply.type(deps.metrics.registry.contentType).send(await deps.metrics.registry.metrics()),
+    reply.type(deps.metrics.registry.contentType).send(await metricsText()),
   );
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
