@@ -50,17 +50,15 @@ export function writeOnnx(m: LogisticModel, metadata: [string, string][]): Uint8
       floats('bias', [1], [m.bias]),
     ],
     node: [
-      // log1p(max(x, 0)) for counts, sums and ages
+      // One Log for both transforms (one pass over the batch, not three): log(1 + max(x, 0)) for counts, sums and
+      // ages; logit(r) = log(r / (1 - r)) of the clipped rate for smoothed rates.
       node('Relu', [INPUT], 'nonneg'),
       node('Add', ['nonneg', 'one'], 'plus_one'),
-      node('Log', ['plus_one'], 'log1p'),
-      // logit(clip(x)) for smoothed rates
       node('Clip', [INPUT, 'rate_lo', 'rate_hi'], 'rate'),
-      node('Log', ['rate'], 'log_rate'),
       node('Sub', ['one', 'rate'], 'one_minus_rate'),
-      node('Log', ['one_minus_rate'], 'log_one_minus_rate'),
-      node('Sub', ['log_rate', 'log_one_minus_rate'], 'logit'),
-      node('Where', ['is_log', 'log1p', 'logit'], 'transformed'),
+      node('Div', ['rate', 'one_minus_rate'], 'odds'),
+      node('Where', ['is_log', 'plus_one', 'odds'], 'log_argument'),
+      node('Log', ['log_argument'], 'transformed'),
       // standardise with the training mean and deviation, then the linear model
       node('Sub', ['transformed', 'mean'], 'centred'),
       node('Mul', ['centred', 'scale'], 'standardised'),
