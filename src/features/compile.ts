@@ -235,6 +235,8 @@ export class FeatureSet {
 
   /** The last layout per group: consecutive reads mostly fall in the same smallest tile and share it. */
   private readonly layoutCache: { tile: number; layout: Layout }[] = [];
+  /** Plans made so far: numbers each, marking the kept requests it took. */
+  private plans = 0;
 
   private layoutAt(i: number, g: CompiledGroup, t: number): Layout {
     // Tile widths are multiples of the group's smallest one and aligned to the epoch, so the same smallest tile
@@ -324,8 +326,8 @@ export class FeatureSet {
     const groups = this.groups.length;
     const requests: ReadRequest[] = [];
     const groupOf: number[] = [];
-    const index = new Map<ReadRequest, number>();
     const refs = new Int32Array(contexts.length * groups);
+    const plan = ++this.plans;
     for (let gi = 0; gi < groups; gi++) {
       const g = this.groups[gi] as CompiledGroup;
       const l = this.layoutAt(gi, g, t);
@@ -347,19 +349,19 @@ export class FeatureSet {
         for (let f = 0; f < last; f++)
           m = getOrCreate(m, ctx[fields[f] as keyof KeyFields], () => new Map()) as typeof m;
         const value = ctx[fields[last] as keyof KeyFields];
-        let request = m.get(value) as ReadRequest | undefined;
+        let request = m.get(value) as KeptRequest | undefined;
         if (request === undefined) {
-          request = { key: entityKey(g.group.entity, ctx), fields: l.fields, sets: l.sets };
+          request = { key: entityKey(g.group.entity, ctx), fields: l.fields, sets: l.sets, plan: 0, at: 0 };
           m.set(value, request);
           l.kept++;
         }
-        const known = index.get(request);
-        if (known === undefined) {
-          r = requests.length;
-          index.set(request, r);
+        if (request.plan !== plan) {
+          request.plan = plan;
+          request.at = requests.length;
           requests.push(request);
           groupOf.push(gi);
-        } else r = known;
+        }
+        r = request.at;
         refs[ci * groups + gi] = r;
       }
     }
@@ -452,6 +454,12 @@ interface Layout {
    */
   requests: Map<string, unknown>;
   kept: number;
+}
+
+/** A request a layout keeps, with where the plan that last took it has it (no lookup to deduplicate). */
+interface KeptRequest extends ReadRequest {
+  plan: number;
+  at: number;
 }
 
 /** Requests a layout keeps at most (then it starts over): bounds memory for numerous entities such as users. */
