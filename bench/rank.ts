@@ -96,6 +96,8 @@ interface StageTotals {
   cache: { hits: number; misses: number; invalidations: number };
   /** CPU seconds (user + system) so far: the server process, Valkey, and this process (load and live writes). */
   cpu: { server: number; valkey: number; bench: number };
+  /** The server's garbage-collection pauses so far, seconds (every kind). */
+  gc: number;
 }
 
 async function stageTotals(base: string, valkey: Valkey): Promise<StageTotals> {
@@ -114,6 +116,10 @@ async function stageTotals(base: string, valkey: Valkey): Promise<StageTotals> {
       valkey: cpuOf('user') + cpuOf('sys'),
       bench: (bench.user + bench.system) / 1e6,
     },
+    gc: [...text.matchAll(/^nodejs_gc_duration_seconds_sum\{kind="\w+"\} (\S+)/gm)].reduce(
+      (t, m) => t + Number(m[1]),
+      0,
+    ),
     cache: {
       hits: value(/tributary_read_cache\{count="hits"\} (\S+)/),
       misses: value(/tributary_read_cache\{count="misses"\} (\S+)/),
@@ -142,6 +148,8 @@ interface PhaseResult {
   /** CPU ms per ranking: the server's (HTTP, JSON, reads, assembly, ONNX: all of it), Valkey's, and this process's
    * (the load generator, and the live writes when on): the machine's budget per ranking. */
   cpuMs: { server: number; valkey: number; bench: number };
+  /** The server's GC pauses per ranking, ms (part of its CPU; each pause also delays the rankings waiting). */
+  gcMs: number;
   defaulted: number;
   /** Candidate fields answered by the server's read cache, and its invalidations (see LiveWriter). */
   cacheHitShare: number;
@@ -187,7 +195,7 @@ async function phase(
 function stagesBetween(
   before: StageTotals,
   after: StageTotals,
-): Pick<PhaseResult, 'stageMs' | 'cpuMs' | 'defaulted' | 'cacheHitShare' | 'invalidations'> {
+): Pick<PhaseResult, 'stageMs' | 'cpuMs' | 'gcMs' | 'defaulted' | 'cacheHitShare' | 'invalidations'> {
   const n = after.count - before.count || 1;
   const ms = (s: keyof StageTotals['seconds']) => ((after.seconds[s] - before.seconds[s]) / n) * 1000;
   const hits = after.cache.hits - before.cache.hits;
@@ -199,6 +207,7 @@ function stagesBetween(
       valkey: ((after.cpu.valkey - before.cpu.valkey) / n) * 1000,
       bench: ((after.cpu.bench - before.cpu.bench) / n) * 1000,
     },
+    gcMs: ((after.gc - before.gc) / n) * 1000,
     defaulted: after.defaulted - before.defaulted,
     cacheHitShare: hits / (hits + misses || 1),
     invalidations: after.cache.invalidations - before.cache.invalidations,
@@ -369,6 +378,7 @@ export const rankBench: Bench<Options> = {
         row(key, 'p99 ms', (p) => p.p99),
         row(key, 'p99.9 ms', (p) => p.p999),
         row(key, 'server CPU ms/req', (p) => p.cpuMs.server),
+        row(key, 'server GC ms/req', (p) => p.gcMs),
         row(key, 'Valkey CPU ms/req', (p) => p.cpuMs.valkey),
         row(key, 'load + live writes CPU ms/req', (p) => p.cpuMs.bench),
         row(key, 'Valkey ms/req', (p) => p.stageMs.valkey),
