@@ -201,6 +201,8 @@ interface ReadGroup {
 
 export class ValkeyStore implements FeatureReader, TileWriter {
   private readonly client: Client;
+  /** The read cache's (tracked) connection: what a cached read misses is read through it, the rest not. */
+  private readonly cacheReader: Client | undefined;
   /** Entity-hash writes and batches so far: each prunes about once in pruneEvery. */
   private writes = 0;
   private batches = 0;
@@ -212,11 +214,15 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     client: Redis | Cluster,
     private readonly options: ValkeyStoreOptions,
   ) {
-    client.defineCommand('tbApply', { lua: APPLY });
-    client.defineCommand('tbAddMembers', { lua: ADD_MEMBERS });
-    client.defineCommand('tbApplyTiles', { lua: APPLY_TILES });
-    client.defineCommand('tbUnionCount', { lua: UNION_COUNT });
-    client.defineCommand('tbRead', { lua: READ });
+    const cacheReader = options.cache?.tracked.reader;
+    for (const c of cacheReader ? [client, cacheReader] : [client]) {
+      c.defineCommand('tbApply', { lua: APPLY });
+      c.defineCommand('tbAddMembers', { lua: ADD_MEMBERS });
+      c.defineCommand('tbApplyTiles', { lua: APPLY_TILES });
+      c.defineCommand('tbUnionCount', { lua: UNION_COUNT });
+      c.defineCommand('tbRead', { lua: READ });
+    }
+    this.cacheReader = cacheReader as Client | undefined;
     this.client = client as Client;
     this.prefix = `${options.namespace ?? ''}tb:`;
     this.byEntity = new Set(
@@ -513,21 +519,46 @@ export class ValkeyStore implements FeatureReader, TileWriter {
         }
   }
 
-  /** The values of groups of reads, hash by hash and name by name: one call (on a Cluster, one per hash). */
+  /**
+   * The values of groups of reads, group by group, hash by hash and name by name: one call (on a Cluster, one per
+   * hash), and one more through the read cache's connection for what it missed.
+   */
   private async send(all: readonly ReadGroup[]): Promise<(number | null)[]> {
+    const cacheReader = this.cacheReader;
+    if (!cacheReader || !all.some((g) => g.cache)) return this.call(this.client, all);
+    const [cached, direct] = await Promise.all([
+      this.call(
+        cacheReader,
+        all.filter((g) => g.cache),
+      ),
+      this.call(
+        this.client,
+        all.filter((g) => !g.cache),
+      ),
+    ]);
+    // Back in the groups' order.
+    const out: (number | null)[] = [];
+    let c = 0;
+    let d = 0;
+    for (const g of all)
+      for (let n = g.hashes.length * g.names.length; n > 0; n--)
+        out.push((g.cache ? cached[c++] : direct[d++]) as number | null);
+    return out;
+  }
+
+  private async call(client: Client, all: readonly ReadGroup[]): Promise<(number | null)[]> {
     const groups = all.filter((g) => g.hashes.length > 0 && g.names.length > 0);
     if (groups.length === 0) return [];
     const calls: Promise<string>[] = [];
-    if (this.client.isCluster) {
-      for (const g of groups)
-        for (const h of g.hashes) calls.push(this.client.tbRead(1, h, 1, 1, g.names.length, g.names));
+    if (client.isCluster) {
+      for (const g of groups) for (const h of g.hashes) calls.push(client.tbRead(1, h, 1, 1, g.names.length, g.names));
     } else {
       // Groups in calls of a bounded size (a served-vector load reads thousands of entities at once).
       let hashes: string[] = [];
       let args: (string | number)[] = [];
       let n = 0;
       const flush = () => {
-        if (n > 0) calls.push(this.client.tbRead(hashes.length, hashes, n, args));
+        if (n > 0) calls.push(client.tbRead(hashes.length, hashes, n, args));
         [hashes, args, n] = [[], [], 0];
       };
       for (const g of groups) {

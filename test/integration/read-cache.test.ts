@@ -93,7 +93,7 @@ describe('tracked read cache', () => {
 
     // The reading connection dies: tracking is lost with it; the cache starts over once it is back.
     const resets = cache.tracked.stats.resets;
-    const id = String(await reader.call('CLIENT', 'ID'));
+    const id = String(await cache.tracked.reader.call('CLIENT', 'ID'));
     await direct.call('CLIENT', 'KILL', 'ID', id);
     await until(
       'the reader to reconnect and track again',
