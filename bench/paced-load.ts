@@ -21,6 +21,9 @@ export interface PacedLoad {
 export interface PacedResult {
   /** Milliseconds from due to answered, sorted. */
   latencies: number[];
+  /** Milliseconds from due to when this generator's loop came to it, sorted: its own lag, whether a connection was
+   * free or not (a starved generator inflates latency). */
+  sendLags: number[];
   elapsedSeconds: number;
   non2xx: number;
   errors: number;
@@ -91,6 +94,7 @@ async function run(o: PacedLoad): Promise<PacedResult> {
   );
   const total = Math.round(o.rate * o.seconds);
   const latencies: number[] = [];
+  const sendLags: number[] = [];
   let non2xx = 0;
   let errors = 0;
   let sent = 0;
@@ -132,6 +136,7 @@ async function run(o: PacedLoad): Promise<PacedResult> {
     const now = performance.now();
     for (; due < total && start + (due * 1000) / o.rate <= now; due++) {
       const at = start + (due * 1000) / o.rate;
+      sendLags.push(now - at);
       const c = idle.shift();
       if (c) c.send(requests[sent++ % requests.length] as Buffer, at);
       else waiting.push(at);
@@ -141,7 +146,8 @@ async function run(o: PacedLoad): Promise<PacedResult> {
   await finished;
   const elapsedSeconds = (performance.now() - start) / 1000;
   for (const c of idle) c.socket.destroy();
-  return { latencies: latencies.sort((a, b) => a - b), elapsedSeconds, non2xx, errors };
+  const sorted = (xs: number[]) => xs.sort((a, b) => a - b);
+  return { latencies: sorted(latencies), sendLags: sorted(sendLags), elapsedSeconds, non2xx, errors };
 }
 
 if (parentPort) parentPort.postMessage(await run(workerData as PacedLoad));
