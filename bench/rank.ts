@@ -14,7 +14,6 @@
 // bounds the rate.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -27,7 +26,8 @@ import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
 import { TileBatch } from '../src/features/tile-batch.ts';
 import { ModelRegistry } from '../src/model/registry.ts';
 import { ValkeyStore } from '../src/online/valkey-store.ts';
-import { replayRecords, trainAndRegister } from '../test/support/models.ts';
+import { rankBody, replayRecords, trainAndRegister } from '../test/support/models.ts';
+import { freePort } from '../test/support/services.ts';
 import { type Bench, type Row, SERVERS, sleep } from './lib.ts';
 import type { PacedLoad, PacedResult } from './paced-load.ts';
 
@@ -126,14 +126,6 @@ async function stageTotals(base: string, valkey: Valkey): Promise<StageTotals> {
       invalidations: value(/tributary_read_cache\{count="invalidations"\} (\S+)/),
     },
   };
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise((resolve) => server.close(resolve));
-  return port;
 }
 
 interface PhaseResult {
@@ -291,21 +283,7 @@ async function prepare(
         const i = impressions[j % impressions.length] as AdImpression;
         ads.set(i.ad_id, i);
       }
-      return JSON.stringify({
-        request_id: `bench-${k}`,
-        user_id: at.user_id,
-        publisher_id: at.publisher_id,
-        device: at.device,
-        os: at.os,
-        time: end + 60_000,
-        candidates: [...ads.values()].map((i) => ({
-          ad_id: i.ad_id,
-          campaign_id: i.campaign_id,
-          advertiser_id: i.advertiser_id,
-          category: i.category,
-          bid: i.bid,
-        })),
-      });
+      return JSON.stringify(rankBody(`bench-${k}`, at, ads.values(), end + 60_000));
     });
   const live = new LiveWriter(store, features, impressions, end + 60_000, o['live-rate']);
   return { registry, main: bodiesOf(o.candidates), baseline: bodiesOf(o['baseline-candidates']), live };

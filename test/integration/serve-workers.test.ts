@@ -5,7 +5,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -14,8 +13,8 @@ import type { AdImpression } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { ModelRegistry } from '../../src/model/registry.ts';
-import { replayRecords, trainAndRegister } from '../support/models.ts';
-import { VALKEY_URL } from '../support/services.ts';
+import { rankBody, replayRecords, trainAndRegister } from '../support/models.ts';
+import { freePort, VALKEY_URL } from '../support/services.ts';
 import { until } from '../support/streaming.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'serve-workers-'));
@@ -25,14 +24,6 @@ const impressions = log.filter((r) => r.record.kind === 'impression').map((r) =>
 let server: ChildProcess;
 let port = 0;
 let stderr = '';
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const p = (s.address() as { port: number }).port;
-  await new Promise((resolve) => s.close(resolve));
-  return p;
-}
 
 /** One request on its own connection (no keep-alive), so the cluster hands each to the next worker. */
 function post(body: string): Promise<{ status: number; text: string }> {
@@ -50,20 +41,7 @@ function post(body: string): Promise<{ status: number; text: string }> {
 
 const body = (i: number) => {
   const at = impressions[(i * 7919) % impressions.length] as AdImpression;
-  return JSON.stringify({
-    request_id: `w-${i}`,
-    user_id: at.user_id,
-    publisher_id: at.publisher_id,
-    device: at.device,
-    os: at.os,
-    time: at.event_time,
-    candidates: impressions.slice(i, i + 5).map((c) => ({
-      ad_id: c.ad_id,
-      campaign_id: c.campaign_id,
-      advertiser_id: c.advertiser_id,
-      category: c.category,
-    })),
-  });
+  return JSON.stringify(rankBody(`w-${i}`, at, impressions.slice(i, i + 5), at.event_time));
 };
 
 const rankings = async () => {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import type { ReplayRecord } from '../../src/backfill/replay.ts';
 import { runBackfill } from '../../src/backfill/run.ts';
 import type { LogRecord } from '../../src/events/generator.ts';
+import type { AdImpression } from '../../src/events/types.ts';
 import type { FeatureSet } from '../../src/features/compile.ts';
 import type { ModelRegistry } from '../../src/model/registry.ts';
 import { train } from '../../src/model/train.ts';
@@ -40,4 +41,23 @@ export async function trainAndRegister(
   });
   const { bytes, run } = await train({ trainingSet: out, features, evalFraction: 0.2, l2, seed: 1 });
   return registry.register(bytes, run);
+}
+
+/** A POST /v1/rank body: `at`'s user and page, `ads` as the candidates (with their bids), ranked as of `time`. */
+export function rankBody(requestId: string, at: AdImpression, ads: Iterable<AdImpression>, time: number) {
+  return {
+    request_id: requestId,
+    user_id: at.user_id,
+    publisher_id: at.publisher_id,
+    device: at.device,
+    os: at.os,
+    time,
+    candidates: [...ads].map((i) => ({
+      ad_id: i.ad_id,
+      campaign_id: i.campaign_id,
+      advertiser_id: i.advertiser_id,
+      category: i.category,
+      bid: i.bid,
+    })),
+  };
 }

@@ -1,5 +1,6 @@
 // Where the test servers listen: the services' defaults unless the environment moves them.
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 
 export const KAFKA_BROKERS = [`127.0.0.1:${process.env.KAFKA_PORT ?? '9092'}`];
@@ -18,3 +19,12 @@ export const cliWithServers = (...args: string[]) =>
     REGISTRY_URL,
     ...args,
   ]);
+
+/** A local TCP port free now, for a server a test or benchmark starts. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
