@@ -120,8 +120,8 @@ export function registerScoringCommands(program: Command, configOf: (cmd: Comman
   )
     .addHelpText(
       'after',
-      '\nExample:\n  tributary serve --valkey redis://127.0.0.1:6379 --models .data/models --port 8080 --workers 2 --sample-rate 0.01' +
-        '\nWith --workers N each worker appends to its own served-vector log, FILE.<worker>.ndjson.',
+      '\nExample:\n  tributary serve --valkey redis://127.0.0.1:6379 --models .data/models --port 8080 --workers 2 \\\n' +
+        '    --sample-rate 0.01\nWith --workers N each worker appends to its own served-vector log, FILE.<worker>.ndjson.',
     )
     .action(async (opts: Record<string, string>, cmd: Command) => {
       const config = configOf(cmd);

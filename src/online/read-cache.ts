@@ -1,8 +1,9 @@
 // Server-assisted client-side caching of stored fields (Valkey CLIENT TRACKING): values read from a hash (on a
-// connection of the cache's own) are kept in process, and Valkey tells us (on another) when that hash changes, so a kept value is always the
-// one Valkey holds, give or take the invalidation's way over the network. Rankings share their candidates' hashes
-// (ads, campaigns, placements: read by every request), which change only when a late event lands in a window
-// already being read; so most of a ranking's reads are answered here and only the rest go to Valkey.
+// connection of the cache's own) are kept in process, and Valkey tells us (on another) when that hash changes, so
+// a kept value is always the one Valkey holds, give or take the invalidation's way over the network. Rankings
+// share their candidates' hashes (ads, campaigns, placements: read by every request), which change only when a late
+// event lands in a window already being read; so most of a ranking's reads are answered here and only the rest go
+// to Valkey.
 import type { Redis } from 'iovalkey';
 import type { Logger } from 'pino';
 import type { FeatureSet, ReadResult } from '../features/compile.ts';

@@ -526,16 +526,9 @@ export class ValkeyStore implements FeatureReader, TileWriter {
   private async send(all: readonly ReadGroup[]): Promise<(number | null)[]> {
     const cacheReader = this.cacheReader;
     if (!cacheReader || !all.some((g) => g.cache)) return this.call(this.client, all);
-    const [cached, direct] = await Promise.all([
-      this.call(
-        cacheReader,
-        all.filter((g) => g.cache),
-      ),
-      this.call(
-        this.client,
-        all.filter((g) => !g.cache),
-      ),
-    ]);
+    const missed = all.filter((g) => g.cache);
+    const rest = all.filter((g) => !g.cache);
+    const [cached, direct] = await Promise.all([this.call(cacheReader, missed), this.call(this.client, rest)]);
     // Back in the groups' order.
     const out: (number | null)[] = [];
     let c = 0;
