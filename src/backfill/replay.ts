@@ -97,7 +97,7 @@ export class Replay {
     } = {},
   ) {
     this.partitions = options.partitions ?? Number.POSITIVE_INFINITY;
-    this.state = options.state === 'memory' ? new MemoryState(features) : new TileRings(features, allowedLatenessMs);
+    this.state = options.state === 'memory' ? new MemoryState(features) : new TileRings(features);
   }
 
   /** The reference state's store (state 'memory'): readable at any moment for any entity, e.g. by tests. */

@@ -40,8 +40,6 @@ interface Rings {
   readonly slotTiles: Int32Array;
   /** Slots [0, summed) are kept as running totals; the rest (LATEST) are scanned at each read. */
   readonly summed: number;
-  /** Tiles a ring holds before it first grows. */
-  readonly initialSize: number;
   /** Per entity: its ring's pool position and size - 1. */
   ringOf: Int32Array;
   /** The pool: tile T of a ring at position p, mask m sits at p + (T & m) when tags[that] === T; lane l of
@@ -93,14 +91,11 @@ export interface StepChunk {
   row: Int32Array;
 }
 
-function pow2AtLeast(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
-}
-
-/** Tiles a ring holds before it first grows. */
-const INITIAL_RING = 4;
+/**
+ * Tiles a ring holds before it first grows: one, since most entities are sparse (a user × category sees one or two
+ * events); rings double as they need (within one partition, up to the longest window plus the lateness).
+ */
+const INITIAL_RING = 1;
 
 export class TileRings {
   private readonly layouts: GroupLayout[];
@@ -118,10 +113,7 @@ export class TileRings {
   private low = Number.NEGATIVE_INFINITY;
   private readonly members = new MemberLists();
 
-  constructor(
-    readonly features: FeatureSet,
-    allowedLatenessMs: number,
-  ) {
+  constructor(readonly features: FeatureSet) {
     const columns: (keyof SourceEvent)[] = [];
     const column = (name: keyof SourceEvent) => {
       if (!columns.includes(name)) columns.push(name);
@@ -135,6 +127,11 @@ export class TileRings {
         g.series,
         (s, i) => g.series.slice(0, i).filter((x) => x.tileMs === s.tileMs).length,
       );
+      // By rings, so that an event claims each of its tiles once.
+      const updatesOf = (source: Source) =>
+        Int32Array.from(g.series.keys())
+          .filter((s) => g.series[s]?.agg.source === source)
+          .sort((a, b) => (ringsOf[a] as number) - (ringsOf[b] as number));
       const rings = tileWidths.map((tileMs, r): Rings => {
         const lanes = g.series.filter((s) => s.tileMs === tileMs);
         const kind = Int8Array.from(lanes, kindOf);
@@ -155,9 +152,6 @@ export class TileRings {
           slotLane: Int32Array.from(slots, (x) => laneOf[x.series] as number),
           slotTiles: Int32Array.from(slots, (x) => x.tiles),
           summed: slots.filter((x) => kind[laneOf[x.series] as number] !== LATEST).length,
-          // Within one partition, reads and updates stay within the lateness of the newest tile, so a ring that
-          // spans it never grows; most entities need far less, and start smaller.
-          initialSize: Math.min(INITIAL_RING, pow2AtLeast(maxTiles + Math.ceil(allowedLatenessMs / tileMs) + 2)),
           ringOf: new Int32Array(0),
           tags: new Int32Array(0),
           values: new Float64Array(0),
@@ -181,10 +175,7 @@ export class TileRings {
         state: new Float64Array(0),
         stride: rings.length + g.slots.length,
         raw: new Float64Array(g.slots.length),
-        updates: {
-          impression: Int32Array.from(g.series.keys()).filter((s) => g.series[s]?.agg.source === 'impression'),
-          click: Int32Array.from(g.series.keys()).filter((s) => g.series[s]?.agg.source === 'click'),
-        },
+        updates: { impression: updatesOf('impression'), click: updatesOf('click') },
         tiles: new Float64Array(rings.length),
       };
     });
@@ -257,6 +248,8 @@ export class TileRings {
       for (let r = 0; r < rings.length; r++) tiles[r] = tileOf(t, (rings[r] as Rings).tileMs);
       if (source === 'impression') this.read(layout, ent, t, out, (c.row[i] as number) * F);
       const updates = layout.updates[source];
+      let claimed = -1;
+      let position = 0;
       for (let u = 0; u < updates.length; u++) {
         const s = updates[u] as number;
         const update = updateOf((layout.g.series[s] as Series).agg, e);
@@ -265,7 +258,11 @@ export class TileRings {
         const ring = rings[r] as Rings;
         const lane = layout.laneOf[s] as number;
         const tile = tiles[r] as number;
-        const at = this.claim(layout, r, ent, tile) * ring.lanes + lane;
+        if (r !== claimed) {
+          position = this.claim(layout, r, ent, tile);
+          claimed = r;
+        }
+        const at = position * ring.lanes + lane;
         if (typeof update === 'string')
           this.addMember(layout, r, ent, tile, at, ids[i * width + (layout.memberColumn[s] as number)] as number);
         else if (ring.kind[lane] === LATEST) {
@@ -291,8 +288,8 @@ export class TileRings {
       }
     }
     for (const rings of layout.rings) {
-      rings.ringOf[2 * ent] = allocate(rings, rings.initialSize);
-      rings.ringOf[2 * ent + 1] = rings.initialSize - 1;
+      rings.ringOf[2 * ent] = allocate(rings, INITIAL_RING);
+      rings.ringOf[2 * ent + 1] = INITIAL_RING - 1;
     }
     const base = ent * layout.stride;
     layout.state.fill(Number.NaN, base, base + n);
@@ -313,8 +310,10 @@ export class TileRings {
         return at;
       }
       if (held < tile && held < tileOf(this.low, rings.tileMs) - rings.maxTiles) {
-        // Never read or updated again; the totals at the cursor may include it, so the next read recomputes them.
-        layout.state[ent * layout.stride + r] = Number.NaN;
+        // Never read or updated again. The totals at the cursor c span [c - maxTiles, c): when they may include
+        // it, the next read recomputes them.
+        const cursorAt = ent * layout.stride + r;
+        if (!(held < (layout.state[cursorAt] as number) - rings.maxTiles)) layout.state[cursorAt] = Number.NaN;
         if (held > rings.lostUpTo) rings.lostUpTo = held;
         rings.tags[at] = tile;
         for (let l = 0; l < rings.lanes; l++) {
