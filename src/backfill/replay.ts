@@ -70,6 +70,7 @@ export class Replay {
   private readonly chunk: StepChunk = {
     length: 0,
     events: [],
+    time: new Float64Array(0),
     sources: [],
     keyIds: [],
     keyIdsAt: new Int32Array(0),
@@ -134,6 +135,7 @@ export class Replay {
       this.emitted = new Uint8Array(n);
       this.vectors = new Float64Array(n * F);
       this.first = this.vectors.subarray(0, F);
+      c.time = new Float64Array(n);
       c.keyIdsAt = new Int32Array(n);
       c.lowWatermark = new Float64Array(n);
       c.row = new Int32Array(n);
@@ -150,6 +152,7 @@ export class Replay {
       if (admission.maxEventTime !== before) this.low = this.lowWatermark();
       const k = c.length++;
       c.events[k] = r.event;
+      c.time[k] = r.event.event_time;
       c.sources[k] = r.source;
       c.keyIds[k] = r.ids;
       c.keyIdsAt[k] = r.idsAt ?? 0;

@@ -84,6 +84,8 @@ interface GroupLayout {
 export interface StepChunk {
   length: number;
   readonly events: SourceEvent[];
+  /** The events' times, as a column: each group's pass reads them. */
+  time: Float64Array;
   readonly sources: Source[];
   readonly keyIds: (Int32Array | undefined)[];
   keyIdsAt: Int32Array;
@@ -243,7 +245,7 @@ export class TileRings {
       const e = c.events[i] as SourceEvent;
       const source = c.sources[i] as Source;
       const ent = entities[i] as number;
-      const t = e.event_time;
+      const t = c.time[i] as number;
       this.low = c.lowWatermark[i] as number;
       for (let r = 0; r < rings.length; r++) tiles[r] = tileOf(t, (rings[r] as Rings).tileMs);
       if (source === 'impression') this.read(layout, ent, t, out, (c.row[i] as number) * F);
