@@ -58,6 +58,10 @@ class MemoryState implements ReplayState {
 
 export type ReplayStateKind = 'rings' | 'memory';
 
+/** Records per applyChunk call for streaming callers: enough to amortise a chunk's passes, small enough to stay in
+ * cache (its vectors: 4096 × 58 doubles ≈ 1.9 MB). */
+export const REPLAY_CHUNK = 4096;
+
 export class Replay {
   private readonly admissions = new Map<string, Admission>();
   /** The last record's partition and its admission: consecutive records mostly share it. */
