@@ -72,7 +72,7 @@ interface GroupLayout {
   /** Per source, the series its events update. */
   readonly updates: Record<Source, Int32Array>;
   /** The read's tile per rings, for the event being processed. */
-  readonly tiles: Float64Array;
+  readonly tiles: Int32Array;
 }
 
 /**
@@ -178,7 +178,7 @@ export class TileRings {
         stride: rings.length + g.slots.length,
         raw: new Float64Array(g.slots.length),
         updates: { impression: updatesOf('impression'), click: updatesOf('click') },
-        tiles: new Float64Array(rings.length),
+        tiles: new Int32Array(rings.length),
       };
     });
     for (const { group } of features.groups)
@@ -249,25 +249,28 @@ export class TileRings {
       this.low = c.lowWatermark[i] as number;
       for (let r = 0; r < rings.length; r++) tiles[r] = tileOf(t, (rings[r] as Rings).tileMs);
       if (source === 'impression') this.read(layout, ent, t, out, (c.row[i] as number) * F);
-      const updates = layout.updates[source];
+      // Named properties, not keyed by the source string (a slow, megamorphic access; as Replay's counts).
+      const updates = source === 'impression' ? layout.updates.impression : layout.updates.click;
       let claimed = -1;
       let position = 0;
       for (let u = 0; u < updates.length; u++) {
         const s = updates[u] as number;
-        const update = updateOf((layout.g.series[s] as Series).agg, e);
-        if (update === null) continue;
         const r = layout.ringsOf[s] as number;
         const ring = rings[r] as Rings;
         const lane = layout.laneOf[s] as number;
+        const kind = ring.kind[lane] as number;
+        // A distinct member is its column's id (interned); the other updates are updateOf's numbers.
+        const update = kind === DISTINCT ? 0 : (updateOf((layout.g.series[s] as Series).agg, e) as number | null);
+        if (update === null) continue;
         const tile = tiles[r] as number;
         if (r !== claimed) {
           position = this.claim(layout, r, ent, tile);
           claimed = r;
         }
         const at = position * ring.lanes + lane;
-        if (typeof update === 'string')
+        if (kind === DISTINCT)
           this.addMember(layout, r, ent, tile, at, ids[i * width + (layout.memberColumn[s] as number)] as number);
-        else if (ring.kind[lane] === LATEST) {
+        else if (kind === LATEST) {
           if (update > (ring.values[at] as number)) ring.values[at] = update;
         } else this.addValue(layout, r, ent, tile, at, lane, update);
       }
@@ -412,7 +415,7 @@ function fresh(rings: Rings, at: number): void {
 
 /** Pool space for an empty ring of `size` tiles (a power of two). */
 function allocate(rings: Rings, size: number): number {
-  const reused = rings.free[Math.log2(size)]?.pop();
+  const reused = rings.free[log2(size)]?.pop();
   if (reused !== undefined) {
     rings.tags.fill(EMPTY, reused, reused + size);
     rings.values.fill(0, reused * rings.lanes, (reused + size) * rings.lanes);
@@ -447,12 +450,17 @@ function grow(rings: Rings, ent: number): void {
     tags[at] = tag;
     for (let l = 0; l < lanes; l++) values[at * lanes + l] = values[(from + i) * lanes + l] as number;
   }
-  const bySize = Math.log2(mask + 1);
+  const bySize = log2(mask + 1);
   const free = rings.free[bySize] ?? [];
   free.push(from);
   rings.free[bySize] = free;
   rings.ringOf[2 * ent] = to;
   rings.ringOf[2 * ent + 1] = size - 1;
+}
+
+/** log2 of a power of two, without Math.log2's floating-point call. */
+function log2(size: number): number {
+  return 31 - Math.clz32(size);
 }
 
 function lost(layout: GroupLayout, rings: Rings, tile: number): never {
@@ -510,8 +518,9 @@ function latest(rings: Rings, ent: number, lane: number, cur: number, lo: number
 
 /**
  * The members of distinct series' tiles: per tile a list without repeats, as linked nodes in one typed pool
- * (no object per tile or per member). A list is named by its head node + 1, 0 for the empty list: what the
- * tile's value holds. Counts over a window are taken at read time, marking members in a scratch array.
+ * (no object per tile or per member). A list is named by its head node + 1, 0 for the empty list, -(m + 1) for
+ * the list of member m alone (most tiles: no node to chase): what the tile's value holds. Counts over a window are
+ * taken at read time, marking members in a scratch array.
  */
 class MemberLists {
   private member = new Int32Array(4096);
@@ -525,7 +534,14 @@ class MemberLists {
 
   /** List `head` with m (the same head when m is in it already). */
   add(head: number, m: number): number {
+    if (head === 0) return -(m + 1);
+    if (head < 0) return head === -(m + 1) ? head : this.node(m, this.node(-head - 1, 0));
     for (let n = head; n !== 0; n = this.next[n - 1] as number) if (this.member[n - 1] === m) return head;
+    return this.node(m, head);
+  }
+
+  /** A new node of member m before list `head` (a list of nodes or empty): the list it starts. */
+  private node(m: number, head: number): number {
     let node = this.free - 1;
     if (node >= 0) this.free = this.next[node] as number;
     else {
@@ -542,7 +558,7 @@ class MemberLists {
 
   /** Frees list `head`'s nodes for reuse. */
   release(head: number): void {
-    if (head === 0) return;
+    if (head <= 0) return;
     let last = head - 1;
     while (this.next[last] !== 0) last = (this.next[last] as number) - 1;
     this.next[last] = this.free;
@@ -572,15 +588,19 @@ class MemberLists {
 
   /** Marks list `head`'s members; returns how many were not marked yet. */
   private unseen(head: number, mark: number): number {
+    if (head < 0) return this.marked(-head - 1, mark);
     let count = 0;
-    for (let n = head; n !== 0; n = this.next[n - 1] as number) {
-      const m = this.member[n - 1] as number;
-      if (m >= this.seen.length) this.seen = grown(this.seen, Math.max(m + 1, this.seen.length * 2));
-      if (this.seen[m] === mark) continue;
-      this.seen[m] = mark;
-      count++;
-    }
+    for (let n = head; n !== 0; n = this.next[n - 1] as number)
+      count += this.marked(this.member[n - 1] as number, mark);
     return count;
+  }
+
+  /** Marks member m: 1 when it was not marked yet. */
+  private marked(m: number, mark: number): number {
+    if (m >= this.seen.length) this.seen = grown(this.seen, Math.max(m + 1, this.seen.length * 2));
+    if (this.seen[m] === mark) return 0;
+    this.seen[m] = mark;
+    return 1;
   }
 }
 
