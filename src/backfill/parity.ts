@@ -5,7 +5,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import type { FeatureSet } from '../features/compile.ts';
 import type { FeatureGroup } from '../features/define.ts';
 import { sqlFeatures } from './parity-sql.ts';
-import { Replay } from './replay.ts';
+import { REPLAY_CHUNK, Replay, type ReplayRecord } from './replay.ts';
 import { fromClickHouse, partitionsIn } from './sources.ts';
 
 export interface FeatureParity {
@@ -45,10 +45,20 @@ export async function checkParity(
 ): Promise<ParityReport> {
   const replay = new Replay(features, allowedLatenessMs, { partitions: await partitionsIn(ch) });
   const backfill = new Map<string, Float64Array>();
+  const F = features.names.length;
+  let chunk: ReplayRecord[] = [];
+  const flush = () => {
+    const { vectors, emitted } = replay.applyChunk(chunk);
+    chunk.forEach((r, k) => {
+      if (emitted[k] === 1) backfill.set(r.event.event_id, vectors.slice(k * F, (k + 1) * F));
+    });
+    chunk = [];
+  };
   for await (const r of fromClickHouse(ch)) {
-    const vector = replay.apply(r);
-    if (vector) backfill.set(r.event.event_id, vector.slice());
+    chunk.push(r);
+    if (chunk.length === REPLAY_CHUNK) flush();
   }
+  flush();
   const served = await servedVectors(ch);
   const sql = await sqlFeatures(ch, groups, { allowedLatenessMs });
   const report: ParityReport = {

@@ -3,7 +3,7 @@
 import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { FeatureSet } from '../features/compile.ts';
 import { Labels } from './labels.ts';
-import { Replay, type ReplayRecord } from './replay.ts';
+import { REPLAY_CHUNK, Replay, type ReplayRecord } from './replay.ts';
 import { CsvTrainingWriter, type TrainingColumn, type TrainingMeta, type TrainingWriter } from './training-set.ts';
 
 export interface BackfillOptions {
@@ -95,27 +95,39 @@ export async function runBackfill(o: BackfillOptions): Promise<TrainingMeta> {
   const from = o.from ?? Number.NEGATIVE_INFINITY;
   const to = o.to ?? Number.POSITIVE_INFINITY;
   const every = o.checkpointEvery ?? 1_000_000;
+  const F = o.features.names.length;
+  let chunk: ReplayRecord[] = [];
+  // The replay takes records a chunk at a time; rows and checkpoints still go record by record.
+  const flush = async () => {
+    const { vectors, emitted } = replay.applyChunk(chunk);
+    for (let k = 0; k < chunk.length; k++) {
+      const r = chunk[k] as ReplayRecord;
+      if (writer.commit && events > skip && events % every === 0) {
+        // Every record before this one is fully written.
+        const { bytes, rows } = await writer.commit();
+        writeCheckpoint(checkpointPath, { run, events, bytes, rows, positives, heldBack, first, last });
+      }
+      if (++events % 10_000 === 0) o.onProgress?.(events);
+      if (emitted[k] !== 1 || r.source !== 'impression' || events <= skip) continue;
+      const t = r.event.event_time;
+      if (t < from || t >= to) continue;
+      if (!labels.isFinal(t)) {
+        heldBack++;
+        continue;
+      }
+      const label = labels.label(r.event.event_id, t);
+      positives += label;
+      first = first === null ? t : Math.min(first, t);
+      last = last === null ? t : Math.max(last, t);
+      await writer.write({ impression: r.event, label, vector: vectors.subarray(k * F, (k + 1) * F) });
+    }
+    chunk = [];
+  };
   for await (const r of o.open()) {
-    if (writer.commit && events > skip && events % every === 0) {
-      // Every record before this one is fully written.
-      const { bytes, rows } = await writer.commit();
-      writeCheckpoint(checkpointPath, { run, events, bytes, rows, positives, heldBack, first, last });
-    }
-    const vector = replay.apply(r);
-    if (++events % 10_000 === 0) o.onProgress?.(events);
-    if (!vector || r.source !== 'impression' || events <= skip) continue;
-    const t = r.event.event_time;
-    if (t < from || t >= to) continue;
-    if (!labels.isFinal(t)) {
-      heldBack++;
-      continue;
-    }
-    const label = labels.label(r.event.event_id, t);
-    positives += label;
-    first = first === null ? t : Math.min(first, t);
-    last = last === null ? t : Math.max(last, t);
-    await writer.write({ impression: r.event, label, vector });
+    chunk.push(r);
+    if (chunk.length === REPLAY_CHUNK) await flush();
   }
+  await flush();
   o.onProgress?.(events);
   const meta: TrainingMeta = {
     features: names,

@@ -74,6 +74,46 @@ export interface CompiledGroup {
   readonly series: readonly Series[];
   readonly slots: readonly Slot[];
   readonly ratios: readonly { feature: number; num: number; den: number; rate: number; weight: number }[];
+  /** The slots and ratios flattened for finishGroup, which every read ends in. */
+  readonly finish: Finish;
+}
+
+/** How a slot's aggregate becomes its feature. */
+const AS_IS = 0;
+const SCALED = 1;
+const AGE = 2;
+
+interface Finish {
+  /** Per slot: AS_IS, SCALED (divided by param: the sum's scale) or AGE (seconds before t; param when none). */
+  readonly op: Int8Array;
+  readonly param: Float64Array;
+  readonly feature: Int32Array;
+  /** Per ratio: its feature, numerator and denominator slots, rate × weight and weight. */
+  readonly ratioFeature: Int32Array;
+  readonly num: Int32Array;
+  readonly den: Int32Array;
+  readonly prior: Float64Array;
+  readonly weight: Float64Array;
+}
+
+function finishOf(series: readonly Series[], slots: readonly Slot[], ratios: CompiledGroup['ratios']): Finish {
+  const aggOf = (slot: Slot) => (series[slot.series] as Series).agg;
+  return {
+    op: Int8Array.from(slots, (s) => {
+      const op = aggOf(s).op;
+      return op === 'sum' ? SCALED : op === 'last_seen' ? AGE : AS_IS;
+    }),
+    param: Float64Array.from(slots, (s) => {
+      const agg = aggOf(s);
+      return agg.op === 'sum' ? agg.scale : s.window.lengthMs / 1000;
+    }),
+    feature: Int32Array.from(slots, (s) => s.feature),
+    ratioFeature: Int32Array.from(ratios, (r) => r.feature),
+    num: Int32Array.from(ratios, (r) => r.num),
+    den: Int32Array.from(ratios, (r) => r.den),
+    prior: Float64Array.from(ratios, (r) => r.rate * r.weight),
+    weight: Float64Array.from(ratios, (r) => r.weight),
+  };
 }
 
 type SourceEvent = AdImpression | AdClick;
@@ -160,7 +200,8 @@ function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGro
   for (const x of series)
     if (x.tileMs % minTileMs !== 0)
       throw new Error(`${group.entity.name}: tile widths must be multiples of the smallest`);
-  return { group, start, width: features.length - start, minTileMs, series, slots, ratios };
+  const finish = finishOf(series, slots, ratios);
+  return { group, start, width: features.length - start, minTileMs, series, slots, ratios, finish };
 }
 
 /** The compiled feature set: the single meaning of every feature, for streaming, backfill and scoring. */
@@ -523,18 +564,18 @@ function fillGroup(g: CompiledGroup, t: number, res: ReadResult, v: Float64Array
  * v[at + f]: at = 0 for a whole vector.
  */
 export function finishGroup(g: CompiledGroup, t: number, raw: Float64Array, v: Float64Array, at = 0): void {
-  for (let si = 0; si < g.slots.length; si++) {
-    const slot = g.slots[si] as Slot;
-    const agg = (g.series[slot.series] as Series).agg;
+  const { op, param, feature, ratioFeature, num, den, prior, weight } = g.finish;
+  for (let si = 0; si < op.length; si++) {
     let x = raw[si] as number;
-    if (agg.op === 'last_seen') x = x === Number.NEGATIVE_INFINITY ? slot.window.lengthMs / 1000 : (t - x) / 1000;
-    else if (agg.op === 'sum') x = x / agg.scale;
+    if (op[si] === AGE) x = x === Number.NEGATIVE_INFINITY ? (param[si] as number) : (t - x) / 1000;
+    else if (op[si] === SCALED) x = x / (param[si] as number);
     raw[si] = x;
-    v[at + slot.feature] = x;
+    v[at + (feature[si] as number)] = x;
   }
-  for (const r of g.ratios) {
-    v[at + r.feature] = ((raw[r.num] as number) + r.rate * r.weight) / ((raw[r.den] as number) + r.weight);
-  }
+  for (let k = 0; k < ratioFeature.length; k++)
+    v[at + (ratioFeature[k] as number)] =
+      ((raw[num[k] as number] as number) + (prior[k] as number)) /
+      ((raw[den[k] as number] as number) + (weight[k] as number));
 }
 
 /** Answers read requests: the online store's read side (Valkey, or in-process for the embedded default). */

@@ -8,7 +8,8 @@
 // leave. Exact distinct counts keep each tile's members and count a window's at read time (rarely: reads mostly
 // fall in the cursor's tile, and only a late member there recounts). Rings start small (most entities are
 // sparse: a few events per day) and double when they must span more. Per-series facts are flattened into typed
-// arrays: the per-event loops touch no definition objects.
+// arrays: the per-event loops touch no definition objects. Events come in chunks, taken one group at a time (the
+// groups' states are independent): each pass runs one group's code over one group's state, in log order.
 import type { AdClick, AdImpression } from '../events/types.ts';
 import { type CompiledGroup, type FeatureSet, finishGroup, type Series, updateOf } from './compile.ts';
 import type { Source } from './define.ts';
@@ -27,8 +28,7 @@ const DISTINCT = 2;
 
 /** A group's rings of one tile width: one per entity, each tile with a lane per series of that width. */
 interface Rings {
-  /** The tile width, as an index into TileRings.widths. */
-  readonly width: number;
+  readonly tileMs: number;
   readonly lanes: number;
   /** Per lane: ADD, LATEST or DISTINCT. */
   readonly kind: Int8Array;
@@ -40,8 +40,6 @@ interface Rings {
   readonly slotTiles: Int32Array;
   /** Slots [0, summed) are kept as running totals; the rest (LATEST) are scanned at each read. */
   readonly summed: number;
-  /** Tiles a ring holds before it first grows. */
-  readonly initialSize: number;
   /** Per entity: its ring's pool position and size - 1. */
   ringOf: Int32Array;
   /** The pool: tile T of a ring at position p, mask m sits at p + (T & m) when tags[that] === T; lane l of
@@ -71,16 +69,35 @@ interface GroupLayout {
   state: Float64Array;
   readonly stride: number;
   readonly raw: Float64Array;
+  /** Per source, the series its events update. */
+  readonly updates: Record<Source, Int32Array>;
+  /** The read's tile per rings, for the event being processed. */
+  readonly tiles: Int32Array;
 }
 
-function pow2AtLeast(n: number): number {
-  let p = 1;
-  while (p < n) p *= 2;
-  return p;
+/**
+ * Admitted events in log order, as the rings take them. Row i's vector (impressions) goes to out[row[i] * F]
+ * (F features); lowWatermark[i] is the replay's lowest partition watermark once event i was admitted: the lowest
+ * event time any later read or update can have, so tiles older than it by a whole window may be overwritten.
+ * Key ids, when the source hands them, are keyIds[i][keyIdsAt[i] + k] for KEY_FIELDS[k].
+ */
+export interface StepChunk {
+  length: number;
+  readonly events: SourceEvent[];
+  /** The events' times, as a column: each group's pass reads them. */
+  time: Float64Array;
+  readonly sources: Source[];
+  readonly keyIds: (Int32Array | undefined)[];
+  keyIdsAt: Int32Array;
+  lowWatermark: Float64Array;
+  row: Int32Array;
 }
 
-/** Tiles a ring holds before it first grows. */
-const INITIAL_RING = 4;
+/**
+ * Tiles a ring holds before it first grows: one, since most entities are sparse (a user × category sees one or two
+ * events); rings double as they need (within one partition, up to the longest window plus the lateness).
+ */
+const INITIAL_RING = 1;
 
 export class TileRings {
   private readonly layouts: GroupLayout[];
@@ -91,32 +108,19 @@ export class TileRings {
   private readonly keyOf: Int32Array;
   /** Whether records come with key ids (set by the first). */
   private coded: boolean | undefined;
-  /** The ids of the event being processed, per column. */
-  private readonly ids: Int32Array;
-  /** Entity of each group for the event being processed (resolved once per event). */
-  private readonly current: Int32Array;
-  /** Every tile width of the set, and the event's tile of each (one division per width, not per series). */
-  private readonly widths: readonly number[];
-  private readonly tileNow: Float64Array;
+  /** The chunk's ids, ids[row * columns + column]; and per row its entity in the group being processed. */
+  private ids = new Int32Array(0);
+  private entities = new Int32Array(0);
+  /** The low watermark (StepChunk) of the event being processed. */
+  private low = Number.NEGATIVE_INFINITY;
   private readonly members = new MemberLists();
-  /** What touch() loaded: kept (and public) so that the compiler cannot drop the loads as unused. */
-  touched = 0;
 
-  /**
-   * `lowWatermark()` is the lowest event time any future read or update can have (the replay's lowest partition
-   * watermark): tiles older than it by a whole window are never needed again and may be overwritten.
-   */
-  constructor(
-    readonly features: FeatureSet,
-    allowedLatenessMs: number,
-    private readonly lowWatermark: () => number,
-  ) {
+  constructor(readonly features: FeatureSet) {
     const columns: (keyof SourceEvent)[] = [];
     const column = (name: keyof SourceEvent) => {
       if (!columns.includes(name)) columns.push(name);
       return columns.indexOf(name);
     };
-    const widths = [...new Set(features.groups.flatMap((g) => g.series.map((s) => s.tileMs)))];
     const kindOf = (s: Series) => (s.agg.op === 'distinct' ? DISTINCT : s.agg.op === 'last_seen' ? LATEST : ADD);
     this.layouts = features.groups.map((g) => {
       const tileWidths = [...new Set(g.series.map((s) => s.tileMs))];
@@ -125,6 +129,11 @@ export class TileRings {
         g.series,
         (s, i) => g.series.slice(0, i).filter((x) => x.tileMs === s.tileMs).length,
       );
+      // By rings, so that an event claims each of its tiles once.
+      const updatesOf = (source: Source) =>
+        Int32Array.from(g.series.keys())
+          .filter((s) => g.series[s]?.agg.source === source)
+          .sort((a, b) => (ringsOf[a] as number) - (ringsOf[b] as number));
       const rings = tileWidths.map((tileMs, r): Rings => {
         const lanes = g.series.filter((s) => s.tileMs === tileMs);
         const kind = Int8Array.from(lanes, kindOf);
@@ -137,7 +146,7 @@ export class TileRings {
           );
         const maxTiles = Math.max(...lanes.map((s) => s.maxTiles));
         return {
-          width: widths.indexOf(tileMs),
+          tileMs,
           lanes: lanes.length,
           kind,
           maxTiles,
@@ -145,9 +154,6 @@ export class TileRings {
           slotLane: Int32Array.from(slots, (x) => laneOf[x.series] as number),
           slotTiles: Int32Array.from(slots, (x) => x.tiles),
           summed: slots.filter((x) => kind[laneOf[x.series] as number] !== LATEST).length,
-          // Within one partition, reads and updates stay within the lateness of the newest tile, so a ring that
-          // spans it never grows; most entities need far less, and start smaller.
-          initialSize: Math.min(INITIAL_RING, pow2AtLeast(maxTiles + Math.ceil(allowedLatenessMs / tileMs) + 2)),
           ringOf: new Int32Array(0),
           tags: new Int32Array(0),
           values: new Float64Array(0),
@@ -171,6 +177,8 @@ export class TileRings {
         state: new Float64Array(0),
         stride: rings.length + g.slots.length,
         raw: new Float64Array(g.slots.length),
+        updates: { impression: updatesOf('impression'), click: updatesOf('click') },
+        tiles: new Int32Array(rings.length),
       };
     });
     for (const { group } of features.groups)
@@ -178,85 +186,95 @@ export class TileRings {
     this.columns = columns;
     this.dictionaries = columns.map(() => new Map());
     this.keyOf = Int32Array.from(columns, (c) => (KEY_FIELDS as readonly string[]).indexOf(c));
-    this.ids = new Int32Array(columns.length);
-    this.current = new Int32Array(this.layouts.length);
-    this.widths = widths;
-    this.tileNow = new Float64Array(widths.length);
   }
 
   /**
-   * Reads the vector of `e` at its event time into `out` (when given), then applies `e`'s updates. Reading first
-   * keeps the point-in-time rule; the event's own tile is outside every window anyway.
+   * Steps the chunk's events: for each, reads its vector at its event time (impressions), then applies its
+   * updates. Reading first keeps the point-in-time rule; the event's own tile is outside every window anyway.
    */
-  step(source: Source, e: SourceEvent, out: Float64Array | null, keyIds?: Int32Array, keyIdsAt = 0): void {
+  stepChunk(c: StepChunk, out: Float64Array): void {
+    this.intern(c);
+    for (let gi = 0; gi < this.layouts.length; gi++) this.stepGroup(this.layouts[gi] as GroupLayout, c, out);
+  }
+
+  /** Each event's ids per column: handed by the source (key fields), else interned here. */
+  private intern(c: StepChunk): void {
+    const width = this.columns.length;
+    if (this.ids.length < c.length * width) this.ids = new Int32Array(c.length * width * 2);
     const ids = this.ids;
-    this.coded ??= keyIds !== undefined;
-    if ((keyIds !== undefined) !== this.coded) throw new Error('a replay takes key ids with every record or with none');
-    for (let c = 0; c < ids.length; c++) {
-      const key = this.keyOf[c] as number;
-      if (keyIds !== undefined && key >= 0) {
-        ids[c] = keyIds[keyIdsAt + key] as number;
-        continue;
+    for (let i = 0; i < c.length; i++) {
+      const keyIds = c.keyIds[i];
+      this.coded ??= keyIds !== undefined;
+      if ((keyIds !== undefined) !== this.coded)
+        throw new Error('a replay takes key ids with every record or with none');
+      const e = c.events[i] as SourceEvent;
+      for (let col = 0; col < width; col++) {
+        const key = this.keyOf[col] as number;
+        if (keyIds !== undefined && key >= 0) {
+          ids[i * width + col] = keyIds[(c.keyIdsAt[i] as number) + key] as number;
+          continue;
+        }
+        const dictionary = this.dictionaries[col] as Map<string, number>;
+        const value = e[this.columns[col] as keyof SourceEvent] as string;
+        let id = dictionary.get(value);
+        if (id === undefined) {
+          id = dictionary.size;
+          dictionary.set(value, id);
+        }
+        ids[i * width + col] = id;
       }
-      const dictionary = this.dictionaries[c] as Map<string, number>;
-      const value = e[this.columns[c] as keyof SourceEvent] as string;
-      let id = dictionary.get(value);
-      if (id === undefined) {
-        id = dictionary.size;
-        dictionary.set(value, id);
-      }
-      ids[c] = id;
-    }
-    for (let gi = 0; gi < this.layouts.length; gi++) {
-      const layout = this.layouts[gi] as GroupLayout;
-      const next = layout.entities;
-      const ent = layout.index.get(
-        ids[layout.keys[0] as number] as number,
-        ids[layout.keys[1] as number] as number,
-        next,
-      );
-      if (ent === next) this.newEntity(layout);
-      this.current[gi] = ent;
-    }
-    const t = e.event_time;
-    for (let w = 0; w < this.widths.length; w++) this.tileNow[w] = tileOf(t, this.widths[w] as number);
-    this.touch();
-    if (out) this.read(t, out);
-    const updates = this.features.bySource[source];
-    for (let i = 0; i < updates.length; i++) {
-      const { group, index: s, series } = updates[i] as (typeof updates)[number];
-      const update = updateOf(series.agg, e);
-      if (update === null) continue;
-      const layout = this.layouts[group] as GroupLayout;
-      const r = layout.ringsOf[s] as number;
-      const rings = layout.rings[r] as Rings;
-      const ent = this.current[group] as number;
-      const tile = this.tileNow[rings.width] as number;
-      const at = this.claim(layout, r, ent, tile) * rings.lanes + (layout.laneOf[s] as number);
-      if (typeof update === 'string')
-        this.addMember(layout, r, ent, tile, at, ids[layout.memberColumn[s] as number] as number);
-      else if (rings.kind[layout.laneOf[s] as number] === LATEST) {
-        if (update > (rings.values[at] as number)) rings.values[at] = update;
-      } else this.addValue(layout, r, ent, tile, at, layout.laneOf[s] as number, update);
     }
   }
 
-  /**
-   * Loads the first word of each place the event's reads and updates go (every group's record and rings), all
-   * independent loads, so that their cache misses overlap instead of stalling one after another later.
-   */
-  private touch(): void {
-    let x = 0;
-    for (let gi = 0; gi < this.layouts.length; gi++) {
-      const layout = this.layouts[gi] as GroupLayout;
-      const ent = this.current[gi] as number;
-      x += layout.state[ent * layout.stride] as number;
-      for (const rings of layout.rings) {
-        const at = rings.ringOf[2 * ent] as number;
-        x += (rings.tags[at] as number) + (rings.values[at * rings.lanes] as number);
+  /** One group's pass over the chunk. */
+  private stepGroup(layout: GroupLayout, c: StepChunk, out: Float64Array): void {
+    const width = this.columns.length;
+    const k0 = layout.keys[0] as number;
+    const k1 = layout.keys[1] as number;
+    if (this.entities.length < c.length) this.entities = new Int32Array(c.length * 2);
+    const { ids, entities } = this;
+    for (let i = 0; i < c.length; i++) {
+      const next = layout.entities;
+      const ent = layout.index.get(ids[i * width + k0] as number, ids[i * width + k1] as number, next);
+      if (ent === next) this.newEntity(layout);
+      entities[i] = ent;
+    }
+    const F = this.features.names.length;
+    const { rings, tiles } = layout;
+    for (let i = 0; i < c.length; i++) {
+      const e = c.events[i] as SourceEvent;
+      const source = c.sources[i] as Source;
+      const ent = entities[i] as number;
+      const t = c.time[i] as number;
+      this.low = c.lowWatermark[i] as number;
+      for (let r = 0; r < rings.length; r++) tiles[r] = tileOf(t, (rings[r] as Rings).tileMs);
+      if (source === 'impression') this.read(layout, ent, t, out, (c.row[i] as number) * F);
+      // Named properties, not keyed by the source string (a slow, megamorphic access; as Replay's counts).
+      const updates = source === 'impression' ? layout.updates.impression : layout.updates.click;
+      let claimed = -1;
+      let position = 0;
+      for (let u = 0; u < updates.length; u++) {
+        const s = updates[u] as number;
+        const r = layout.ringsOf[s] as number;
+        const ring = rings[r] as Rings;
+        const lane = layout.laneOf[s] as number;
+        const kind = ring.kind[lane] as number;
+        // A distinct member is its column's id (interned); the other updates are updateOf's numbers.
+        const update = kind === DISTINCT ? 0 : (updateOf((layout.g.series[s] as Series).agg, e) as number | null);
+        if (update === null) continue;
+        const tile = tiles[r] as number;
+        if (r !== claimed) {
+          position = this.claim(layout, r, ent, tile);
+          claimed = r;
+        }
+        const at = position * ring.lanes + lane;
+        if (kind === DISTINCT)
+          this.addMember(layout, r, ent, tile, at, ids[i * width + (layout.memberColumn[s] as number)] as number);
+        else if (kind === LATEST) {
+          if (update > (ring.values[at] as number)) ring.values[at] = update;
+        } else this.addValue(layout, r, ent, tile, at, lane, update);
       }
     }
-    this.touched = x;
   }
 
   /** Makes room for the group's next entity: its rings empty, no cursor. */
@@ -275,8 +293,8 @@ export class TileRings {
       }
     }
     for (const rings of layout.rings) {
-      rings.ringOf[2 * ent] = allocate(rings, rings.initialSize);
-      rings.ringOf[2 * ent + 1] = rings.initialSize - 1;
+      rings.ringOf[2 * ent] = allocate(rings, INITIAL_RING);
+      rings.ringOf[2 * ent + 1] = INITIAL_RING - 1;
     }
     const base = ent * layout.stride;
     layout.state.fill(Number.NaN, base, base + n);
@@ -296,9 +314,11 @@ export class TileRings {
         fresh(rings, at);
         return at;
       }
-      if (held < tile && held < tileOf(this.lowWatermark(), this.widths[rings.width] as number) - rings.maxTiles) {
-        // Never read or updated again; the totals at the cursor may include it, so the next read recomputes them.
-        layout.state[ent * layout.stride + r] = Number.NaN;
+      if (held < tile && held < tileOf(this.low, rings.tileMs) - rings.maxTiles) {
+        // Never read or updated again. The totals at the cursor c span [c - maxTiles, c): when they may include
+        // it, the next read recomputes them.
+        const cursorAt = ent * layout.stride + r;
+        if (!(held < (layout.state[cursorAt] as number) - rings.maxTiles)) layout.state[cursorAt] = Number.NaN;
         if (held > rings.lostUpTo) rings.lostUpTo = held;
         rings.tags[at] = tile;
         for (let l = 0; l < rings.lanes; l++) {
@@ -339,31 +359,27 @@ export class TileRings {
     if (tile < c && tile >= c - rings.maxTiles) layout.state[cursorAt] = Number.NaN;
   }
 
-  private read(t: number, out: Float64Array): void {
-    for (let gi = 0; gi < this.layouts.length; gi++) {
-      const layout = this.layouts[gi] as GroupLayout;
-      const ent = this.current[gi] as number;
-      const { raw, state } = layout;
-      const n = layout.rings.length;
-      const base = ent * layout.stride;
-      for (let r = 0; r < n; r++) {
-        const rings = layout.rings[r] as Rings;
-        const cur = this.tileNow[rings.width] as number;
-        if (rings.summed > 0 && state[base + r] !== cur) this.moveTo(layout, r, ent, cur);
-        const slots = rings.slots;
-        for (let k = 0; k < rings.summed; k++)
-          raw[slots[k] as number] = state[base + n + (slots[k] as number)] as number;
-        for (let k = rings.summed; k < slots.length; k++)
-          raw[slots[k] as number] = latest(
-            rings,
-            ent,
-            rings.slotLane[k] as number,
-            cur,
-            cur - (rings.slotTiles[k] as number),
-          );
-      }
-      finishGroup(layout.g, t, raw, out);
+  /** The group's features for entity ent at time t into out[at + feature]. */
+  private read(layout: GroupLayout, ent: number, t: number, out: Float64Array, at: number): void {
+    const { raw, state } = layout;
+    const n = layout.rings.length;
+    const base = ent * layout.stride;
+    for (let r = 0; r < n; r++) {
+      const rings = layout.rings[r] as Rings;
+      const cur = layout.tiles[r] as number;
+      if (rings.summed > 0 && state[base + r] !== cur) this.moveTo(layout, r, ent, cur);
+      const slots = rings.slots;
+      for (let k = 0; k < rings.summed; k++) raw[slots[k] as number] = state[base + n + (slots[k] as number)] as number;
+      for (let k = rings.summed; k < slots.length; k++)
+        raw[slots[k] as number] = latest(
+          rings,
+          ent,
+          rings.slotLane[k] as number,
+          cur,
+          cur - (rings.slotTiles[k] as number),
+        );
     }
+    finishGroup(layout.g, t, raw, out, at);
   }
 
   /** Brings ring r's window totals from the cursor's tile to `cur` (the read's tile). */
@@ -399,7 +415,7 @@ function fresh(rings: Rings, at: number): void {
 
 /** Pool space for an empty ring of `size` tiles (a power of two). */
 function allocate(rings: Rings, size: number): number {
-  const reused = rings.free[Math.log2(size)]?.pop();
+  const reused = rings.free[log2(size)]?.pop();
   if (reused !== undefined) {
     rings.tags.fill(EMPTY, reused, reused + size);
     rings.values.fill(0, reused * rings.lanes, (reused + size) * rings.lanes);
@@ -434,12 +450,17 @@ function grow(rings: Rings, ent: number): void {
     tags[at] = tag;
     for (let l = 0; l < lanes; l++) values[at * lanes + l] = values[(from + i) * lanes + l] as number;
   }
-  const bySize = Math.log2(mask + 1);
+  const bySize = log2(mask + 1);
   const free = rings.free[bySize] ?? [];
   free.push(from);
   rings.free[bySize] = free;
   rings.ringOf[2 * ent] = to;
   rings.ringOf[2 * ent + 1] = size - 1;
+}
+
+/** log2 of a power of two, without Math.log2's floating-point call. */
+function log2(size: number): number {
+  return 31 - Math.clz32(size);
 }
 
 function lost(layout: GroupLayout, rings: Rings, tile: number): never {
@@ -497,8 +518,9 @@ function latest(rings: Rings, ent: number, lane: number, cur: number, lo: number
 
 /**
  * The members of distinct series' tiles: per tile a list without repeats, as linked nodes in one typed pool
- * (no object per tile or per member). A list is named by its head node + 1, 0 for the empty list: what the
- * tile's value holds. Counts over a window are taken at read time, marking members in a scratch array.
+ * (no object per tile or per member). A list is named by its head node + 1, 0 for the empty list, -(m + 1) for
+ * the list of member m alone (most tiles: no node to chase): what the tile's value holds. Counts over a window are
+ * taken at read time, marking members in a scratch array.
  */
 class MemberLists {
   private member = new Int32Array(4096);
@@ -512,7 +534,14 @@ class MemberLists {
 
   /** List `head` with m (the same head when m is in it already). */
   add(head: number, m: number): number {
+    if (head === 0) return -(m + 1);
+    if (head < 0) return head === -(m + 1) ? head : this.node(m, this.node(-head - 1, 0));
     for (let n = head; n !== 0; n = this.next[n - 1] as number) if (this.member[n - 1] === m) return head;
+    return this.node(m, head);
+  }
+
+  /** A new node of member m before list `head` (a list of nodes or empty): the list it starts. */
+  private node(m: number, head: number): number {
     let node = this.free - 1;
     if (node >= 0) this.free = this.next[node] as number;
     else {
@@ -529,7 +558,7 @@ class MemberLists {
 
   /** Frees list `head`'s nodes for reuse. */
   release(head: number): void {
-    if (head === 0) return;
+    if (head <= 0) return;
     let last = head - 1;
     while (this.next[last] !== 0) last = (this.next[last] as number) - 1;
     this.next[last] = this.free;
@@ -559,15 +588,19 @@ class MemberLists {
 
   /** Marks list `head`'s members; returns how many were not marked yet. */
   private unseen(head: number, mark: number): number {
+    if (head < 0) return this.marked(-head - 1, mark);
     let count = 0;
-    for (let n = head; n !== 0; n = this.next[n - 1] as number) {
-      const m = this.member[n - 1] as number;
-      if (m >= this.seen.length) this.seen = grown(this.seen, Math.max(m + 1, this.seen.length * 2));
-      if (this.seen[m] === mark) continue;
-      this.seen[m] = mark;
-      count++;
-    }
+    for (let n = head; n !== 0; n = this.next[n - 1] as number)
+      count += this.marked(this.member[n - 1] as number, mark);
     return count;
+  }
+
+  /** Marks member m: 1 when it was not marked yet. */
+  private marked(m: number, mark: number): number {
+    if (m >= this.seen.length) this.seen = grown(this.seen, Math.max(m + 1, this.seen.length * 2));
+    if (this.seen[m] === mark) return 0;
+    this.seen[m] = mark;
+    return 1;
   }
 }
 

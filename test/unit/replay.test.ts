@@ -92,4 +92,25 @@ describe('replay tile rings', () => {
     const log = records(12, 3, 40);
     expect(expectSameVectors(features, log, 10 * 60_000, 3)).toBeGreaterThan(14_000);
   }, 60_000);
+
+  it('give the same vectors and counts record by record and a chunk at a time', () => {
+    const features = new FeatureSet(DEFAULT_GROUPS);
+    const F = features.names.length;
+    const log = records(13, 3, 200);
+    const one = new Replay(features, HOUR, { partitions: 3 });
+    const expected = log.map((r) => one.apply(r)?.slice() ?? null);
+    for (const size of [1000, 7]) {
+      const chunked = new Replay(features, HOUR, { partitions: 3 });
+      for (let i = 0; i < log.length; i += size) {
+        const { vectors, emitted } = chunked.applyChunk(log.slice(i, i + size));
+        for (let k = 0; k < Math.min(size, log.length - i); k++) {
+          const want = expected[i + k];
+          expect(emitted[k] === 1).toBe(want !== null);
+          if (want && !want.every((x, f) => Object.is(x, vectors[k * F + f])))
+            expect({ record: i + k, got: [...vectors.subarray(k * F, (k + 1) * F)], want: [...want] }).toBeNull();
+        }
+      }
+      expect(chunked.counts).toEqual(one.counts);
+    }
+  }, 60_000);
 });
