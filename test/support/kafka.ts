@@ -3,7 +3,9 @@ import type { Admin, Kafka } from 'kafkajs';
 
 export type Offsets = Map<number, string>;
 
+/** The high offset per partition; none for a topic not created yet (its first messages start at 0). */
 export async function endOffsets(admin: Admin, topic: string): Promise<Offsets> {
+  if (!(await admin.listTopics()).includes(topic)) return new Map();
   return new Map((await admin.fetchTopicOffsets(topic)).map((p) => [p.partition, p.high]));
 }
 
