@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sqlFeatures } from '../src/backfill/parity-sql.ts';
-import { REPLAY_CHUNK, Replay, type ReplayRecord, type ReplayStateKind } from '../src/backfill/replay.ts';
+import { inChunks, Replay, type ReplayRecord, type ReplayStateKind } from '../src/backfill/replay.ts';
 import { fromClickHouse, fromEventFile } from '../src/backfill/sources.ts';
 import { writeEventFile } from '../src/events/event-file.ts';
 import { generate } from '../src/events/generator.ts';
@@ -32,25 +32,11 @@ async function replayAll(records: AsyncIterable<ReplayRecord> | readonly ReplayR
   const F = features.names.length;
   let n = 0;
   let checksum = 0; // keeps the vectors observably used
-  let chunk: ReplayRecord[] = [];
-  const flush = () => {
+  for await (const chunk of inChunks(records)) {
     const { vectors, emitted } = replay.applyChunk(chunk);
     for (let k = 0; k < chunk.length; k++) if (emitted[k] === 1) checksum += vectors[k * F] as number;
     n += chunk.length;
-    chunk = [];
-  };
-  // Records in memory are replayed in slices, without an await per record: the engine alone.
-  if (Array.isArray(records))
-    for (let i = 0; i < records.length; i += REPLAY_CHUNK) {
-      chunk = records.slice(i, i + REPLAY_CHUNK);
-      flush();
-    }
-  else
-    for await (const r of records) {
-      chunk.push(r);
-      if (chunk.length === REPLAY_CHUNK) flush();
-    }
-  flush();
+  }
   return { n, checksum };
 }
 

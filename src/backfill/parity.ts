@@ -5,7 +5,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import type { FeatureSet } from '../features/compile.ts';
 import type { FeatureGroup } from '../features/define.ts';
 import { sqlFeatures } from './parity-sql.ts';
-import { REPLAY_CHUNK, Replay, type ReplayRecord } from './replay.ts';
+import { inChunks, Replay } from './replay.ts';
 import { fromClickHouse, partitionsIn } from './sources.ts';
 
 export interface FeatureParity {
@@ -46,19 +46,12 @@ export async function checkParity(
   const replay = new Replay(features, allowedLatenessMs, { partitions: await partitionsIn(ch) });
   const backfill = new Map<string, Float64Array>();
   const F = features.names.length;
-  let chunk: ReplayRecord[] = [];
-  const flush = () => {
+  for await (const chunk of inChunks(fromClickHouse(ch))) {
     const { vectors, emitted } = replay.applyChunk(chunk);
     chunk.forEach((r, k) => {
       if (emitted[k] === 1) backfill.set(r.event.event_id, vectors.slice(k * F, (k + 1) * F));
     });
-    chunk = [];
-  };
-  for await (const r of fromClickHouse(ch)) {
-    chunk.push(r);
-    if (chunk.length === REPLAY_CHUNK) flush();
   }
-  flush();
   const served = await servedVectors(ch);
   const sql = await sqlFeatures(ch, groups, { allowedLatenessMs });
   const report: ParityReport = {

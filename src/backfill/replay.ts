@@ -60,7 +60,29 @@ export type ReplayStateKind = 'rings' | 'memory';
 
 /** Records per applyChunk call for streaming callers: enough to amortise a chunk's passes, small enough to stay in
  * cache (its vectors: 4096 × 58 doubles ≈ 1.9 MB). */
-export const REPLAY_CHUNK = 4096;
+const REPLAY_CHUNK = 4096;
+
+/**
+ * Records in log order, REPLAY_CHUNK at a time, as applyChunk takes them: what every streaming caller replays
+ * through. An array is sliced (no await per record: its replay measures the engine, not promises).
+ */
+export async function* inChunks(
+  records: readonly ReplayRecord[] | AsyncIterable<ReplayRecord>,
+): AsyncGenerator<ReplayRecord[]> {
+  if (Array.isArray(records)) {
+    for (let i = 0; i < records.length; i += REPLAY_CHUNK) yield records.slice(i, i + REPLAY_CHUNK);
+    return;
+  }
+  let chunk: ReplayRecord[] = [];
+  for await (const r of records as AsyncIterable<ReplayRecord>) {
+    chunk.push(r);
+    if (chunk.length === REPLAY_CHUNK) {
+      yield chunk;
+      chunk = [];
+    }
+  }
+  if (chunk.length > 0) yield chunk;
+}
 
 export class Replay {
   private readonly admissions = new Map<string, Admission>();

@@ -3,7 +3,7 @@
 import { existsSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { FeatureSet } from '../features/compile.ts';
 import { Labels } from './labels.ts';
-import { REPLAY_CHUNK, Replay, type ReplayRecord } from './replay.ts';
+import { inChunks, Replay, type ReplayRecord } from './replay.ts';
 import { CsvTrainingWriter, type TrainingColumn, type TrainingMeta, type TrainingWriter } from './training-set.ts';
 
 export interface BackfillOptions {
@@ -96,9 +96,8 @@ export async function runBackfill(o: BackfillOptions): Promise<TrainingMeta> {
   const to = o.to ?? Number.POSITIVE_INFINITY;
   const every = o.checkpointEvery ?? 1_000_000;
   const F = o.features.names.length;
-  let chunk: ReplayRecord[] = [];
   // The replay takes records a chunk at a time; rows and checkpoints still go record by record.
-  const flush = async () => {
+  for await (const chunk of inChunks(o.open())) {
     const { vectors, emitted } = replay.applyChunk(chunk);
     for (let k = 0; k < chunk.length; k++) {
       const r = chunk[k] as ReplayRecord;
@@ -121,13 +120,7 @@ export async function runBackfill(o: BackfillOptions): Promise<TrainingMeta> {
       last = last === null ? t : Math.max(last, t);
       await writer.write({ impression: r.event, label, vector: vectors.subarray(k * F, (k + 1) * F) });
     }
-    chunk = [];
-  };
-  for await (const r of o.open()) {
-    chunk.push(r);
-    if (chunk.length === REPLAY_CHUNK) await flush();
   }
-  await flush();
   o.onProgress?.(events);
   const meta: TrainingMeta = {
     features: names,
