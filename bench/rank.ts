@@ -11,7 +11,8 @@
 // waiting for the server's event loop (the "alone" phase gives the clean shares). autocannon's latencies have
 // 1 ms resolution; the paced phase's are exact. CPU per ranking is counted for the server (all its workers), Valkey
 // and this process (load generator and live writes) over each phase: on one shared machine, their sum is what
-// bounds the rate.
+// bounds the rate. Last, the paced phase again against a stub server (bench/stub-server.ts: same workers, only
+// parses each body and lists its candidates back): the latency floor of this machine and this generator.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -108,7 +109,8 @@ async function stageTotals(base: string, valkey: Valkey): Promise<StageTotals> {
   const value = (re: RegExp) => Number(text.match(re)?.[1] ?? 0);
   const sum = (stage: string) => value(new RegExp(`tributary_rank_stage_seconds_sum\\{stage="${stage}"\\} (\\S+)`));
   return {
-    count: value(/tributary_rank_stage_seconds_count\{stage="onnx"\} (\S+)/),
+    // Rankings (one ONNX run each), or the stub server's answers.
+    count: value(/tributary_rank_stage_seconds_count\{stage="onnx"\} (\S+)/) || value(/^stub_answered_total (\S+)/m),
     seconds: { valkey: sum('valkey'), assembly: sum('assembly'), onnx: sum('onnx') },
     defaulted: value(/tributary_rankings_total\{features="defaults"\} (\S+)/),
     cpu: {
@@ -206,6 +208,33 @@ function stagesBetween(
     cacheHitShare: hits / (hits + misses || 1),
     invalidations: after.cache.invalidations - before.cache.invalidations,
   };
+}
+
+/** Runs `body` against bench/stub-server.ts with `workers` workers, started here and stopped after. */
+async function withStub<T>(workers: number, body: (base: string) => Promise<T>): Promise<T> {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const file = join(import.meta.dirname, 'stub-server.ts');
+  const stub = spawn(process.execPath, ['--import', 'tsx', file, String(port), String(workers)], {
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  try {
+    await untilReady(base, stub, 'the stub server');
+    return await body(base);
+  } finally {
+    const exited = new Promise((resolve) => stub.once('exit', resolve));
+    stub.kill('SIGTERM');
+    await exited;
+  }
+}
+
+/** Waits for `base`/readyz to answer 200; throws when `child` exits first or 30 s pass. */
+async function untilReady(base: string, child: ChildProcess, name: string): Promise<void> {
+  for (let t = 0; ; t++) {
+    if ((await fetch(`${base}/readyz`).catch(() => null))?.status === 200) return;
+    if (t > 300 || child.exitCode !== null) throw new Error(`${name} did not become ready`);
+    await sleep(100);
+  }
 }
 
 /** The paced phase (bench/paced-load.ts) in a worker thread, with the server's stage times over it. */
@@ -319,11 +348,7 @@ export const rankBench: Bench<Options> = {
       env: { ...process.env, TRIBUTARY_LOG_LEVEL: 'warn' },
     });
     try {
-      for (let t = 0; ; t++) {
-        if ((await fetch(`${base}/readyz`).catch(() => null))?.status === 200) break;
-        if (t > 300 || server.exitCode !== null) throw new Error('tributary serve did not become ready');
-        await sleep(100);
-      }
+      await untilReady(base, server, 'tributary serve');
       ctx.log(`live writes: ${o['live-rate']} impressions/s, ${LATE_SHARE * 100}% a minute late`);
       live.start();
       ctx.log('warming up');
@@ -347,6 +372,12 @@ export const rankBench: Bench<Options> = {
           results[`${variant}-${key}`] = await phase(base, valkey, bodies, { seconds: o.seconds, ...p });
         }
       }
+      // The floor: the same paced load on a server that only parses each body and lists its candidates back.
+      ctx.log(`${o.candidates} candidates, rate, stub server (parse + answer only): for ${o.seconds}s`);
+      results['stub-rate'] = await withStub(o.workers, async (stub) => {
+        await phase(stub, valkey, main, { seconds: 2, connections: 4 }); // warming up, as the server was
+        return phase(stub, valkey, main, { seconds: o.seconds, ...phases.rate });
+      });
       const label = `rank ${o.candidates} cand (baseline ${o['baseline-candidates']})`;
       const row = (key: PhaseKey, metric: string, pick: (p: PhaseResult) => number): Row => ({
         benchmark: label,
@@ -372,6 +403,21 @@ export const rankBench: Bench<Options> = {
         row(key, 'read-cache invalidations', (p) => p.invalidations),
         row(key, 'non-2xx + errors', (p) => p.non2xx + p.errors),
       ]);
+      const floor = (metric: string, pick: (p: PhaseResult) => number): Row => ({
+        benchmark: `rank ${o.candidates} cand (baseline: stub server)`,
+        metric: `${metric} @${o.rate}/s`,
+        value: pick(results['main-rate'] as PhaseResult),
+        baseline: pick(results['stub-rate'] as PhaseResult),
+      });
+      rows.push(
+        floor('req/s', (p) => p.rps),
+        floor('p50 ms', (p) => p.p50),
+        floor('p99 ms', (p) => p.p99),
+        floor('p99.9 ms', (p) => p.p999),
+        floor('generator lag p99 ms', (p) => p.sendLagP99 ?? 0),
+        floor('server CPU ms/req', (p) => p.cpuMs.server),
+        floor('load + live writes CPU ms/req', (p) => p.cpuMs.bench),
+      );
       return { rows, details: { namespace: ns, results } };
     } finally {
       ctx.log(`live writes: ${live.stop()} impressions written`);
