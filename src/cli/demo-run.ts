@@ -1,0 +1,257 @@
+// `tributary demo` (npm start): the whole loop in one process on embedded defaults, through the same code paths
+// the servers use: generate traffic into the file log -> stream it into the in-process online store and the
+// embedded ClickHouse -> backfill a training set from the stream's history -> parity (served == backfill == SQL)
+// -> train and register a model -> score the held-out period's requests -> serve /v1/rank until stopped.
+// The implementation, loaded by the command's action only (demo-command.ts registers it).
+import { rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { resolve } from 'node:path';
+import { SingleBar } from 'cli-progress';
+import { checkParity } from '../backfill/parity.ts';
+import { runBackfill } from '../backfill/run.ts';
+import { fromClickHouse } from '../backfill/sources.ts';
+import { type Config, ConfigError } from '../config/config.ts';
+import { generate } from '../events/generator.ts';
+import type { AdImpression, AdRequest } from '../events/types.ts';
+import { FeatureSet } from '../features/compile.ts';
+import { DEFAULT_GROUPS } from '../features/definitions.ts';
+import { HOUR } from '../features/time.ts';
+import { ModelRegistry } from '../model/registry.ts';
+import { train } from '../model/train.ts';
+import { openClickHouse } from '../offline/clickhouse.ts';
+import { ScoringMetrics } from '../scoring/metrics.ts';
+import { ModelRuntime } from '../scoring/model-runtime.ts';
+import { Ranker } from '../scoring/ranker.ts';
+import { buildServer } from '../scoring/server.ts';
+import { openStream } from '../streams/open.ts';
+import { publishAll } from './events-commands.ts';
+import { log } from './log.ts';
+
+export interface DemoOptions {
+  days: string;
+  impressionsPerDay: string;
+  candidates: string;
+  out: string;
+  port: string;
+  serve: boolean;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
+const quantile = (sorted: number[], q: number) =>
+  sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+
+/** `demo`'s action (see the file's head). */
+export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
+  if (base.kafka.length || base.valkey || base.clickhouse)
+    throw new ConfigError(
+      'demo runs on embedded defaults only: drop --kafka/--valkey/--clickhouse (with servers, use `tributary stream`, `backfill`, `train`, `serve`)',
+    );
+  const days = Number(opts.days);
+  const perDay = Number(opts.impressionsPerDay);
+  const candidates = Number(opts.candidates);
+  const port = Number(opts.port);
+  for (const [flag, v] of [
+    ['--days', days],
+    ['--impressions-per-day', perDay],
+    ['--candidates', candidates],
+  ] as const)
+    if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${flag} must be a positive integer`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError('--port must be 0..65535');
+  if (days < 2) throw new ConfigError('--days must be at least 2: the model is evaluated on a later period');
+  // Say it now rather than after the whole loop.
+  if (opts.serve && !(await portFree(port)))
+    throw new ConfigError(`port ${port} is taken: pass --port N (0 = any free port) or --no-serve`);
+
+  const dir = resolve(opts.out);
+  rmSync(dir, { recursive: true, force: true });
+  const config: Config = {
+    ...base,
+    logDir: `${dir}/log`,
+    clickhouseDir: `${dir}/clickhouse`,
+    modelsDir: `${dir}/models`,
+  };
+  const say = (s: string) => process.stdout.write(`${s}\n`);
+  const step = (s: string) => say(`\n▸ ${s}`);
+  const tty = process.stdout.isTTY === true;
+  const t0 = performance.now();
+  const features = new FeatureSet(DEFAULT_GROUPS);
+
+  step(`generating ${days} days of traffic into the file log (${config.logDir})`);
+  const records = generate({ days, impressionsPerDay: perDay, candidatesPerRequest: candidates });
+  const published = await publishAll(config, records);
+  const streamed = records.filter((r) => r.record.kind === 'impression' || r.record.kind === 'click').length;
+  say(`  ${fmt(published)} events (impressions, clicks, ad requests; late, out-of-order and duplicate ones too)`);
+
+  step('streaming impressions and clicks into the in-process online store and the embedded ClickHouse');
+  const ch = await openClickHouse({ dir: config.clickhouseDir });
+  const stream = await openStream(config, {
+    features,
+    group: 'demo',
+    allowedLatenessMs: HOUR,
+    maxBatch: 5000,
+    offline: ch,
+    recordServed: true,
+    log,
+  });
+  const tStream = performance.now();
+  await stream.service.start();
+  const consumed = async () => (await stream.metrics.events.get()).values.reduce((total, v) => total + v.value, 0);
+  const bar = tty ? new SingleBar({ format: '  {bar} {value}/{total} events | {rate}/s' }) : undefined;
+  bar?.start(streamed, 0, { rate: 0 });
+  while (!(await stream.caughtUp())) {
+    await sleep(200);
+    const n = await consumed();
+    bar?.update(n, { rate: fmt(n / ((performance.now() - tStream) / 1000)) });
+  }
+  const streamSeconds = (performance.now() - tStream) / 1000;
+  bar?.update(streamed, { rate: fmt(streamed / streamSeconds) });
+  bar?.stop();
+  await stream.close();
+  const verdicts = new Map<string, number>();
+  for (const v of (await stream.metrics.events.get()).values)
+    verdicts.set(String(v.labels.verdict), (verdicts.get(String(v.labels.verdict)) ?? 0) + v.value);
+  const tiles = await scalar(ch, 'SELECT count() FROM feature_tiles');
+  say(
+    `  ${fmt(streamed)} events in ${streamSeconds.toFixed(1)} s (${fmt(streamed / streamSeconds)} events/s): ` +
+      [...verdicts].map(([k, n]) => `${fmt(n)} ${k}`).join(', '),
+  );
+  say(`  ${fmt(tiles)} feature tile rows written offline; ${features.names.length} features online`);
+
+  step('backfilling a point-in-time training set from the stream’s history (same definitions)');
+  const trainingSet = `${dir}/training.csv`;
+  const tBackfill = performance.now();
+  const meta = await runBackfill({
+    features,
+    open: () => fromClickHouse(ch),
+    sourceName: 'clickhouse',
+    out: trainingSet,
+    attributionMs: HOUR,
+    allowedLatenessMs: HOUR,
+  });
+  say(
+    `  ${fmt(meta.rows)} rows, ${fmt(meta.positives)} clicked, ${fmt(meta.held_back)} held back (attribution window open) in ${((performance.now() - tBackfill) / 1000).toFixed(1)} s -> ${trainingSet}`,
+  );
+
+  step('parity: served (online store) == backfill == independent ClickHouse SQL, every impression, every feature');
+  const parity = await checkParity(ch, features, DEFAULT_GROUPS, HOUR);
+  say(
+    `  ${fmt(parity.impressions)} impressions × ${features.names.length} features: ${parity.mismatches} mismatches` +
+      (parity.missingServed + parity.missingSql ? ` (${parity.missingServed + parity.missingSql} missing)` : ''),
+  );
+  await ch.close();
+
+  step('training a logistic regression (ONNX) on the earlier 80%, evaluating on the later 20%');
+  const result = await train({ trainingSet, features, evalFraction: 0.2, l2: 0.01, seed: 1 });
+  const registry = new ModelRegistry(config.modelsDir);
+  const version = await registry.register(result.bytes, result.run);
+  await registry.promote(version);
+  const m = result.metrics;
+  say(`  model ${version} registered and current (${config.modelsDir})`);
+
+  step('scoring the held-out period’s ad requests with the model over the online store');
+  const metrics = new ScoringMetrics();
+  const models = new ModelRuntime(registry, features, metrics, log);
+  await models.start();
+  const ranker = new Ranker(
+    { features, reader: stream.online, models, metrics, log },
+    { readTimeoutMs: config.rankTimeoutMs },
+  );
+  const evalFrom = Date.parse(result.run.data.eval?.from ?? '');
+  const scored = await scoreHeldOut(ranker, records, evalFrom);
+  say(
+    `  ${fmt(scored.requests)} requests × ${candidates} candidates: p50 ${scored.p50.toFixed(2)} ms, p99 ${scored.p99.toFixed(2)} ms per ranking; ` +
+      `clicked ads ranked in the top 10% of their candidates ${(100 * scored.clickedTopDecile).toFixed(1)}% of the time (random: 10%)`,
+  );
+
+  const seconds = (performance.now() - t0) / 1000;
+  say('\n── report ──────────────────────────────────────────────');
+  say(`events streamed        ${fmt(streamed)} at ${fmt(streamed / streamSeconds)} events/s`);
+  say(`features               ${features.names.length} (definitions ${features.version}), ${fmt(tiles)} tile rows`);
+  say(`training rows          ${fmt(meta.rows)} (${fmt(meta.positives)} clicked)`);
+  say(`AUC                    ${m.auc.toFixed(4)}   baseline (ad CTR alone) ${m.baseline_auc.toFixed(4)}`);
+  say(`log loss               ${m.logloss.toFixed(5)}  baseline ${m.baseline_logloss.toFixed(5)}`);
+  say(`parity mismatches      ${parity.mismatches}`);
+  say(`held-out requests      ${fmt(scored.requests)} scored, p99 ${scored.p99.toFixed(2)} ms`);
+  say(`total                  ${seconds.toFixed(1)} s`);
+
+  if (!opts.serve) {
+    await models.stop();
+    return;
+  }
+  const app = await buildServer(
+    { ranker, metrics, log, models, storeProblem: () => null },
+    { maxCandidates: config.maxCandidates, bodyLimit: 1 << 20, token: config.scoringToken },
+  );
+  const address = await app.listen({ port, host: '127.0.0.1' });
+  const sample = scored.sample;
+  const body = JSON.stringify({
+    request_id: 'demo-1',
+    user_id: sample.user_id,
+    publisher_id: sample.publisher_id,
+    device: sample.device,
+    os: sample.os,
+    time: sample.event_time,
+    candidates: sample.candidates.slice(0, 3),
+  });
+  say(`\nserving /v1/rank at ${address} (Ctrl-C to stop). Try:`);
+  say(`  curl -s ${address}/v1/rank -H 'content-type: application/json' -d '${body}'`);
+  await new Promise<void>((done) => {
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+  });
+  await app.close();
+  await models.stop();
+}
+
+function portFree(port: number): Promise<boolean> {
+  if (port === 0) return Promise.resolve(true);
+  return new Promise((done) => {
+    const probe = createServer()
+      .once('error', () => done(false))
+      .listen(port, '127.0.0.1', () => probe.close(() => done(true)));
+  });
+}
+
+async function scalar(ch: Awaited<ReturnType<typeof openClickHouse>>, query: string): Promise<number> {
+  const rows = await (await ch.query({ query, format: 'JSONEachRow' })).json<Record<string, string>>();
+  return Number(Object.values(rows[0] ?? {})[0] ?? 0);
+}
+
+/**
+ * Ranks every request of the held-out period at its own moment (by pCTR: bids left out) and checks where the ad
+ * that was shown and then clicked lands among its candidates.
+ */
+async function scoreHeldOut(ranker: Ranker, records: ReturnType<typeof generate>, from: number) {
+  const clicked = new Set<string>();
+  const shown = new Map<string, AdImpression>();
+  const requests: AdRequest[] = [];
+  for (const { record } of records) {
+    if (record.kind === 'click') clicked.add(record.event.impression_id);
+    else if (record.kind === 'impression' && record.event.request_id) shown.set(record.event.request_id, record.event);
+    else if (record.kind === 'request' && record.event.event_time >= from) requests.push(record.event);
+  }
+  const latencies: number[] = [];
+  let clicks = 0;
+  let top = 0;
+  for (const req of requests) {
+    const t = performance.now();
+    const ranking = await ranker.rank({ ...req, candidates: req.candidates.map((c) => ({ ...c, bid: null })) });
+    latencies.push(performance.now() - t);
+    const imp = shown.get(req.request_id);
+    if (!imp || !clicked.has(imp.event_id)) continue;
+    clicks++;
+    const rank = ranking.ranked.find((c) => c.ad_id === imp.ad_id)?.rank ?? Number.POSITIVE_INFINITY;
+    if (rank <= Math.max(1, Math.ceil(req.candidates.length / 10))) top++;
+  }
+  latencies.sort((a, b) => a - b);
+  const sample = requests.at(-1);
+  if (!sample) throw new Error('no ad requests in the held-out period: generate more days');
+  return {
+    requests: requests.length,
+    p50: quantile(latencies, 0.5),
+    p99: quantile(latencies, 0.99),
+    clickedTopDecile: clicks ? top / clicks : 0,
+    sample,
+  };
+}
