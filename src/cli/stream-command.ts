@@ -22,7 +22,8 @@ export function registerStreamCommand(program: Command, configOf: (cmd: Command)
       '1h',
     )
     .option('--max-batch <n>', 'most events processed and written per batch', '5000')
-    .option('--metrics-port <port>', 'serve Prometheus metrics at http://127.0.0.1:PORT/metrics')
+    .option('--metrics-port <port>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
+    .option('--metrics-host <host>', 'address the metrics listen on (0.0.0.0 for a scraper elsewhere)', '127.0.0.1')
     .option('--no-offline', 'do not write ClickHouse')
     .option(
       '--record-served',
@@ -67,7 +68,7 @@ Examples:
         ? createServer(async (req, res) => {
             if (req.url !== '/metrics') return void res.writeHead(404).end();
             res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(await metrics.registry.metrics());
-          }).listen(Number(opts.metricsPort), '127.0.0.1')
+          }).listen(Number(opts.metricsPort), String(opts.metricsHost))
         : undefined;
 
       await service.start();

@@ -32,7 +32,8 @@ export interface Config {
 
 type Overrides = Partial<Record<keyof Config, unknown>>;
 
-const ENV: Record<keyof Config, string> = {
+/** Each setting's environment variable. */
+export const ENV: Readonly<Record<keyof Config, string>> = {
   kafka: 'TRIBUTARY_KAFKA',
   logDir: 'TRIBUTARY_LOG_DIR',
   schemaRegistry: 'TRIBUTARY_SCHEMA_REGISTRY',
