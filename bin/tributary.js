@@ -1,11 +1,8 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx so `npx tributary` works from a clone without a build step.
-import { spawnSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+// Runs the TypeScript CLI through tsx so `npx tributary` works from a clone without a build step. tsx's loader is
+// registered in this process rather than in a child's, so a stop signal reaches the command itself: the stream
+// finishes and commits its batch, serve its in-flight rankings (a wrapper process would die and orphan them).
+import { register } from 'tsx/esm/api';
 
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const r = spawnSync(process.execPath, ['--import', 'tsx', join(root, 'src/cli/main.ts'), ...process.argv.slice(2)], {
-  stdio: 'inherit',
-});
-process.exit(r.status ?? 1);
+register();
+await import('../src/cli/main.ts');

@@ -95,6 +95,27 @@ describe('tributary CLI', () => {
     expect(stream.stderr).not.toMatch(/dead|invalid|"level":[45]0/);
   });
 
+  it('stops as asked when the stop signal goes to bin/tributary.js (what npx and supervisors signal)', {
+    timeout: 30_000,
+  }, async () => {
+    const logDir = mkdtempSync(join(tmpdir(), 'tributary-cli-signal-'));
+    const stream = spawn(process.execPath, ['bin/tributary.js', 'stream', '--no-offline'], {
+      env: { ...env, TRIBUTARY_LOG_DIR: logDir },
+    });
+    let stderr = '';
+    await new Promise<void>((started, fail) => {
+      stream.stderr.on('data', (d) => {
+        stderr += d;
+        if (stderr.includes('"msg":"streaming"')) started();
+      });
+      stream.on('close', (code) => fail(new Error(`stream exited (${code}) before streaming: ${stderr}`)));
+    });
+    const exited = once(stream, 'close');
+    stream.kill('SIGTERM');
+    expect((await exited)[0]).toBe(0);
+    expect(stderr).toContain('"msg":"stopping"');
+  });
+
   it('trains on the demo training set, registers, lists, promotes and rolls back', { timeout: 120_000 }, () => {
     const models = join(demoDir, 'models-cli'); // not the demo's own registry
     const trainHere = (...args: string[]) =>
