@@ -378,37 +378,45 @@ export const rankBench: Bench<Options> = {
         await phase(stub, valkey, main, { seconds: 2, connections: 4 }); // warming up, as the server was
         return phase(stub, valkey, main, { seconds: o.seconds, ...phases.rate });
       });
+      const suffix: Record<PhaseKey, string> = { alone: 'alone', rate: `@${o.rate}/s`, max: 'saturated' };
+      const result = (key: string) => results[key] as PhaseResult;
+      /** Rows of one benchmark label: a metric of `value`'s phase beside the same metric of `baseline`'s. */
+      const compare =
+        (benchmark: string, key: PhaseKey, value: PhaseResult, baseline: PhaseResult) =>
+        (metric: string, pick: (p: PhaseResult) => number): Row => ({
+          benchmark,
+          metric: `${metric} ${suffix[key]}`,
+          value: pick(value),
+          baseline: pick(baseline),
+        });
       const label = `rank ${o.candidates} cand (baseline ${o['baseline-candidates']})`;
-      const row = (key: PhaseKey, metric: string, pick: (p: PhaseResult) => number): Row => ({
-        benchmark: label,
-        metric: `${metric} ${key === 'rate' ? `@${o.rate}/s` : key === 'max' ? 'saturated' : 'alone'}`,
-        value: pick(results[`main-${key}`] as PhaseResult),
-        baseline: pick(results[`baseline-${key}`] as PhaseResult),
+      const rows: Row[] = (Object.keys(phases) as PhaseKey[]).flatMap((key) => {
+        const row = compare(label, key, result(`main-${key}`), result(`baseline-${key}`));
+        return [
+          row('req/s', (p) => p.rps),
+          row('p50 ms', (p) => p.p50),
+          row('p99 ms', (p) => p.p99),
+          row('p99.9 ms', (p) => p.p999),
+          ...(key === 'rate' ? [row('generator lag p99 ms', (p) => p.sendLagP99 ?? 0)] : []),
+          row('server CPU ms/req', (p) => p.cpuMs.server),
+          row('server GC ms/req', (p) => p.gcMs),
+          row('Valkey CPU ms/req', (p) => p.cpuMs.valkey),
+          row('load + live writes CPU ms/req', (p) => p.cpuMs.bench),
+          row('Valkey ms/req', (p) => p.stageMs.valkey),
+          row('assembly ms/req', (p) => p.stageMs.assembly),
+          row('ONNX ms/req', (p) => p.stageMs.onnx),
+          row('defaulted rankings', (p) => p.defaulted),
+          row('read-cache hit share', (p) => p.cacheHitShare),
+          row('read-cache invalidations', (p) => p.invalidations),
+          row('non-2xx + errors', (p) => p.non2xx + p.errors),
+        ];
       });
-      const rows: Row[] = (Object.keys(phases) as PhaseKey[]).flatMap((key) => [
-        row(key, 'req/s', (p) => p.rps),
-        row(key, 'p50 ms', (p) => p.p50),
-        row(key, 'p99 ms', (p) => p.p99),
-        row(key, 'p99.9 ms', (p) => p.p999),
-        ...(key === 'rate' ? [row(key, 'generator lag p99 ms', (p) => p.sendLagP99 ?? 0)] : []),
-        row(key, 'server CPU ms/req', (p) => p.cpuMs.server),
-        row(key, 'server GC ms/req', (p) => p.gcMs),
-        row(key, 'Valkey CPU ms/req', (p) => p.cpuMs.valkey),
-        row(key, 'load + live writes CPU ms/req', (p) => p.cpuMs.bench),
-        row(key, 'Valkey ms/req', (p) => p.stageMs.valkey),
-        row(key, 'assembly ms/req', (p) => p.stageMs.assembly),
-        row(key, 'ONNX ms/req', (p) => p.stageMs.onnx),
-        row(key, 'defaulted rankings', (p) => p.defaulted),
-        row(key, 'read-cache hit share', (p) => p.cacheHitShare),
-        row(key, 'read-cache invalidations', (p) => p.invalidations),
-        row(key, 'non-2xx + errors', (p) => p.non2xx + p.errors),
-      ]);
-      const floor = (metric: string, pick: (p: PhaseResult) => number): Row => ({
-        benchmark: `rank ${o.candidates} cand (baseline: stub server)`,
-        metric: `${metric} @${o.rate}/s`,
-        value: pick(results['main-rate'] as PhaseResult),
-        baseline: pick(results['stub-rate'] as PhaseResult),
-      });
+      const floor = compare(
+        `rank ${o.candidates} cand (baseline: stub server)`,
+        'rate',
+        result('main-rate'),
+        result('stub-rate'),
+      );
       rows.push(
         floor('req/s', (p) => p.rps),
         floor('p50 ms', (p) => p.p50),
