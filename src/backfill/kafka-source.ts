@@ -27,8 +27,10 @@ import type { Kafka, KafkaMessage } from 'kafkajs';
 import { topicOf } from '../events/catalog.ts';
 import { BadEventError, type EventSerde } from '../events/serde.ts';
 import type { AdClick, AdImpression } from '../events/types.ts';
+import { DEFAULT_MAX_CLOCK_SKEW_MS } from '../events/validate.ts';
 import type { Source } from '../features/define.ts';
 import { withAdmin } from '../kafka/client.ts';
+import { messageTime } from '../streams/processor.ts';
 import type { ReplayRecord } from './replay.ts';
 
 export interface BadRecord {
@@ -45,6 +47,8 @@ export interface KafkaSourceOptions {
   namespace: string;
   /** Messages buffered per partition before its fetching pauses. */
   readAhead?: number;
+  /** The stream's clock-skew rule (must match the stream's): later events are bad records, as there. */
+  maxClockSkewMs?: number;
 }
 
 interface PartitionRead {
@@ -145,7 +149,10 @@ export class KafkaSource {
         this.read++;
         const partition = `${best.topic}/${best.partition}`;
         try {
-          const event = await serde.decode(best.source, m.value);
+          const event = await serde.decode(best.source, m.value, {
+            now: messageTime(m),
+            maxFutureMs: this.o.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS,
+          });
           if (best.source === 'impression') yield { source: 'impression', partition, event: event as AdImpression };
           else yield { source: 'click', partition, event: event as AdClick };
         } catch (err) {

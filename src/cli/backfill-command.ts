@@ -58,6 +58,11 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
     .option('--run-id <id>', "the table partition a rerun replaces (default: a hash of the run's parameters)")
     .option('--attribution <duration>', 'a click within this long after the impression makes it positive', '1h')
     .option('--allowed-lateness <duration>', "the stream's lateness rule (must match the stream's)", '1h')
+    .option(
+      '--max-clock-skew <duration>',
+      "the stream's clock-skew rule, for --source kafka (must match the stream's)",
+      '10m',
+    )
     .option('--from <iso>', 'first impression time to emit')
     .option('--to <iso>', 'emit impressions before this time')
     .option('--features <names>', 'comma-separated subset of features (default: all)')
@@ -111,6 +116,7 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
           brokers: config.kafka,
           serde: new EventSerde(createRegistryClient(config.schemaRegistry)),
           namespace: config.namespace,
+          maxClockSkewMs: parseDuration(opts.maxClockSkew as string),
         });
         kafkaSource = source;
         open = () => source.open();

@@ -9,6 +9,9 @@ import { openClickHouse } from '../offline/clickhouse.ts';
 import { openStream } from '../streams/open.ts';
 import { log } from './log.ts';
 
+/** How long a stop may take before the process exits anyway. */
+const STOP_SECONDS = 15;
+
 export function registerStreamCommand(program: Command, configOf: (cmd: Command) => Config): void {
   program
     .command('stream')
@@ -20,6 +23,11 @@ export function registerStreamCommand(program: Command, configOf: (cmd: Command)
       '--allowed-lateness <duration>',
       'events older than the partition watermark by more go to dead letters',
       '1h',
+    )
+    .option(
+      '--max-clock-skew <duration>',
+      'events further ahead of their log timestamp go to dead letters (one bad clock must not move a watermark)',
+      '10m',
     )
     .option('--max-batch <n>', 'most events processed and written per batch', '5000')
     .option('--metrics-port <port>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
@@ -48,6 +56,7 @@ Examples:
       const maxBatch = Number(opts.maxBatch);
       if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new ConfigError('--max-batch must be a positive integer');
       const allowedLatenessMs = parseDuration(String(opts.allowedLateness));
+      const maxClockSkewMs = parseDuration(String(opts.maxClockSkew));
 
       const features = new FeatureSet(DEFAULT_GROUPS);
       const ch =
@@ -58,6 +67,7 @@ Examples:
         features,
         group: String(opts.group),
         allowedLatenessMs,
+        maxClockSkewMs,
         maxBatch,
         offline: ch,
         recordServed: opts.recordServed === true,
@@ -76,18 +86,50 @@ Examples:
         { from: stream.eventLog.where, features: features.names.length, version: features.version },
         'streaming',
       );
-      await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
+      let signals = 0;
+      let settled = false;
+      const failure = await new Promise<Error | undefined>((settle) => {
+        const resolve = (err: Error | undefined) => {
+          settled = true;
+          settle(err);
+        };
+        const stop = (signal: NodeJS.Signals) => {
+          // A second signal while stopping: the user wants out now.
+          if (++signals > 1) process.exit(130);
+          log.info({ signal }, 'stopping');
+          resolve(undefined);
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+        void service.failed.then(resolve);
         if (opts.untilCaughtUp) {
-          const check = async () => ((await stream.caughtUp()) ? resolve() : setTimeout(check, 200));
+          const check = async () => {
+            if (settled) return;
+            try {
+              if (await stream.caughtUp()) return resolve(undefined);
+            } catch (err) {
+              log.warn({ err: (err as Error).message }, 'could not check progress; trying again');
+            }
+            setTimeout(check, 200);
+          };
           void check();
         }
       });
-      log.info({ processed: service.processed }, 'stopping');
+      // The batch in hand returns at once (retries end on stop); a server that hangs up mid-write is given a bound.
+      const deadline = setTimeout(() => {
+        log.error({ seconds: STOP_SECONDS }, 'stop timed out; exiting');
+        process.exit(1);
+      }, STOP_SECONDS * 1000);
+      deadline.unref();
       await stream.close();
       server?.close();
       await ch?.close();
+      clearTimeout(deadline);
+      if (failure) {
+        process.exitCode = 1;
+        log.error(failure.message);
+      }
+      // After close: the last batch's counts are in.
+      log.info({ processed: service.processed, ...service.counts }, 'stopped');
     });
 }

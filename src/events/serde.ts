@@ -4,7 +4,7 @@ import type avro from 'avsc';
 import { avroType, schemaText } from './catalog.ts';
 import { registerSchema } from './registry.ts';
 import type { EventByKind, EventKind } from './types.ts';
-import { validateEvent } from './validate.ts';
+import { type Clock, validateEvent } from './validate.ts';
 import { frame, HEADER_LENGTH, schemaIdOf } from './wire.ts';
 
 /** A message the pipeline cannot use; `reason` goes to the dead-letter topic. */
@@ -50,8 +50,11 @@ export class EventSerde {
     return frame(w.id, w.type.toBuffer(event));
   }
 
-  /** Decodes and validates; throws BadEventError with a reason for anything unusable. */
-  async decode<K extends EventKind>(kind: K, buf: Buffer | null): Promise<EventByKind[K]> {
+  /**
+   * Decodes and validates; throws BadEventError with a reason for anything unusable. Times are judged against
+   * `clock` when given (a log message's timestamp, so every replay of the message judges alike), else this serde's.
+   */
+  async decode<K extends EventKind>(kind: K, buf: Buffer | null, clock?: Clock): Promise<EventByKind[K]> {
     const id = schemaIdOf(buf);
     if (typeof id === 'string') throw new BadEventError(id);
     const reader = await this.reader(kind, id);
@@ -62,7 +65,7 @@ export class EventSerde {
     } catch (err) {
       throw new BadEventError(`undecodable Avro body for schema id ${id}: ${(err as Error).message}`);
     }
-    const invalid = validateEvent(kind, event, this.now());
+    const invalid = validateEvent(kind, event, clock ?? this.now());
     if (invalid) throw new BadEventError(`invalid ${kind}: ${invalid}`);
     return event;
   }

@@ -4,16 +4,29 @@ import type { AdClick, AdImpression, AdRequest, EventByKind, EventKind, ScoredRa
 export const MIN_EVENT_TIME = Date.UTC(2000, 0, 1);
 /** Clocks drift; an event more than this ahead of the processing clock is absurd, not early. */
 export const MAX_FUTURE_MS = 24 * 3600_000;
+/**
+ * How far a stream event's time may run ahead of its log timestamp (Kafka's message time, which a Kafka 4 broker
+ * keeps within an hour of its own clock) before it is dead-lettered as from the future: one skewed producer clock
+ * must not move a partition's watermark ahead and turn its live traffic late.
+ */
+export const DEFAULT_MAX_CLOCK_SKEW_MS = 10 * 60_000;
 const MAX_ID_LENGTH = 256;
 
 function badId(v: unknown): boolean {
   return typeof v !== 'string' || v.length === 0 || v.length > MAX_ID_LENGTH;
 }
 
-function badTime(t: unknown, now: number): string | null {
+/** The clock an event is judged against: `now` (epoch ms) and how far ahead of it an event time may be. */
+export interface Clock {
+  now: number;
+  maxFutureMs: number;
+}
+
+function badTime(t: unknown, clock: Clock): string | null {
   if (typeof t !== 'number' || !Number.isSafeInteger(t)) return 'not an integer epoch-ms';
   if (t < MIN_EVENT_TIME) return `before ${new Date(MIN_EVENT_TIME).toISOString()}`;
-  if (t > now + MAX_FUTURE_MS) return 'more than 24 h in the future';
+  if (t > clock.now + clock.maxFutureMs)
+    return `in the future: ${new Date(t).toISOString()} is ${Math.round((t - clock.now) / 1000)}s ahead of ${new Date(clock.now).toISOString()} (allowed clock skew ${Math.round(clock.maxFutureMs / 1000)}s)`;
   return null;
 }
 
@@ -33,21 +46,21 @@ const REQUEST_KEYS = ['request_id', 'user_id', 'publisher_id', 'device', 'os'];
 /** Checked for each of a request's (up to hundreds of) candidates: one list, not one per candidate. */
 const CANDIDATE_KEYS = ['ad_id', 'campaign_id', 'advertiser_id', 'category'];
 
-const validators: { [K in EventKind]: (e: EventByKind[K], now: number) => string | null } = {
-  impression(e: AdImpression, now) {
-    const t = badTime(e.event_time, now);
+const validators: { [K in EventKind]: (e: EventByKind[K], clock: Clock) => string | null } = {
+  impression(e: AdImpression, clock) {
+    const t = badTime(e.event_time, clock);
     if (t) return `event_time ${t}`;
     if (e.position != null && (!Number.isInteger(e.position) || e.position < 1)) return 'position must be >= 1';
     return checkIds(e, ['event_id', ...AD_KEYS]) ?? checkBid(e.bid, '');
   },
-  click(e: AdClick, now) {
-    const t = badTime(e.event_time, now) ?? badTime(e.impression_time, now);
+  click(e: AdClick, clock) {
+    const t = badTime(e.event_time, clock) ?? badTime(e.impression_time, clock);
     if (t) return `event_time or impression_time ${t}`;
     if (e.impression_time > e.event_time) return 'click happens before its impression';
     return checkIds(e, ['event_id', 'impression_id', ...AD_KEYS]);
   },
-  request(e: AdRequest, now) {
-    const t = badTime(e.event_time, now);
+  request(e: AdRequest, clock) {
+    const t = badTime(e.event_time, clock);
     if (t) return `event_time ${t}`;
     const ids = checkIds(e, REQUEST_KEYS);
     if (ids) return ids;
@@ -59,14 +72,17 @@ const validators: { [K in EventKind]: (e: EventByKind[K], now: number) => string
     }
     return null;
   },
-  scored(e: ScoredRanking, now) {
-    const t = badTime(e.event_time, now);
+  scored(e: ScoredRanking, clock) {
+    const t = badTime(e.event_time, clock);
     if (t) return `event_time ${t}`;
     return checkIds(e, ['request_id', 'model_version']);
   },
 };
 
-/** Returns why the event is unusable, or null when it is fine. */
-export function validateEvent<K extends EventKind>(kind: K, event: EventByKind[K], now: number): string | null {
-  return validators[kind](event, now);
+/**
+ * Returns why the event is unusable, or null when it is fine. `now` is the clock times are judged against (a
+ * number: that instant, allowing MAX_FUTURE_MS ahead).
+ */
+export function validateEvent<K extends EventKind>(kind: K, event: EventByKind[K], now: number | Clock): string | null {
+  return validators[kind](event, typeof now === 'number' ? { now, maxFutureMs: MAX_FUTURE_MS } : now);
 }

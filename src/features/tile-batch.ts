@@ -36,7 +36,8 @@ export interface TileWriter {
   /**
    * Idempotent: each entity remembers the last batch end offset applied from `source` (a topic/partition) and
    * ignores a batch that does not go beyond it, so a batch replayed after a crash is not counted twice.
-   * `newestEventTime` lets the store drop tiles no window can read any more.
+   * `horizon`: the event time below which no source partition writes any more (the group's slowest watermark);
+   * the store may drop tiles older than it by more than any read within the retention can ask for.
    */
-  applyBatch(batch: TileBatch, source: string, endOffset: number, newestEventTime?: number): Promise<void>;
+  applyBatch(batch: TileBatch, source: string, endOffset: number, horizon?: number): Promise<void>;
 }

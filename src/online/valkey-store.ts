@@ -175,7 +175,7 @@ export interface ValkeyStoreOptions {
   namespace?: string;
   /** Key TTL in seconds: hashes and sets not written this long disappear. At least the longest window plus allowed lateness. */
   ttlSeconds: number;
-  /** Read tiles starting this long before the newest event time written are deleted when pruned. */
+  /** Read tiles starting this long before the prune horizon (applyBatch's) are deleted when pruned. */
   retentionMs: number;
   /** Prune on about one write in this many. */
   pruneEvery?: number;
@@ -257,11 +257,11 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     return `${this.entityHash(entityKey)}|${field}`;
   }
 
-  async applyBatch(batch: TileBatch, source: string, endOffset: number, newestEventTime = 0): Promise<void> {
+  async applyBatch(batch: TileBatch, source: string, endOffset: number, horizon = 0): Promise<void> {
     const { features, ttlSeconds, retentionMs } = this.options;
     const every = this.options.pruneEvery ?? 64;
     const marker = `@${source}`;
-    const pruneBefore = newestEventTime > 0 ? newestEventTime - retentionMs : 0;
+    const pruneBefore = horizon > 0 ? horizon - retentionMs : 0;
     // Per field-hash tag ("<entity>|<stored prefix>"): its entities' segments and the read tiles they span.
     const runs = new Map<string, { max: boolean; args: (string | number)[]; from: number; to: number }>();
     const calls: Promise<unknown>[] = [];

@@ -27,6 +27,16 @@ export interface CheckpointStore {
   begin(partitionId: string, start: number, end: number): Promise<number>;
   /** Records `next` and the admission state after the batch (its added ids, its watermark) atomically. */
   commit(partitionId: string, next: number, admission: Admission): Promise<void>;
+  /**
+   * The group's batches begun before `seq` and not committed yet (a crashed member's among them): their partitions.
+   * A batch that records served vectors waits for them, so the online state it reads holds every earlier batch whole.
+   */
+  pendingBefore(seq: number): Promise<string[]>;
+  /**
+   * The lowest newest-event-time committed over these partitions: no later event of theirs is older than it minus
+   * the allowed lateness. Undefined while any of them has committed nothing.
+   */
+  slowest(partitionIds: readonly string[]): Promise<number | undefined>;
 }
 
 export class ValkeyCheckpoints implements CheckpointStore {
@@ -57,10 +67,40 @@ export class ValkeyCheckpoints implements CheckpointStore {
     return cp;
   }
 
+  /** The group's batches in flight (member: partition, score: seq), beside the sequence they are numbered from. */
+  private get pending(): string {
+    return `tb:{seq|${this.group}}|pending`;
+  }
+
+  /** Per partition, its newest event time as last committed. */
+  private get progress(): string {
+    return `tb:{seq|${this.group}}|progress`;
+  }
+
   async begin(partitionId: string, start: number, end: number): Promise<number> {
     const seq = await this.client.incr(`tb:{seq|${this.group}}`);
+    // Marked pending before the intent exists: a crash between leaves a mark pendingBefore sees through.
+    await this.client.zadd(this.pending, seq, partitionId);
     await this.client.hset(this.key(partitionId), { intent_start: start, intent_end: end, intent_seq: seq });
     return seq;
+  }
+
+  async pendingBefore(seq: number): Promise<string[]> {
+    const marks = await this.client.zrangebyscore(this.pending, '-inf', `(${seq}`, 'WITHSCORES');
+    const out: string[] = [];
+    for (let i = 0; i < marks.length; i += 2) {
+      const partition = marks[i] as string;
+      // Only a batch whose intent is still recorded is in flight; a mark left by a crash is not.
+      if ((await this.client.hget(this.key(partition), 'intent_seq')) === marks[i + 1]) out.push(partition);
+    }
+    return out;
+  }
+
+  async slowest(partitionIds: readonly string[]): Promise<number | undefined> {
+    if (partitionIds.length === 0) return undefined;
+    const times = await this.client.hmget(this.progress, ...partitionIds);
+    if (times.some((t) => t === null)) return undefined;
+    return Math.min(...times.map(Number));
   }
 
   async commit(partitionId: string, next: number, admission: Admission): Promise<void> {
@@ -72,6 +112,12 @@ export class ValkeyCheckpoints implements CheckpointStore {
     tx.hset(k, { next, max_event_time: admission.maxEventTime, buckets: JSON.stringify(admission.buckets()) });
     tx.hdel(k, 'intent_start', 'intent_end', 'intent_seq');
     await tx.exec();
+    // Other slots on a Cluster, so not in the transaction: a crash before these leaves a stale mark (ignored) and
+    // an older progress (which only prunes later).
+    await Promise.all([
+      this.client.zrem(this.pending, partitionId),
+      this.client.hset(this.progress, partitionId, admission.maxEventTime),
+    ]);
   }
 }
 
@@ -98,5 +144,15 @@ export class MemoryCheckpoints implements CheckpointStore {
   async commit(partitionId: string, next: number, admission: Admission): Promise<void> {
     admission.drainChanges();
     this.data.set(partitionId, { next, admission: admission.snapshot() });
+  }
+
+  /** One process, one batch at a time: nothing is ever in flight beside the caller's. */
+  async pendingBefore(): Promise<string[]> {
+    return [];
+  }
+
+  async slowest(partitionIds: readonly string[]): Promise<number | undefined> {
+    const times = partitionIds.map((id) => this.data.get(id)?.admission.maxEventTime);
+    return times.some((t) => t === undefined) ? undefined : Math.min(...(times as number[]));
   }
 }

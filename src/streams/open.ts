@@ -52,6 +52,8 @@ export interface StreamRunOptions {
   /** Consumer group id, before the namespace prefix. */
   group: string;
   allowedLatenessMs: number;
+  /** See StreamOptions.maxClockSkewMs. */
+  maxClockSkewMs?: number;
   maxBatch: number;
   /** The offline store to write, already holding the offline schema; unset = no offline writes. */
   offline?: ClickHouseClient;
@@ -149,6 +151,7 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
       namespace: config.namespace,
       groupId,
       allowedLatenessMs: o.allowedLatenessMs,
+      maxClockSkewMs: o.maxClockSkewMs,
       maxBatch: o.maxBatch,
       deadLettered,
     },

@@ -3,6 +3,7 @@
 import { topicOf } from '../events/catalog.ts';
 import { BadEventError, type EventSerde } from '../events/serde.ts';
 import type { AdClick, AdImpression } from '../events/types.ts';
+import { DEFAULT_MAX_CLOCK_SKEW_MS } from '../events/validate.ts';
 import type { Admission, Verdict } from '../features/admission.ts';
 import type { FeatureSet } from '../features/compile.ts';
 import type { Source } from '../features/define.ts';
@@ -58,6 +59,12 @@ export interface BatchOutcome {
   served: ServedRow[];
 }
 
+/** A message's log timestamp (epoch ms); a log without one (none of ours) is judged by this process's clock. */
+export function messageTime(m: Pick<LogMessage, 'timestamp'>): number {
+  const t = Number(m.timestamp);
+  return Number.isFinite(t) && t > 0 ? t : Date.now();
+}
+
 export function sourceTopics(namespace: string): Record<Source, string> {
   return { impression: topicOf('impression', namespace), click: topicOf('click', namespace) };
 }
@@ -77,6 +84,8 @@ export async function processBatch(
   admission: Admission,
   /** When given, record the vector each applied impression would have been served (see served.ts). */
   served?: RawReader,
+  /** How far an event time may run ahead of its message's log timestamp (DEFAULT_MAX_CLOCK_SKEW_MS). */
+  maxClockSkewMs = DEFAULT_MAX_CLOCK_SKEW_MS,
 ): Promise<BatchOutcome> {
   const out: BatchOutcome = {
     firstOffset: Number(messages[0]?.offset),
@@ -100,7 +109,9 @@ export async function processBatch(
       batch_seq: batchSeq,
     };
     try {
-      decoded.push({ m, coordinates, event: (await serde.decode(source, m.value)) as AdImpression | AdClick });
+      // Judged against the message's own timestamp, not this process's clock: every replay decides alike.
+      const clock = { now: messageTime(m), maxFutureMs: maxClockSkewMs };
+      decoded.push({ m, coordinates, event: (await serde.decode(source, m.value, clock)) as AdImpression | AdClick });
     } catch (err) {
       if (!(err instanceof BadEventError)) throw err; // e.g. registry unreachable: retry the batch, don't dead-letter
       out.counts.invalid++;

@@ -10,7 +10,9 @@ import type { Source } from '../features/define.ts';
 import type { TileWriter } from '../features/tile-batch.ts';
 import { type OfflineBatch, tileRowsOf } from '../offline/sink.ts';
 import type { CheckpointStore, Intent } from './checkpoint.ts';
-import type { EventLog, LogBatchPayload, LogConsumer, LogProducer } from './event-log.ts';
+import { DEFAULT_DEAD_LETTER_BYTES, packDeadLetters } from './dead-letters.ts';
+import type { EventLog, LogBatchPayload, LogConsumer, LogProducer, OutMessage } from './event-log.ts';
+import { PermanentSinkError, permanentFailure, tooLarge } from './failures.ts';
 import { reasonClass, type StreamMetrics } from './metrics.ts';
 import {
   type BatchOutcome,
@@ -38,6 +40,10 @@ export interface StreamOptions {
    * beginning (the embedded default) does not send them again.
    */
   deadLettered?: Record<string, number>;
+  /** How far an event time may run ahead of its message's log timestamp before it is dead-lettered as future. */
+  maxClockSkewMs?: number;
+  /** Largest dead-letter produce request, in bytes (under the topic's max.message.bytes). */
+  deadLetterBytes?: number;
 }
 
 export interface StreamDeps {
@@ -61,7 +67,11 @@ interface PartitionState {
   seeked: boolean;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** How often the group's slowest partition (the prune horizon) is looked up, at most. */
+const HORIZON_EVERY_MS = 2000;
+
+/** What became of the messages this process committed, by verdict; their sum is `processed`. */
+export type Counts = BatchOutcome['counts'];
 
 export class StreamService {
   private readonly consumer: LogConsumer;
@@ -70,6 +80,18 @@ export class StreamService {
   private readonly sources: Map<string, Source>;
   /** Messages whose batch has been committed (applied, dead-lettered or counted as duplicates). */
   processed = 0;
+  readonly counts: Counts = { applied: 0, late: 0, duplicate: 0, invalid: 0 };
+  /** Set by stop() or a permanent failure: retries and batches end at once. */
+  private stopping = false;
+  private pause = new AbortController();
+  /** Settles with the permanent failure that stopped the stream (never, for a stream that is only stopped). */
+  readonly failed: Promise<PermanentSinkError>;
+  private fail!: (err: PermanentSinkError) => void;
+  private failure?: PermanentSinkError;
+  /** Source partitions of the group (non-empty ones), and the event time below which none writes any more. */
+  private partitions?: { ids: string[]; at: number };
+  private horizonCache?: { time?: number; at: number };
+  private deadLetterBytes: number;
 
   constructor(
     private readonly deps: StreamDeps,
@@ -82,9 +104,23 @@ export class StreamService {
       [topics.impression, 'impression'],
       [topics.click, 'click'],
     ]);
+    this.deadLetterBytes = options.deadLetterBytes ?? DEFAULT_DEAD_LETTER_BYTES;
+    this.failed = new Promise((resolve) => {
+      this.fail = (err) => {
+        if (this.stopping) return;
+        this.failure = err;
+        this.stopping = true;
+        this.pause.abort();
+        resolve(err);
+      };
+    });
   }
 
   async start(): Promise<void> {
+    // A service stopped by stop() may start again (resuming from its checkpoints); one that failed may not.
+    if (this.failure) throw this.failure;
+    this.stopping = false;
+    this.pause = new AbortController();
     await this.producer.connect();
     // Partitions move on rebalance: forget their state, reload it from the checkpoint when they come back.
     await this.consumer.start(
@@ -94,9 +130,26 @@ export class StreamService {
     );
   }
 
+  /** Ends retries and pauses at once, lets the batch in hand return, and leaves the group. */
   async stop(): Promise<void> {
+    this.stopping = true;
+    this.pause.abort();
     await this.consumer.disconnect();
     await this.producer.disconnect();
+  }
+
+  /** Waits `ms`, or less when the stream stops meanwhile. */
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.pause.signal.aborted) return resolve();
+      const done = () => {
+        clearTimeout(timer);
+        this.pause.signal.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.pause.signal.addEventListener('abort', done);
+    });
   }
 
   private async state(id: string): Promise<PartitionState> {
@@ -122,6 +175,7 @@ export class StreamService {
     isStale,
     commitOffsetsIfNecessary,
   }: LogBatchPayload) {
+    if (this.stopping) return;
     const { topic, partition } = batch;
     const id = `${topic}/${partition}`;
     const st = await this.state(id);
@@ -148,7 +202,8 @@ export class StreamService {
       messages = messages.filter((m) => Number(m.offset) >= (st.next as number));
       resolveOffset(String(st.next - 1));
     }
-    while (messages.length > 0 && isRunning() && !isStale()) {
+    const attempt = <T>(sink: string, write: () => Promise<T>) => this.retry(sink, id, write, heartbeat, isRunning);
+    while (messages.length > 0 && isRunning() && !isStale() && !this.stopping) {
       let take = Math.min(messages.length, this.options.maxBatch);
       if (st.intent) {
         // Replaying a batch that was in flight at a crash: exactly the same range. If this fetch stops short of
@@ -166,14 +221,15 @@ export class StreamService {
       const t0 = performance.now();
       if (!st.intent) {
         const [start, end] = [Number(chunk[0]?.offset), Number(chunk[chunk.length - 1]?.offset)];
-        const seq = await this.retry(
-          'checkpoint',
-          () => this.deps.checkpoints.begin(id, start, end),
-          heartbeat,
-          isRunning,
-        );
+        const seq = await attempt('checkpoint', () => this.deps.checkpoints.begin(id, start, end));
         if (seq == null) return;
         st.intent = { start, end, seq };
+      }
+      if (this.deps.served && !(await this.earlierBatchesDone(id, st.intent, heartbeat))) {
+        // Served vectors read the online state as of every earlier batch: let the batches before this one (a
+        // crashed member's, replayed by whoever holds their partitions now) finish first, then come back.
+        this.consumer.seek(topic, partition, st.intent.start);
+        return;
       }
       let outcome: BatchOutcome;
       try {
@@ -189,91 +245,171 @@ export class StreamService {
           this.deps.serde,
           st.admission,
           this.deps.served,
+          this.options.maxClockSkewMs,
         );
       } catch (err) {
         // Not the data's fault (e.g. the registry is down): start over from the checkpoint after a pause.
         this.deps.log.warn({ err, partition: id }, 'batch failed before any write; retrying from the checkpoint');
         this.states.delete(id);
-        await sleep(1000);
+        await this.sleep(1000);
         this.consumer.seek(topic, partition, st.next ?? first);
         return;
       }
+      const batchId = `${id}/${outcome.firstOffset}-${outcome.lastOffset}`;
+      // Served vectors first, alone: once they are stored, a replay of this batch (after a crash at any later
+      // point, when the online store may hold the batch already) recomputes them only for the insert to drop.
+      if (outcome.served.length > 0 && this.deps.offline) {
+        const offline = this.deps.offline;
+        const rows = { impressions: [], clicks: [], tiles: [], served: outcome.served };
+        if ((await attempt('clickhouse', () => offline.writeBatch(batchId, rows))) === undefined) return;
+      }
       // Each write is idempotent for this exact range (the intent), so the sinks go in parallel: the online store
       // does not wait for ClickHouse. The checkpoint commits only after all of them.
-      const attempt = (sink: string, write: () => Promise<unknown>) => this.retry(sink, write, heartbeat, isRunning);
+      const horizon = await this.pruneHorizon();
       const written = await Promise.all([
-        attempt('dead-letter', () => this.deadLetter(id, outcome.deadLetters)),
-        attempt('clickhouse', () => this.writeOffline(id, outcome)),
-        attempt('valkey', () =>
-          this.deps.online.applyBatch(outcome.tiles, id, outcome.lastOffset, outcome.newestEventTime),
-        ),
+        attempt('dead-letter', this.deadLetter(id, outcome.deadLetters)),
+        attempt('clickhouse', () => this.writeOffline(batchId, outcome)),
+        attempt('valkey', () => this.deps.online.applyBatch(outcome.tiles, id, outcome.lastOffset, horizon)),
       ]);
       if (written.includes(undefined)) return;
-      if (
-        (await attempt('checkpoint', () => this.deps.checkpoints.commit(id, outcome.lastOffset + 1, st.admission))) ===
-        undefined
-      )
-        return;
+      const committed = await attempt('checkpoint', () =>
+        this.deps.checkpoints.commit(id, outcome.lastOffset + 1, st.admission),
+      );
+      if (committed === undefined) return;
       st.next = outcome.lastOffset + 1;
       st.intent = undefined;
+      this.record(topic, partition, outcome, t0, chunk.length);
       resolveOffset(String(outcome.lastOffset));
       await commitOffsetsIfNecessary();
       await heartbeat();
-      this.record(topic, partition, outcome, t0, chunk.length);
     }
+  }
+
+  /** True once no batch of the group begun before `intent` is in flight; false after a wait (or a stop). */
+  private async earlierBatchesDone(id: string, intent: Intent, heartbeat: () => Promise<void>): Promise<boolean> {
+    const waiting = await this.retry(
+      'checkpoint',
+      id,
+      () => this.deps.checkpoints.pendingBefore(intent.seq),
+      heartbeat,
+    );
+    if (waiting == null) return false;
+    if (waiting.length === 0) return true;
+    this.deps.log.info({ partition: id, seq: intent.seq, waiting_for: waiting }, 'waiting for earlier batches');
+    await this.sleep(200);
+    await heartbeat().catch(() => undefined);
+    return false;
+  }
+
+  /**
+   * The event time below which no partition of the group writes or reads any more: the slowest partition's
+   * watermark (its newest committed event time minus the allowed lateness). The online store prunes below it.
+   */
+  private async pruneHorizon(): Promise<number | undefined> {
+    const now = Date.now();
+    if (this.horizonCache && now - this.horizonCache.at < HORIZON_EVERY_MS) return this.horizonCache.time;
+    try {
+      if (!this.partitions || now - this.partitions.at > 30 * HORIZON_EVERY_MS) {
+        const ids: string[] = [];
+        for (const topic of this.sources.keys())
+          for (const p of await this.deps.eventLog.endOffsets(topic))
+            if (p.offset > 0) ids.push(`${topic}/${p.partition}`);
+        this.partitions = { ids, at: now };
+      }
+      const slowest = await this.deps.checkpoints.slowest(this.partitions.ids);
+      const time = slowest === undefined ? undefined : slowest - this.options.allowedLatenessMs;
+      this.horizonCache = { time: time !== undefined && Number.isFinite(time) ? time : undefined, at: now };
+    } catch (err) {
+      // Not knowing the horizon only delays pruning.
+      this.deps.log.debug({ err: (err as Error).message }, 'prune horizon unknown');
+    }
+    return this.horizonCache?.time;
   }
 
   private record(topic: string, partition: number, o: BatchOutcome, t0: number, n: number): void {
     const m = this.deps.metrics;
-    for (const [verdict, count] of Object.entries(o.counts)) if (count) m.events.inc({ topic, verdict }, count);
+    for (const [verdict, count] of Object.entries(o.counts) as [keyof Counts, number][]) {
+      this.counts[verdict] += count;
+      if (count) m.events.inc({ topic, verdict }, count);
+    }
     for (const d of o.deadLetters) m.deadLetters.inc({ topic, reason: reasonClass(d.reason) });
     m.batchSeconds.observe((performance.now() - t0) / 1000);
     m.watermark.set({ topic, partition }, o.newestEventTime / 1000);
     this.processed += n;
   }
 
-  private async writeOffline(partitionId: string, o: BatchOutcome): Promise<void> {
+  private async writeOffline(batchId: string, o: BatchOutcome): Promise<void> {
     if (!this.deps.offline) return;
-    const batchId = `${partitionId}/${o.firstOffset}-${o.lastOffset}`;
     await this.deps.offline.writeBatch(batchId, {
       impressions: o.impressions,
       clicks: o.clicks,
       tiles: tileRowsOf(o.tiles, batchId),
-      served: o.served,
     });
   }
 
-  private async deadLetter(partitionId: string, all: DeadLetter[]): Promise<void> {
+  /**
+   * The batch's dead letters, in produce requests the topic accepts (dead-letters.ts). A write to retry: requests
+   * already sent are not sent again, and a request the broker finds too large is split further.
+   */
+  private deadLetter(partitionId: string, all: DeadLetter[]): () => Promise<void> {
     const sentBefore = this.options.deadLettered?.[partitionId] ?? 0;
     const letters = sentBefore > 0 ? all.filter((d) => d.coordinates.offset >= sentBefore) : all;
-    if (letters.length === 0) return;
-    await this.producer.send([
-      { topic: deadLetterTopic(this.options.namespace), messages: letters.map(deadLetterMessage) },
-    ]);
+    const messages: OutMessage[] = letters.map(deadLetterMessage);
+    const topic = deadLetterTopic(this.options.namespace);
+    let sent = 0;
+    return async () => {
+      while (sent < messages.length) {
+        const [request] = packDeadLetters(messages.slice(sent), this.deadLetterBytes);
+        const batch = request as OutMessage[];
+        try {
+          await this.producer.send([{ topic, messages: batch }]);
+        } catch (err) {
+          if (!tooLarge(err) || this.deadLetterBytes <= 1024) throw err;
+          // The topic takes less than we thought (its max.message.bytes): halve the requests and go on.
+          this.deadLetterBytes = Math.floor(this.deadLetterBytes / 2);
+          this.deps.log.warn({ max_bytes: this.deadLetterBytes }, 'dead-letter request too large; splitting further');
+          continue;
+        }
+        sent += batch.length;
+      }
+    };
   }
 
   /**
    * Retries a sink write with capped exponential backoff, heartbeating so the group keeps our partitions.
-   * Resolves to the write's result (null for none), or undefined when the consumer stops meanwhile.
+   * Resolves to the write's result (null for none), or undefined when the stream stops meanwhile: on stop(), or
+   * on a failure no retry can cure (permanentFailure), which stops the stream and settles `failed`.
    */
   private async retry<T>(
     sink: string,
+    partitionId: string,
     write: () => Promise<T>,
     heartbeat: () => Promise<void>,
-    isRunning: () => boolean,
+    isRunning: () => boolean = () => true,
   ): Promise<T | null | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
         return (await write()) ?? null;
       } catch (err) {
+        const permanent = permanentFailure(err);
+        if (permanent) {
+          const failure = new PermanentSinkError(sink, partitionId, permanent);
+          this.deps.log.error(
+            { sink, partition: partitionId, err: permanent },
+            'sink write failed permanently; stopping',
+          );
+          this.fail(failure);
+          return undefined;
+        }
         this.deps.metrics.sinkRetries.inc({ sink });
         const wait = Math.min(10_000, 200 * 2 ** attempt);
         this.deps.log.warn(
           { sink, attempt, wait_ms: wait, err: (err as Error).message },
           'sink write failed; backing off',
         );
-        if (!isRunning()) return undefined;
-        await sleep(wait);
+        if (!isRunning() || this.stopping) return undefined;
+        await this.sleep(wait);
+        if (this.stopping) return undefined;
         await heartbeat().catch(() => undefined);
       }
     }
