@@ -4,7 +4,7 @@ import { Valkey } from 'iovalkey';
 import { type Config, ConfigError } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
-import type { KeyFields } from '../features/entities.ts';
+import { KEY_SEPARATOR, type KeyFields } from '../features/entities.ts';
 import { ValkeyStore } from '../online/valkey-store.ts';
 
 export function registerFeaturesCommand(program: Command, configOf: (cmd: Command) => Config): void {
@@ -45,6 +45,9 @@ export function registerFeaturesCommand(program: Command, configOf: (cmd: Comman
         throw new ConfigError('features read needs the online store: pass --valkey redis://host:port');
       const at = opts.at ? Date.parse(opts.at) : Date.now();
       if (Number.isNaN(at)) throw new ConfigError(`--at "${opts.at}" is not a time`);
+      for (const flag of ['user', 'ad', 'campaign', 'advertiser', 'category', 'publisher'])
+        if (opts[flag]?.includes(KEY_SEPARATOR))
+          throw new ConfigError(`--${flag} "${opts[flag]}" contains "${KEY_SEPARATOR}", which joins entity key fields`);
       const fs = new FeatureSet(DEFAULT_GROUPS);
       const valkey = new Valkey(config.valkey, {
         enableAutoPipelining: true,

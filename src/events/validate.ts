@@ -1,4 +1,5 @@
 // Semantic checks the Avro schema cannot express. Pure: the caller passes "now" so replays judge alike.
+import { KEY_FIELDS, KEY_SEPARATOR } from '../features/entities.ts';
 import type { AdClick, AdImpression, AdRequest, EventByKind, EventKind, ScoredRanking } from './types.ts';
 
 export const MIN_EVENT_TIME = Date.UTC(2000, 0, 1);
@@ -11,9 +12,20 @@ export const MAX_FUTURE_MS = 24 * 3600_000;
  */
 export const DEFAULT_MAX_CLOCK_SKEW_MS = 10 * 60_000;
 const MAX_ID_LENGTH = 256;
+/** The largest bid: eCPM = pCTR × bid × 1000 stays finite (and exact enough to order by) for any bid up to it. */
+export const MAX_BID = 1e9;
+/** Fields that become entity keys (entities.ts), where the separator would let two different tuples meet. */
+const KEY_ID_FIELDS = new Set<string>(KEY_FIELDS);
 
+/** Ids are counted in characters (code points), as JSON Schema's maxLength counts them, not UTF-16 units. */
 function badId(v: unknown): boolean {
-  return typeof v !== 'string' || v.length === 0 || v.length > MAX_ID_LENGTH;
+  return typeof v !== 'string' || v.length === 0 || (v.length > MAX_ID_LENGTH && codePoints(v) > MAX_ID_LENGTH);
+}
+
+function codePoints(s: string): number {
+  let n = 0;
+  for (const _ of s) n++;
+  return n;
 }
 
 /** The clock an event is judged against: `now` (epoch ms) and how far ahead of it an event time may be. */
@@ -32,13 +44,18 @@ function badTime(t: unknown, clock: Clock): string | null {
 
 function checkIds(e: object, names: readonly string[]): string | null {
   const rec = e as Record<string, unknown>;
-  for (const n of names) if (badId(rec[n])) return `${n} is empty, missing or longer than ${MAX_ID_LENGTH}`;
+  for (const n of names) {
+    const v = rec[n];
+    if (badId(v)) return `${n} is empty, missing or longer than ${MAX_ID_LENGTH} characters`;
+    if (KEY_ID_FIELDS.has(n) && (v as string).includes(KEY_SEPARATOR))
+      return `${n} contains "${KEY_SEPARATOR}", which joins the fields of entity keys`;
+  }
   return null;
 }
 
 function checkBid(bid: number | null | undefined, where: string): string | null {
   if (bid == null) return null;
-  return Number.isFinite(bid) && bid >= 0 ? null : `${where}bid must be a finite number >= 0`;
+  return Number.isFinite(bid) && bid >= 0 && bid <= MAX_BID ? null : `${where}bid must be a number in [0, ${MAX_BID}]`;
 }
 
 const AD_KEYS = ['user_id', 'ad_id', 'campaign_id', 'advertiser_id', 'category', 'publisher_id', 'device', 'os'];

@@ -32,12 +32,15 @@ export const entities = {
   adPublisher: { name: 'ad_publisher', fields: ['ad_id', 'publisher_id'] },
 } as const satisfies Record<string, Entity>;
 
+/** Joins a composite key's ids: ids that become keys may not hold it (validate.ts refuses them). */
+export const KEY_SEPARATOR = '|';
+
 /**
  * The entity instance an event belongs to, e.g. "user_category:u-7|cat-3". Also the store key's hash tag, so all
  * of one entity's state lives in one Valkey Cluster slot.
  */
 export function entityKey(entity: Entity, e: KeyFields): string {
   let key = `${entity.name}:${e[entity.fields[0] as keyof KeyFields]}`;
-  for (let i = 1; i < entity.fields.length; i++) key += `|${e[entity.fields[i] as keyof KeyFields]}`;
+  for (let i = 1; i < entity.fields.length; i++) key += `${KEY_SEPARATOR}${e[entity.fields[i] as keyof KeyFields]}`;
   return key;
 }

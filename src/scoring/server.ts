@@ -3,10 +3,12 @@
 import { timingSafeEqual } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import { type Static, Type, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
-import Fastify, { type FastifyError } from 'fastify';
+import Fastify, { type FastifyError, type FastifySchemaValidationError } from 'fastify';
 import type { Logger } from 'pino';
 import type { AdRequest } from '../events/types.ts';
-import { MIN_EVENT_TIME, validateEvent } from '../events/validate.ts';
+import { MAX_BID, MIN_EVENT_TIME } from '../events/validate.ts';
+import { KEY_SEPARATOR } from '../features/entities.ts';
+import { parseJsonBody } from './json-body.ts';
 import type { ScoringMetrics } from './metrics.ts';
 import { NoModelError, type Ranker, type RankerDeps } from './ranker.ts';
 
@@ -31,12 +33,25 @@ export interface ServerDeps {
 }
 
 const Id = Type.String({ minLength: 1, maxLength: 256 });
-const Bid = Type.Union([Type.Number({ minimum: 0 }), Type.Null()], {
+/**
+ * Ids that become entity keys: no key separator (user "u-1|x" × category "y" would be user "u-1" × "x|y"), and no
+ * unpaired surrogate (UTF-8 stores each as U+FFFD, so two such ids would be one entity).
+ */
+export const KEY_ID_PATTERN = `^[^${KEY_SEPARATOR}\\uD800-\\uDFFF]*$`;
+const KeyId = Type.String({
+  minLength: 1,
+  maxLength: 256,
+  pattern: KEY_ID_PATTERN,
+  description: `An entity id: no "${KEY_SEPARATOR}" (it joins the fields of composite entity keys) and no unpaired surrogate`,
+});
+const Bid = Type.Union([Type.Number({ minimum: 0, maximum: MAX_BID }), Type.Null()], {
   description: 'The candidate’s bid; when every candidate has one, ranking is by eCPM = pCTR × bid × 1000',
 });
+/** The latest `time` a ranking may be asked for: a fixed bound the document can state (a read moves no watermark). */
+export const MAX_RANK_TIME = Date.UTC(2100, 0, 1);
 
 const CandidateIn = Type.Object(
-  { ad_id: Id, campaign_id: Id, advertiser_id: Id, category: Id, bid: Type.Optional(Bid) },
+  { ad_id: KeyId, campaign_id: KeyId, advertiser_id: KeyId, category: KeyId, bid: Type.Optional(Bid) },
   { additionalProperties: false },
 );
 
@@ -44,14 +59,15 @@ export function rankBodySchema(maxCandidates: number) {
   return Type.Object(
     {
       request_id: Id,
-      user_id: Id,
-      publisher_id: Id,
+      user_id: KeyId,
+      publisher_id: KeyId,
       category: Type.Optional(Type.Union([Id, Type.Null()], { description: 'The page’s category or query' })),
       device: Id,
       os: Id,
       time: Type.Optional(
         Type.Integer({
           minimum: MIN_EVENT_TIME,
+          maximum: MAX_RANK_TIME,
           description: 'The moment to rank at, epoch ms (default: now); features are read as of then',
         }),
       ),
@@ -100,7 +116,25 @@ export async function buildServer(deps: ServerDeps, options: ServerOptions) {
     bodyLimit: options.bodyLimit,
     // Reject what the schema does not name instead of silently dropping it, and never coerce types.
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false } },
+    schemaErrorFormatter,
   }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // JSON only (text/plain is 415, as for any other type), parsed refusing repeated keys and "__proto__".
+  app.removeContentTypeParser(['application/json', 'text/plain']);
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, parseJsonBody(body as string));
+    } catch (err) {
+      done(err as Error, undefined);
+    }
+  });
+  // Each path's methods, for a 405 with `Allow` on the others (HEAD routes come with GET routes).
+  const methods = new Map<string, Set<string>>();
+  app.addHook('onRoute', (route) => {
+    const set = methods.get(route.url) ?? new Set<string>();
+    for (const m of [route.method].flat()) set.add(m);
+    methods.set(route.url, set);
+  });
 
   await app.register(swagger, {
     openapi: {
@@ -109,8 +143,13 @@ export async function buildServer(deps: ServerDeps, options: ServerOptions) {
     },
   });
 
-  app.setErrorHandler((err: FastifyError, _req, reply) => {
+  app.setErrorHandler((err: FastifyError, req, reply) => {
     if (err instanceof NoModelError) return reply.code(503).send({ error: 'not ready', reason: err.message });
+    if (err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') {
+      deps.metrics.rejected.inc({ reason: err.code });
+      const type = req.headers['content-type'] ?? 'none';
+      return reply.code(415).send({ error: 'unsupported media type', reason: `content type ${type}: send JSON` });
+    }
     const status = err.validation ? 400 : (err.statusCode ?? 500);
     if (status >= 500) {
       deps.log.error({ err }, 'ranking failed');
@@ -121,15 +160,23 @@ export async function buildServer(deps: ServerDeps, options: ServerOptions) {
       .code(status)
       .send({ error: err.validation ? 'invalid request' : (err.code ?? 'bad request'), reason: err.message });
   });
-  app.setNotFoundHandler((req, reply) =>
-    reply.code(404).send({ error: 'not found', reason: `no route ${req.method} ${req.url}` }),
-  );
+  app.setNotFoundHandler((req, reply) => {
+    const path = req.url.split('?', 1)[0] as string;
+    const allowed = methods.get(path);
+    if (!allowed) return reply.code(404).send({ error: 'not found', reason: `no route ${req.method} ${req.url}` });
+    const allow = [...allowed].sort().join(', ');
+    deps.metrics.rejected.inc({ reason: 'method' });
+    return reply
+      .code(405)
+      .header('allow', allow)
+      .send({ error: 'method not allowed', reason: `${path} answers ${allow}, not ${req.method}` });
+  });
 
   app.post(
     '/v1/rank',
     {
       schema: {
-        description: 'Ranks the candidate ads for one user and page',
+        description: `Ranks the candidate ads for one user and page. A body over ${options.bodyLimit} bytes is refused (413).`,
         body: rankBodySchema(options.maxCandidates),
         response: { 200: RankReply, '4xx': Problem, 503: Problem },
         ...(options.token ? { security: [{ bearer: [] }] } : {}),
@@ -143,16 +190,9 @@ export async function buildServer(deps: ServerDeps, options: ServerOptions) {
           }
         : undefined,
     },
-    async (req, reply) => {
-      const request = adRequestOf(req.body);
-      // The same semantic checks a request event gets on Kafka (e.g. a time more than a day ahead).
-      const invalid = validateEvent('request', request, Date.now());
-      if (invalid) {
-        deps.metrics.rejected.inc({ reason: 'validation' });
-        return reply.code(400).send({ error: 'invalid request', reason: invalid });
-      }
-      return deps.ranker.rank(request);
-    },
+    // The schema is the whole check: what the document allows is ranked (a request event's Kafka checks, such as its
+    // time within a day of now, concern events that move watermarks; a ranking only reads as of its time).
+    async (req) => deps.ranker.rank(adRequestOf(req.body)),
   );
 
   app.get('/healthz', { schema: { response: { 200: Health } } }, async () => ({ status: 'ok' }));
@@ -170,6 +210,17 @@ export async function buildServer(deps: ServerDeps, options: ServerOptions) {
   );
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
   return app;
+}
+
+/** Fastify's wording for schema errors, but a refused key id says why. */
+function schemaErrorFormatter(errors: FastifySchemaValidationError[], dataVar: string): Error {
+  const reasons = errors.map((e) => {
+    const where = `${dataVar}${e.instancePath}`;
+    return e.keyword === 'pattern' && e.params.pattern === KEY_ID_PATTERN
+      ? `${where} must not contain "${KEY_SEPARATOR}" (it joins the fields of entity keys) or an unpaired surrogate`
+      : `${where} ${e.message}`;
+  });
+  return new Error(reasons.join(', '));
 }
 
 function adRequestOf(body: RankBody): AdRequest {
