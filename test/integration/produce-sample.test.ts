@@ -12,7 +12,9 @@ import { countSince, endOffsets, readRange } from '../support/kafka.ts';
 import { cliWithServers, KAFKA_BROKERS, REGISTRY_URL } from '../support/services.ts';
 
 const SAMPLE = join(import.meta.dirname, '../../../shared/data/talkingdata_train_sample.csv');
-const cli = cliWithServers;
+// A namespace of this run's own: the default topics are the developer's (the README's tour reads them).
+const ns = `prod${Date.now()}.`;
+const cli = (...args: string[]) => cliWithServers('--namespace', ns, ...args);
 
 const kafka = createKafka(KAFKA_BROKERS);
 const admin = kafka.admin();
@@ -23,8 +25,8 @@ describe('produce --file', () => {
   it.skipIf(!existsSync(SAMPLE))(
     'publishes exactly the rows of the shared TalkingData sample',
     async () => {
-      const imp = topicOf('impression');
-      const clk = topicOf('click');
+      const imp = topicOf('impression', ns);
+      const clk = topicOf('click', ns);
       const before = { imp: await endOffsets(admin, imp), clk: await endOffsets(admin, clk) };
       const { stdout } = await cli('produce', '--file', SAMPLE, '--mapping', 'talkingdata');
       expect(JSON.parse(stdout)).toEqual({ rows: 100_000, published: 100_227, bad_rows: 0 });

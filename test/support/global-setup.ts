@@ -1,8 +1,9 @@
 // Starts the real local servers the integration tests talk to (no Docker: scripts/services), unless they already
 // run, and stops on teardown only what it started. Where a Docker engine exists, TRIBUTARY_TESTCONTAINERS=1 starts
-// them with testcontainers instead.
+// them with testcontainers instead. Around the run it checks that no test touched the default namespace.
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
+import { defaultChanges, defaultState } from './default-namespace.ts';
 
 const SCRIPT = join(import.meta.dirname, '../../scripts/services/services.sh');
 const SERVICES = ['valkey', 'kafka', 'registry'];
@@ -14,7 +15,7 @@ function services(action: string, names: string[]): number {
   return r.status ?? 1;
 }
 
-export default async function setup(): Promise<() => Promise<void>> {
+async function startServers(): Promise<() => Promise<void>> {
   if (process.env.TRIBUTARY_TESTCONTAINERS === '1') {
     const { startContainers } = await import('./containers.ts');
     return startContainers();
@@ -25,5 +26,24 @@ export default async function setup(): Promise<() => Promise<void>> {
   }
   return async () => {
     if (started.length > 0) services('stop', started);
+  };
+}
+
+export default async function setup(): Promise<() => Promise<void>> {
+  const stopServers = await startServers();
+  const before = await defaultState();
+  return async () => {
+    // Read before stopping: a server this run started takes its data with it.
+    const changes = defaultChanges(before, await defaultState()).map((c) => `  - ${c}`);
+    await stopServers();
+    if (changes.length > 0) {
+      // Vitest reports an error thrown here but keeps the exit code of the tests: make the run fail.
+      process.exitCode = 1;
+      throw new Error(
+        `tests wrote to the default (un-namespaced) pipeline, which the README's tour reads:\n${changes.join('\n')}\n` +
+          'give every test a namespace of its own (topicOf(kind, ns), --namespace ns). If you ran tributary on the ' +
+          'default namespace of these servers while the tests ran, that was it: run the tests again.',
+      );
+    }
   };
 }
