@@ -1,10 +1,10 @@
 // `tributary features`: what is defined, and what an entity's features are right now.
 import type { Command } from 'commander';
-import { Valkey } from 'iovalkey';
 import { type Config, ConfigError } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import type { KeyFields } from '../features/entities.ts';
+import { connectValkey } from '../online/connect.ts';
 import { ValkeyStore } from '../online/valkey-store.ts';
 
 export function registerFeaturesCommand(program: Command, configOf: (cmd: Command) => Config): void {
@@ -46,13 +46,8 @@ export function registerFeaturesCommand(program: Command, configOf: (cmd: Comman
       const at = opts.at ? Date.parse(opts.at) : Date.now();
       if (Number.isNaN(at)) throw new ConfigError(`--at "${opts.at}" is not a time`);
       const fs = new FeatureSet(DEFAULT_GROUPS);
-      const valkey = new Valkey(config.valkey, {
-        enableAutoPipelining: true,
-        maxRetriesPerRequest: 1,
-        lazyConnect: true,
-      });
+      const valkey = await connectValkey(config.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
       try {
-        await valkey.connect();
         const store = new ValkeyStore(valkey, {
           features: fs,
           namespace: config.namespace,
