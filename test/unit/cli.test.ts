@@ -247,6 +247,13 @@ describe('tributary CLI', () => {
     );
   });
 
+  it('runs through npx without npm warnings (no unknown keys in .npmrc)', { timeout: 30_000 }, () => {
+    const r = spawnSync('npx', ['tributary', '--help'], { encoding: 'utf8', env });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Usage: tributary/);
+    expect(r.stderr).not.toMatch(/npm warn/i);
+  });
+
   it('refuses a demo whose port is taken before doing any work', async () => {
     const taken = createServer().listen(0, '127.0.0.1');
     await once(taken, 'listening');
