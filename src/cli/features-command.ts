@@ -37,7 +37,7 @@ export function registerFeaturesCommand(program: Command, configOf: (cmd: Comman
     .option('--at <iso>', 'read time (default: now)')
     .addHelpText(
       'after',
-      '\nExample:\n  tributary features read --valkey redis://127.0.0.1:6379 --user u-7 --ad ad-3 --campaign cmp-1 --at 2026-11-02T12:00:00Z',
+      '\nExample:\n  tributary features read --valkey redis://127.0.0.1:6379 --user u-7 --ad ad-3 --campaign cmp-279 --at 2026-11-02T12:00:00Z',
     )
     .action(async (opts: Record<string, string>, sub: Command) => {
       const config = configOf(sub);
