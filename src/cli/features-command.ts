@@ -63,11 +63,22 @@ export function registerFeaturesCommand(program: Command, configOf: (cmd: Comman
           publisher_id: opts.publisher as string,
         };
         const plan = fs.plan([ctx], at);
-        const [v] = fs.assemble(plan, await store.read(plan.requests));
+        const results = await store.read(plan.requests);
+        const [v] = fs.assemble(plan, results);
         const out = Object.fromEntries(fs.names.map((n, i) => [n, v?.[i]]));
+        // Entities with nothing stored in the windows read at `at` (their features are the defaults), as /v1/rank says.
+        const unknown = new Set<string>();
+        results.forEach((r, i) => {
+          if (r.values.every((x) => x === null) && r.setCounts.every((n) => n === 0))
+            unknown.add(fs.groups[plan.groupOf[i] as number]?.group.entity.name as string);
+        });
         process.stdout.write(
-          `${JSON.stringify({ at: new Date(at).toISOString(), version: fs.version, features: out }, null, 2)}\n`,
+          `${JSON.stringify({ at: new Date(at).toISOString(), version: fs.version, unknown: [...unknown], features: out }, null, 2)}\n`,
         );
+        if (unknown.size === fs.groups.length)
+          process.stderr.write(
+            `tributary: nothing stored for these entities in the windows read at ${new Date(at).toISOString()} (every feature is its default): check the ids and --namespace, and pass --at a time within the streamed events${opts.at ? '' : ' (the default is now)'}\n`,
+          );
       } finally {
         valkey.disconnect();
       }
