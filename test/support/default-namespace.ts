@@ -62,10 +62,14 @@ export async function defaultState(): Promise<DefaultState> {
 export function defaultChanges(before: DefaultState, after: DefaultState): string[] {
   const out: string[] = [];
   const grown: string[] = [];
+  const created = new Set<string>();
   for (const [tp, high] of after.offsets) {
+    if (!before.offsets.has(tp)) created.add(tp.slice(0, tp.lastIndexOf('/')));
+    // Fewer messages than before is someone deleting the topic, not a test writing to it.
     const n = Number(high) - Number(before.offsets.get(tp) ?? '0');
-    if (n !== 0) grown.push(`${tp} +${n}`);
+    if (n > 0) grown.push(`${tp} +${n}`);
   }
+  if (created.size > 0) out.push(`default topics created: ${[...created].join(', ')}`);
   if (grown.length > 0) out.push(`messages written to default topics: ${grown.join(', ')}`);
   const moved = [...after.committed].filter(([k, o]) => before.committed.get(k) !== o).map(([k, o]) => `${k}=${o}`);
   if (moved.length > 0) out.push(`default consumer groups committed: ${moved.join(', ')}`);
