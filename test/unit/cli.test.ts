@@ -95,6 +95,12 @@ describe('tributary CLI', () => {
     // The schema ids of the in-memory registry agree across processes: every event decodes, none dead-lettered.
     expect(Number(/"processed":(\d+)/.exec(stream.stderr)?.[1])).toBe(published);
     expect(stream.stderr).not.toMatch(/dead|invalid|"level":[45]0/);
+    // Streamed without --record-served: parity fails, and says why.
+    const parity = cli('parity');
+    expect(parity.status, parity.stderr).toBe(1);
+    expect(parity.stderr).toMatch(
+      /^tributary: (\d+) of \1 impressions have no served vector: stream with --record-served .*$/m,
+    );
   });
 
   it('stops as asked when the stop signal goes to bin/tributary.js (what npx and supervisors signal)', {
