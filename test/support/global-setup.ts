@@ -2,11 +2,31 @@
 // run, and stops on teardown only what it started. Where a Docker engine exists, TRIBUTARY_TESTCONTAINERS=1 starts
 // them with testcontainers instead. Around the run it checks that no test touched the default namespace.
 import { spawnSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import { defaultChanges, defaultState } from './default-namespace.ts';
 
 const SCRIPT = join(import.meta.dirname, '../../scripts/services/services.sh');
 const SERVICES = ['valkey', 'kafka', 'registry'];
+const PORTS: Record<string, number> = {
+  valkey: Number(process.env.VALKEY_PORT ?? 6379),
+  kafka: Number(process.env.KAFKA_PORT ?? 9092),
+  registry: Number(process.env.REGISTRY_PORT ?? 8081),
+};
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host: '127.0.0.1' });
+    socket.setTimeout(1000);
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.once('timeout', () => done(false));
+  });
+}
 
 function services(action: string, names: string[]): number {
   const r = spawnSync('bash', [SCRIPT, action, ...names], {
@@ -20,7 +40,10 @@ async function startServers(): Promise<() => Promise<void>> {
     const { startContainers } = await import('./containers.ts');
     return startContainers();
   }
-  const started = SERVICES.filter((n) => services('status', [n]) !== 0);
+  // A server another clone (or worktree) started answers on its port though this clone's .services/ has no pid.
+  const down = SERVICES.filter((n) => services('status', [n]) !== 0);
+  const answering = await Promise.all(down.map((n) => listening(PORTS[n] as number)));
+  const started = down.filter((_, i) => !answering[i]);
   if (started.length > 0 && services('start', started) !== 0) {
     throw new Error(`could not start ${started.join(', ')}: see the log tail above`);
   }
