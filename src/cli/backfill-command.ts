@@ -15,10 +15,11 @@ import { createRegistryClient } from '../events/registry.ts';
 import { EventSerde } from '../events/serde.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
-import { parseDuration } from '../features/time.ts';
 import { createKafka } from '../kafka/client.ts';
 import { openClickHouse } from '../offline/clickhouse.ts';
 import { log } from './log.ts';
+import { durationOption } from './options.ts';
+import { requireStreamHistory } from './stream-history.ts';
 
 function parseTime(flag: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
@@ -78,6 +79,8 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
     .action(async (opts: Record<string, string>, cmd: Command) => {
       const config = configOf(cmd);
       const features = new FeatureSet(DEFAULT_GROUPS);
+      const attributionMs = durationOption('--attribution', opts.attribution as string);
+      const allowedLatenessMs = durationOption('--allowed-lateness', opts.allowedLateness as string);
       const src = opts.source as string;
       const out = opts.out as string;
       const format = (opts.format ?? (/\.parquet$/i.test(out) ? 'parquet' : 'csv')) as TrainingFormat;
@@ -105,6 +108,7 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
         partitions = 2; // one per event kind
       } else if (src === 'clickhouse') {
         const client = await clickhouse();
+        await requireStreamHistory(client, config, '');
         open = () => fromClickHouse(client);
         partitions = await partitionsIn(client);
       } else if (src === 'kafka') {
@@ -116,7 +120,7 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
           brokers: config.kafka,
           serde: new EventSerde(createRegistryClient(config.schemaRegistry)),
           namespace: config.namespace,
-          maxClockSkewMs: parseDuration(opts.maxClockSkew as string),
+          maxClockSkewMs: durationOption('--max-clock-skew', opts.maxClockSkew as string),
         });
         kafkaSource = source;
         open = () => source.open();
@@ -136,8 +140,8 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
           sourceName: src,
           out,
           writer: converter && ((columns) => new ConvertingTrainingWriter(out, columns, converter)),
-          attributionMs: parseDuration(opts.attribution as string),
-          allowedLatenessMs: parseDuration(opts.allowedLateness as string),
+          attributionMs,
+          allowedLatenessMs,
           from: parseTime('--from', opts.from),
           to: parseTime('--to', opts.to),
           only: opts.features?.split(',').map((s) => s.trim()),

@@ -25,7 +25,7 @@ import { Ranker } from '../scoring/ranker.ts';
 import { buildServer } from '../scoring/server.ts';
 import { openStream } from '../streams/open.ts';
 import { publishAll } from './events-commands.ts';
-import { log } from './log.ts';
+import { log as baseLog } from './log.ts';
 
 export interface DemoOptions {
   days: string;
@@ -72,6 +72,9 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
     modelsDir: `${dir}/models`,
   };
   const say = (s: string) => process.stdout.write(`${s}\n`);
+  // The report narrates each step itself: the parts' info lines would land inside it (both reach the terminal);
+  // warnings and errors still show.
+  const log = baseLog.child({}, { level: process.env.TRIBUTARY_LOG_LEVEL ?? 'warn' });
   const step = (s: string) => say(`\n▸ ${s}`);
   const tty = process.stdout.isTTY === true;
   const t0 = performance.now();
@@ -79,7 +82,7 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
 
   step(`generating ${days} days of traffic into the file log (${config.logDir})`);
   const records = generate({ days, impressionsPerDay: perDay, candidatesPerRequest: candidates });
-  const published = await publishAll(config, records);
+  const published = await publishAll(config, records, log);
   const streamed = records.filter((r) => r.record.kind === 'impression' || r.record.kind === 'click').length;
   say(`  ${fmt(published)} events (impressions, clicks, ad requests; late, out-of-order and duplicate ones too)`);
 

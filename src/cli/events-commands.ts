@@ -1,5 +1,8 @@
 // generate, produce, schemas: getting events into the log.
+import { statSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
+import type { Logger } from 'pino';
 import { type Config, ConfigError } from '../config/config.ts';
 import { allTopics, KINDS } from '../events/catalog.ts';
 import { writeEventFile } from '../events/event-file.ts';
@@ -10,6 +13,7 @@ import { formatOf, readRows } from '../events/rows.ts';
 import { EventPublisher, inEventTimeOrder, type Outgoing } from '../kafka/publish.ts';
 import { openEventLog, openSerde } from '../streams/open.ts';
 import { log } from './log.ts';
+import { shareOption, timeOption, wholeOption } from './options.ts';
 
 type ConfigOf = (cmd: Command) => Config;
 
@@ -17,12 +21,13 @@ type ConfigOf = (cmd: Command) => Config;
 export async function publishAll(
   config: Config,
   records: AsyncIterable<Outgoing> | Iterable<Outgoing>,
+  logger: Logger = log,
 ): Promise<number> {
   if (config.kafka.length > 0 && !config.schemaRegistry) {
     throw new ConfigError('publishing to Kafka needs a Schema Registry: pass --schema-registry URL');
   }
   const serde = await openSerde(config);
-  const eventLog = openEventLog(config, log);
+  const eventLog = openEventLog(config, logger);
   await eventLog.ensureTopics(allTopics(config.namespace), config.partitions);
   const producer = eventLog.producer();
   await producer.connect();
@@ -33,7 +38,7 @@ export async function publishAll(
   } finally {
     await producer.disconnect();
   }
-  log.info({ events: publisher.published, to: eventLog.where }, 'published');
+  logger.info({ events: publisher.published, to: eventLog.where }, 'published');
   return publisher.published;
 }
 
@@ -61,17 +66,14 @@ export function registerEventCommands(program: Command, configOf: ConfigOf): voi
     )
     .action(async (opts: Record<string, string>, cmd: Command) => {
       const options: Partial<GeneratorOptions> = {
-        seed: Number(opts.seed),
-        days: Number(opts.days),
-        impressionsPerDay: Number(opts.impressionsPerDay),
-        start: Date.parse(opts.start as string),
-        lateShare: Number(opts.lateShare),
-        duplicateShare: Number(opts.duplicateShare),
-        candidatesPerRequest: Number(opts.candidates),
+        seed: wholeOption('--seed', opts.seed as string, 0),
+        days: wholeOption('--days', opts.days as string, 1),
+        impressionsPerDay: wholeOption('--impressions-per-day', opts.impressionsPerDay as string, 1),
+        start: timeOption('--start', opts.start as string),
+        lateShare: shareOption('--late-share', opts.lateShare as string),
+        duplicateShare: shareOption('--duplicate-share', opts.duplicateShare as string),
+        candidatesPerRequest: wholeOption('--candidates', opts.candidates as string, 0),
       };
-      for (const [k, v] of Object.entries(options)) {
-        if (!Number.isFinite(v)) throw new ConfigError(`--${k} must be a number`);
-      }
       const t0 = performance.now();
       const records = generate(options);
       const n = opts.out ? await writeEventFile(opts.out, records) : await publishAll(configOf(cmd), records);
@@ -98,10 +100,18 @@ export function registerEventCommands(program: Command, configOf: ConfigOf): voi
     )
     .addHelpText(
       'after',
-      '\nExamples:\n  tributary produce --file ../shared/data/talkingdata_train_sample.csv --mapping talkingdata --sort-by-time\n  tributary produce --file sample.csv --mapping talkingdata --sort-by-time --kafka 127.0.0.1:9092 --schema-registry http://127.0.0.1:8081/apis/ccompat/v7',
+      '\nExamples:\n  tributary produce --file train_sample.csv --mapping talkingdata --sort-by-time   # TalkingData (Kaggle), not in the clone\n  tributary produce --file sample.csv --mapping talkingdata --sort-by-time --kafka 127.0.0.1:9092 --schema-registry http://127.0.0.1:8081/apis/ccompat/v7',
     )
     .action(async (opts: Record<string, string>, cmd: Command) => {
       const config = configOf(cmd);
+      const file = opts.file as string;
+      if (!statSync(file, { throwIfNoEntry: false })?.isFile()) {
+        const hint =
+          opts.mapping === 'talkingdata'
+            ? ": the TalkingData sample is not part of the clone (Kaggle's TalkingData AdTracking Fraud Detection, train_sample.csv); download it and pass its path"
+            : ': pass the path of a CSV or NDJSON file';
+        throw new ConfigError(`--file ${file}: no such file (looked at ${resolve(file)})${hint}`);
+      }
       const mapping = loadMapping(opts.mapping as string);
       const format = (opts.format as 'csv' | 'ndjson' | undefined) ?? formatOf(opts.file as string);
       const maxErrors = Number(opts.maxErrors);

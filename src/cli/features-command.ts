@@ -1,10 +1,10 @@
 // `tributary features`: what is defined, and what an entity's features are right now.
 import type { Command } from 'commander';
-import { Valkey } from 'iovalkey';
 import { type Config, ConfigError } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { KEY_SEPARATOR, type KeyFields } from '../features/entities.ts';
+import { connectValkey } from '../online/connect.ts';
 import { ValkeyStore } from '../online/valkey-store.ts';
 
 export function registerFeaturesCommand(program: Command, configOf: (cmd: Command) => Config): void {
@@ -37,7 +37,7 @@ export function registerFeaturesCommand(program: Command, configOf: (cmd: Comman
     .option('--at <iso>', 'read time (default: now)')
     .addHelpText(
       'after',
-      '\nExample:\n  tributary features read --valkey redis://127.0.0.1:6379 --user u-7 --ad ad-3 --campaign cmp-1 --at 2026-11-02T12:00:00Z',
+      '\nExample:\n  tributary features read --valkey redis://127.0.0.1:6379 --user u-7 --ad ad-3 --campaign cmp-279 --at 2026-11-02T12:00:00Z',
     )
     .action(async (opts: Record<string, string>, sub: Command) => {
       const config = configOf(sub);
@@ -49,13 +49,8 @@ export function registerFeaturesCommand(program: Command, configOf: (cmd: Comman
         if (opts[flag]?.includes(KEY_SEPARATOR))
           throw new ConfigError(`--${flag} "${opts[flag]}" contains "${KEY_SEPARATOR}", which joins entity key fields`);
       const fs = new FeatureSet(DEFAULT_GROUPS);
-      const valkey = new Valkey(config.valkey, {
-        enableAutoPipelining: true,
-        maxRetriesPerRequest: 1,
-        lazyConnect: true,
-      });
+      const valkey = await connectValkey(config.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: 1 });
       try {
-        await valkey.connect();
         const store = new ValkeyStore(valkey, {
           features: fs,
           namespace: config.namespace,
@@ -71,11 +66,22 @@ export function registerFeaturesCommand(program: Command, configOf: (cmd: Comman
           publisher_id: opts.publisher as string,
         };
         const plan = fs.plan([ctx], at);
-        const [v] = fs.assemble(plan, await store.read(plan.requests));
+        const results = await store.read(plan.requests);
+        const [v] = fs.assemble(plan, results);
         const out = Object.fromEntries(fs.names.map((n, i) => [n, v?.[i]]));
+        // Entities with nothing stored in the windows read at `at` (their features are the defaults), as /v1/rank says.
+        const unknown = new Set<string>();
+        results.forEach((r, i) => {
+          if (r.values.every((x) => x === null) && r.setCounts.every((n) => n === 0))
+            unknown.add(fs.groups[plan.groupOf[i] as number]?.group.entity.name as string);
+        });
         process.stdout.write(
-          `${JSON.stringify({ at: new Date(at).toISOString(), version: fs.version, features: out }, null, 2)}\n`,
+          `${JSON.stringify({ at: new Date(at).toISOString(), version: fs.version, unknown: [...unknown], features: out }, null, 2)}\n`,
         );
+        if (unknown.size === fs.groups.length)
+          process.stderr.write(
+            `tributary: nothing stored for these entities in the windows read at ${new Date(at).toISOString()} (every feature is its default): check the ids and --namespace, and pass --at a time within the streamed events${opts.at ? '' : ' (the default is now)'}\n`,
+          );
       } finally {
         valkey.disconnect();
       }

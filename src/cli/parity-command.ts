@@ -4,8 +4,9 @@ import { checkParity } from '../backfill/parity.ts';
 import type { Config } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
-import { parseDuration } from '../features/time.ts';
 import { openClickHouse } from '../offline/clickhouse.ts';
+import { durationOption } from './options.ts';
+import { requireStreamHistory } from './stream-history.ts';
 
 export function registerParityCommand(program: Command, configOf: (cmd: Command) => Config): void {
   program
@@ -22,8 +23,14 @@ export function registerParityCommand(program: Command, configOf: (cmd: Command)
       const features = new FeatureSet(DEFAULT_GROUPS);
       const ch = await openClickHouse({ url: config.clickhouse, dir: config.clickhouseDir });
       try {
+        await requireStreamHistory(ch, config, ' --record-served');
         const t0 = performance.now();
-        const report = await checkParity(ch, features, DEFAULT_GROUPS, parseDuration(opts.allowedLateness));
+        const report = await checkParity(
+          ch,
+          features,
+          DEFAULT_GROUPS,
+          durationOption('--allowed-lateness', opts.allowedLateness),
+        );
         const seconds = ((performance.now() - t0) / 1000).toFixed(1);
         if (opts.json) {
           process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
@@ -40,6 +47,17 @@ export function registerParityCommand(program: Command, configOf: (cmd: Command)
             `impressions ${report.impressions}, missing served ${report.missingServed}, missing sql ${report.missingSql}, mismatches ${report.mismatches} (${seconds}s)\n`,
           );
         }
+        // The counts alone do not say why the exit code is 1.
+        if (report.missingServed > 0)
+          process.stderr.write(
+            `tributary: ${report.missingServed} of ${report.impressions} impressions have no served vector: stream with --record-served (from the log's start, into an empty store) to record them\n`,
+          );
+        if (report.mismatches > report.missingServed)
+          process.stderr.write(
+            `tributary: ${report.mismatches - report.missingServed} mismatches: the features disagree (per feature above)\n`,
+          );
+        if (report.impressions === 0)
+          process.stderr.write('tributary: no impression was admitted (all late or duplicate): nothing to compare\n');
         if (report.mismatches > 0 || report.impressions === 0) process.exitCode = 1;
       } finally {
         await ch.close();

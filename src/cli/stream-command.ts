@@ -4,10 +4,10 @@ import type { Command } from 'commander';
 import { type Config, ConfigError } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
-import { parseDuration } from '../features/time.ts';
 import { openClickHouse } from '../offline/clickhouse.ts';
 import { openStream } from '../streams/open.ts';
 import { log } from './log.ts';
+import { durationOption } from './options.ts';
 
 /** How long a stop may take before the process exits anyway. */
 const STOP_SECONDS = 15;
@@ -55,8 +55,8 @@ Examples:
         throw new ConfigError('stream from Kafka needs a Schema Registry: pass --schema-registry URL');
       const maxBatch = Number(opts.maxBatch);
       if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new ConfigError('--max-batch must be a positive integer');
-      const allowedLatenessMs = parseDuration(String(opts.allowedLateness));
-      const maxClockSkewMs = parseDuration(String(opts.maxClockSkew));
+      const allowedLatenessMs = durationOption('--allowed-lateness', String(opts.allowedLateness));
+      const maxClockSkewMs = durationOption('--max-clock-skew', String(opts.maxClockSkew));
 
       const features = new FeatureSet(DEFAULT_GROUPS);
       const ch =

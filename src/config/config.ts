@@ -67,14 +67,44 @@ const POSITIVE_INTEGERS: readonly (keyof Config)[] = ['partitions', 'maxCandidat
 
 export class ConfigError extends Error {}
 
+/** Levenshtein distance: how far a misspelt key is from each valid one. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      const substitute = (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1);
+      row.push(Math.min((prev[j] ?? 0) + 1, (row[j - 1] ?? 0) + 1, substitute));
+    }
+    prev = row;
+  }
+  return prev[b.length] ?? 0;
+}
+
+/** The valid key nearest to `key` (case-insensitively), for "did you mean". */
+export function nearestKey(key: string): string {
+  const keys = Object.keys(ENV);
+  const score = (k: string) => distance(key.toLowerCase(), k.toLowerCase());
+  return keys.reduce((best, k) => (score(k) < score(best) ? k : best));
+}
+
 function readFile(path: string | undefined): Overrides {
   const p = path ?? (existsSync('tributary.config.json') ? 'tributary.config.json' : undefined);
   if (!p) return {};
+  let parsed: unknown;
   try {
-    return JSON.parse(readFileSync(p, 'utf8')) as Overrides;
+    parsed = JSON.parse(readFileSync(p, 'utf8'));
   } catch (err) {
     throw new ConfigError(`cannot read config file ${p}: ${(err as Error).message}`);
   }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))
+    throw new ConfigError(`config file ${p} must hold a JSON object of settings`);
+  // A misspelt key would otherwise leave its setting at the default without a word.
+  for (const key of Object.keys(parsed)) {
+    if (!Object.hasOwn(ENV, key))
+      throw new ConfigError(`config file ${p}: unknown key "${key}" (did you mean "${nearestKey(key)}"?)`);
+  }
+  return parsed as Overrides;
 }
 
 function normalise(key: keyof Config, v: unknown): unknown {

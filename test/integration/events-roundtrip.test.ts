@@ -13,13 +13,15 @@ import { EventPublisher } from '../../src/kafka/publish.ts';
 import { endOffsets, readRange } from '../support/kafka.ts';
 import { KAFKA_BROKERS, REGISTRY_URL } from '../support/services.ts';
 
+// A namespace of this run's own: the default topics are the developer's (the README's tour reads them).
+const ns = `rt${Date.now()}.`;
 let kafka: Kafka;
 let admin: Admin;
 beforeAll(async () => {
   kafka = createKafka(KAFKA_BROKERS);
   admin = kafka.admin();
   await admin.connect();
-  await ensureTopics(admin, allTopics(), 3);
+  await ensureTopics(admin, allTopics(ns), 3);
 });
 afterAll(() => admin.disconnect());
 
@@ -46,10 +48,10 @@ describe('events through Kafka and the Schema Registry', () => {
     for (const kind of EVENT_KINDS) expect(sent.some((r) => r.kind === kind)).toBe(true);
 
     const before = new Map<EventKind, Awaited<ReturnType<typeof endOffsets>>>();
-    for (const kind of EVENT_KINDS) before.set(kind, await endOffsets(admin, topicOf(kind)));
+    for (const kind of EVENT_KINDS) before.set(kind, await endOffsets(admin, topicOf(kind, ns)));
     const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 });
     await producer.connect();
-    const publisher = new EventPublisher(new KafkaLogProducer(producer), serde, '', 100);
+    const publisher = new EventPublisher(new KafkaLogProducer(producer), serde, ns, 100);
     for (const record of sent) await publisher.add({ record });
     await publisher.flush();
     await producer.disconnect();
@@ -57,7 +59,7 @@ describe('events through Kafka and the Schema Registry', () => {
     // A second process's view: a fresh client learns the schemas from the registry by id.
     const reader = new EventSerde(createRegistryClient(REGISTRY_URL));
     for (const kind of EVENT_KINDS) {
-      const topic = topicOf(kind);
+      const topic = topicOf(kind, ns);
       const raw = await readRange(kafka, topic, before.get(kind)!, await endOffsets(admin, topic));
       for (const buf of raw) expect(buf.readUInt32BE(1)).toBe(serde.schemaId(kind));
       const got = await Promise.all(raw.map((b) => reader.decode(kind, b)));

@@ -1,6 +1,6 @@
 // `tributary produce` publishes the real TalkingData sample: exactly one impression per row, one click per
 // attributed row, nothing else, nothing lost.
-import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,9 +10,11 @@ import { EventSerde } from '../../src/events/serde.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { countSince, endOffsets, readRange } from '../support/kafka.ts';
 import { cliWithServers, KAFKA_BROKERS, REGISTRY_URL } from '../support/services.ts';
+import { skipWithoutTalkingData, TALKINGDATA_SAMPLE } from '../support/talkingdata.ts';
 
-const SAMPLE = join(import.meta.dirname, '../../../shared/data/talkingdata_train_sample.csv');
-const cli = cliWithServers;
+// A namespace of this run's own: the default topics are the developer's (the README's tour reads them).
+const ns = `prod${Date.now()}.`;
+const cli = (...args: string[]) => cliWithServers('--namespace', ns, ...args);
 
 const kafka = createKafka(KAFKA_BROKERS);
 const admin = kafka.admin();
@@ -20,37 +22,29 @@ beforeAll(() => admin.connect());
 afterAll(() => admin.disconnect());
 
 describe('produce --file', () => {
-  it.skipIf(!existsSync(SAMPLE))(
-    'publishes exactly the rows of the shared TalkingData sample',
-    async () => {
-      const imp = topicOf('impression');
-      const clk = topicOf('click');
-      const before = { imp: await endOffsets(admin, imp), clk: await endOffsets(admin, clk) };
-      const { stdout } = await cli('produce', '--file', SAMPLE, '--mapping', 'talkingdata');
-      expect(JSON.parse(stdout)).toEqual({ rows: 100_000, published: 100_227, bad_rows: 0 });
-      const after = { imp: await endOffsets(admin, imp), clk: await endOffsets(admin, clk) };
-      expect(countSince(before.imp, after.imp)).toBe(100_000);
-      expect(countSince(before.clk, after.clk)).toBe(227);
+  it('publishes exactly the rows of the shared TalkingData sample', async (ctx) => {
+    skipWithoutTalkingData(ctx);
+    const imp = topicOf('impression', ns);
+    const clk = topicOf('click', ns);
+    const before = { imp: await endOffsets(admin, imp), clk: await endOffsets(admin, clk) };
+    const { stdout } = await cli('produce', '--file', TALKINGDATA_SAMPLE, '--mapping', 'talkingdata');
+    expect(JSON.parse(stdout)).toEqual({ rows: 100_000, published: 100_227, bad_rows: 0 });
+    const after = { imp: await endOffsets(admin, imp), clk: await endOffsets(admin, clk) };
+    expect(countSince(before.imp, after.imp)).toBe(100_000);
+    expect(countSince(before.clk, after.clk)).toBe(227);
 
-      const serde = new EventSerde(createRegistryClient(REGISTRY_URL));
-      const clicks = await Promise.all(
-        (await readRange(kafka, clk, before.clk, after.clk)).map((b) => serde.decode('click', b)),
-      );
-      const impressions = await readRange(kafka, imp, before.imp, after.imp);
-      const ids = new Set<string>();
-      for (const b of impressions) ids.add((await serde.decode('impression', b)).event_id);
-      // Rows are lines 2..100001 of the file; every one is there once.
-      expect(ids.size).toBe(100_000);
-      for (const line of [2, 50_000, 100_001]) expect(ids.has(`td-${line}`)).toBe(true);
-      for (const c of clicks) expect(ids.has(c.impression_id)).toBe(true);
-    },
-    180_000,
-  );
-
-  it.runIf(!existsSync(SAMPLE))(
-    'skips the TalkingData check: ../shared/data/talkingdata_train_sample.csv is absent',
-    () => {},
-  );
+    const serde = new EventSerde(createRegistryClient(REGISTRY_URL));
+    const clicks = await Promise.all(
+      (await readRange(kafka, clk, before.clk, after.clk)).map((b) => serde.decode('click', b)),
+    );
+    const impressions = await readRange(kafka, imp, before.imp, after.imp);
+    const ids = new Set<string>();
+    for (const b of impressions) ids.add((await serde.decode('impression', b)).event_id);
+    // Rows are lines 2..100001 of the file; every one is there once.
+    expect(ids.size).toBe(100_000);
+    for (const line of [2, 50_000, 100_001]) expect(ids.has(`td-${line}`)).toBe(true);
+    for (const c of clicks) expect(ids.has(c.impression_id)).toBe(true);
+  }, 180_000);
 
   it('reports bad rows by line, publishes the good ones, and exits 1', async () => {
     const f = join(mkdtempSync(join(tmpdir(), 'tributary-produce-')), 'mixed.csv');

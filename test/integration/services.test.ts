@@ -38,8 +38,10 @@ describe('local services', () => {
     expect(services('status', 'valkey').status).toBe(3);
     expect(services('start', 'valkey').status).toBe(0);
     const v = new Valkey(VALKEY_URL);
-    await v.set('{t}:k', '1');
-    expect(await v.incr('{t}:k')).toBe(2);
+    const key = `{svc-test-${Date.now()}}:k`; // not a key any pipeline owns, and removed after
+    await v.set(key, '1');
+    expect(await v.incr(key)).toBe(2);
+    await v.del(key);
     v.disconnect();
   });
 

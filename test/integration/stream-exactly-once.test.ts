@@ -22,7 +22,12 @@ import { caughtUp, publishScenario } from '../support/streaming.ts';
 
 const kafka = createKafka(KAFKA_BROKERS);
 const valkey = new Valkey(VALKEY_URL);
-afterAll(() => valkey.disconnect());
+/** Stream processes still running (a failed assertion leaves one): killed at the end. */
+const children = new Set<ChildProcess>();
+afterAll(() => {
+  for (const c of children) c.kill('SIGKILL');
+  valkey.disconnect();
+});
 const stamp = Date.now();
 const KILLS = Number(process.env.EXACTLY_ONCE_KILLS ?? 6);
 const PER_DAY = Number(process.env.EXACTLY_ONCE_PER_DAY ?? 3000);
@@ -30,7 +35,7 @@ const LATENESS_MS = 3600_000;
 const features = new FeatureSet(DEFAULT_GROUPS);
 
 function startStream(ns: string, dir: string): ChildProcess {
-  return spawn(
+  const child = spawn(
     process.execPath,
     [
       '--import',
@@ -57,6 +62,9 @@ function startStream(ns: string, dir: string): ChildProcess {
       stdio: ['ignore', 'inherit', 'inherit'],
     },
   );
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
 }
 
 const exited = (p: ChildProcess) =>
@@ -65,7 +73,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function runToEnd(ns: string, dir: string): Promise<void> {
   const child = startStream(ns, dir);
-  const deadline = Date.now() + 120_000;
+  const deadline = Date.now() + 600_000;
   while (!(await caughtUp(kafka, valkey, ns, `${ns}tributary-stream`))) {
     if (Date.now() > deadline || child.exitCode !== null || child.signalCode !== null) {
       throw new Error(`stream ${ns} did not catch up (exit ${child.exitCode ?? child.signalCode})`);

@@ -1,11 +1,32 @@
 // Starts the real local servers the integration tests talk to (no Docker: scripts/services), unless they already
 // run, and stops on teardown only what it started. Where a Docker engine exists, TRIBUTARY_TESTCONTAINERS=1 starts
-// them with testcontainers instead.
+// them with testcontainers instead. Around the run it checks that no test touched the default namespace.
 import { spawnSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { join } from 'node:path';
+import { defaultChanges, defaultState } from './default-namespace.ts';
 
 const SCRIPT = join(import.meta.dirname, '../../scripts/services/services.sh');
 const SERVICES = ['valkey', 'kafka', 'registry'];
+const PORTS: Record<string, number> = {
+  valkey: Number(process.env.VALKEY_PORT ?? 6379),
+  kafka: Number(process.env.KAFKA_PORT ?? 9092),
+  registry: Number(process.env.REGISTRY_PORT ?? 8081),
+};
+
+function listening(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ port, host: '127.0.0.1' });
+    socket.setTimeout(1000);
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.once('connect', () => done(true));
+    socket.once('error', () => done(false));
+    socket.once('timeout', () => done(false));
+  });
+}
 
 function services(action: string, names: string[]): number {
   const r = spawnSync('bash', [SCRIPT, action, ...names], {
@@ -14,16 +35,38 @@ function services(action: string, names: string[]): number {
   return r.status ?? 1;
 }
 
-export default async function setup(): Promise<() => Promise<void>> {
+async function startServers(): Promise<() => Promise<void>> {
   if (process.env.TRIBUTARY_TESTCONTAINERS === '1') {
     const { startContainers } = await import('./containers.ts');
     return startContainers();
   }
-  const started = SERVICES.filter((n) => services('status', [n]) !== 0);
+  // A server another clone (or worktree) started answers on its port though this clone's .services/ has no pid.
+  const down = SERVICES.filter((n) => services('status', [n]) !== 0);
+  const answering = await Promise.all(down.map((n) => listening(PORTS[n] as number)));
+  const started = down.filter((_, i) => !answering[i]);
   if (started.length > 0 && services('start', started) !== 0) {
     throw new Error(`could not start ${started.join(', ')}: see the log tail above`);
   }
   return async () => {
     if (started.length > 0) services('stop', started);
+  };
+}
+
+export default async function setup(): Promise<() => Promise<void>> {
+  const stopServers = await startServers();
+  const before = await defaultState();
+  return async () => {
+    // Read before stopping: a server this run started takes its data with it.
+    const changes = defaultChanges(before, await defaultState()).map((c) => `  - ${c}`);
+    await stopServers();
+    if (changes.length > 0) {
+      // Vitest reports an error thrown here but keeps the exit code of the tests: make the run fail.
+      process.exitCode = 1;
+      throw new Error(
+        `tests wrote to the default (un-namespaced) pipeline, which the README's tour reads:\n${changes.join('\n')}\n` +
+          'give every test a namespace of its own (topicOf(kind, ns), --namespace ns). If you ran tributary on the ' +
+          'default namespace of these servers while the tests ran, that was it: run the tests again.',
+      );
+    }
   };
 }

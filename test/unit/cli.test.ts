@@ -67,6 +67,8 @@ describe('tributary CLI', () => {
       demo.on('close', (code) => fail(new Error(`demo exited (${code}) before serving: ${stderr.slice(-2000)}`)));
     });
     expect(stdout).toMatch(/^parity mismatches\s+0$/m);
+    // The report narrates the steps; the parts' JSON info lines would land inside it on a terminal.
+    expect(stderr).not.toContain('"level":30');
     const auc = /^AUC\s+([\d.]+)\s+baseline \(ad CTR alone\) ([\d.]+)$/m.exec(stdout);
     expect(Number(auc?.[1])).toBeGreaterThan(Number(auc?.[2]));
     expect(Number(/^training rows\s+([\d,]+)/m.exec(stdout)?.[1]?.replaceAll(',', ''))).toBeGreaterThan(10_000);
@@ -96,6 +98,12 @@ describe('tributary CLI', () => {
     expect(last).toMatchObject({ msg: 'stopped', processed: published, invalid: 0 });
     expect(last.applied + last.late + last.duplicate).toBe(published);
     expect(stream.stderr).not.toMatch(/dead|"level":[45]0/);
+    // Streamed without --record-served: parity fails, and says why.
+    const parity = cli('parity');
+    expect(parity.status, parity.stderr).toBe(1);
+    expect(parity.stderr).toMatch(
+      /^tributary: (\d+) of \1 impressions have no served vector: stream with --record-served .*$/m,
+    );
   });
 
   it('stops as asked when the stop signal goes to bin/tributary.js (what npx and supervisors signal)', {
@@ -186,6 +194,73 @@ describe('tributary CLI', () => {
       3,
       /^tributary: ClickHouse not reachable at URL: http:\/\/127\.0\.0\.1:59999 .*pass --clickhouse/,
     );
+  });
+
+  it('answers first-hour mistakes with what to do, and exit 2 (usage) or 3 (a server is down)', {
+    timeout: 60_000,
+  }, async () => {
+    writeFileSync(join(dir, 'typo.json'), '{ "kafak": "127.0.0.1:9092" }');
+    const empty = mkdtempSync(join(dir, 'empty-'));
+    const [noFile, typo, valkeyDown, lateness, days, share, backfill, parity] = await clis([
+      ['produce', '--file', '../shared/data/no-such-sample.csv', '--mapping', 'talkingdata'],
+      ['--config', join(dir, 'typo.json'), 'config'],
+      ['--valkey', `redis://${NOWHERE}`, 'features', 'read', '--user', 'u-7', '--ad', 'ad-3'],
+      ['stream', '--allowed-lateness', '5parsecs'],
+      ['generate', '--days', '-1'],
+      ['generate', '--late-share', '2'],
+      ['--clickhouse-dir', join(empty, 'ch1'), 'backfill', '--source', 'clickhouse', '--out', join(empty, 't.csv')],
+      ['--clickhouse-dir', join(empty, 'ch2'), 'parity'],
+    ]);
+    const expectLine = (r: typeof noFile, status: number, line: RegExp) => {
+      expect(r?.status, r?.stderr).toBe(status);
+      expect(r?.stderr.trim().split('\n')).toEqual([expect.stringMatching(line)]);
+    };
+    expectLine(
+      noFile,
+      2,
+      /^tributary: --file \.\.\/shared\/data\/no-such-sample\.csv: no such file \(looked at \/.*no-such-sample\.csv\): the TalkingData sample is not part of the clone .*pass its path$/,
+    );
+    expectLine(typo, 2, /^tributary: config file .*typo\.json: unknown key "kafak" \(did you mean "kafka"\?\)$/);
+    expectLine(
+      valkeyDown,
+      3,
+      /^tributary: Valkey not reachable at redis:\/\/127\.0\.0\.1:59999: run `tributary services start valkey` or pass --valkey \(.*ECONNREFUSED/,
+    );
+    expectLine(
+      lateness,
+      2,
+      /^tributary: --allowed-lateness "5parsecs" is not a duration \(use e\.g\. 30s, 5m, 1h, 7d\)$/,
+    );
+    expectLine(days, 2, /^tributary: --days must be a whole number of at least 1, got "-1"$/);
+    expectLine(share, 2, /^tributary: --late-share must be a number from 0 to 1, got "2"$/);
+    expectLine(
+      backfill,
+      2,
+      /^tributary: nothing has been streamed into the embedded ClickHouse at .*ch1 yet: run `tributary stream --until-caught-up` first/,
+    );
+    expectLine(
+      parity,
+      2,
+      /^tributary: nothing has been streamed into the embedded ClickHouse at .*ch2 yet: run `tributary stream --until-caught-up --record-served` first/,
+    );
+
+    // A stream over an empty log creates the tables and writes nothing: parity says there is nothing to compare.
+    const emptyLog = ['--log-dir', join(empty, 'log'), '--clickhouse-dir', join(empty, 'ch3')];
+    const [stream] = await clis([[...emptyLog, 'stream', '--until-caught-up']]);
+    expect(stream?.status, stream?.stderr).toBe(0);
+    const [again] = await clis([[...emptyLog, 'parity']]);
+    expectLine(
+      again,
+      2,
+      /^tributary: no impressions have been streamed into the embedded ClickHouse at .*ch3 yet: run /,
+    );
+  });
+
+  it('runs through npx without npm warnings (no unknown keys in .npmrc)', { timeout: 30_000 }, () => {
+    const r = spawnSync('npx', ['tributary', '--help'], { encoding: 'utf8', env });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/^Usage: tributary/);
+    expect(r.stderr).not.toMatch(/npm warn/i);
   });
 
   it('refuses a demo whose port is taken before doing any work', async () => {
