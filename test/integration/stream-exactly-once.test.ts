@@ -212,5 +212,5 @@ describe('exactly-once effect under SIGKILL', () => {
       expect(p.line).toMatch(/mismatches 0 /);
       expect(p.code).toBe(0);
     }
-  }, 1_800_000);
+  }, 3_600_000);
 });
