@@ -58,6 +58,25 @@ Examples:
       const allowedLatenessMs = durationOption('--allowed-lateness', String(opts.allowedLateness));
       const maxClockSkewMs = durationOption('--max-clock-skew', String(opts.maxClockSkew));
 
+      // Listening for stop signals before anything starts: one during start-up stops the stream once it is up.
+      let signals = 0;
+      let settled = false;
+      let settle: (failure: Error | undefined) => void = () => {};
+      const ended = new Promise<Error | undefined>((resolve) => {
+        settle = (failure) => {
+          settled = true;
+          resolve(failure);
+        };
+      });
+      const onSignal = (signal: NodeJS.Signals) => {
+        // A second signal while stopping: the user wants out now.
+        if (++signals > 1) process.exit(130);
+        log.info({ signal }, 'stopping');
+        settle(undefined);
+      };
+      process.on('SIGINT', onSignal);
+      process.on('SIGTERM', onSignal);
+
       const features = new FeatureSet(DEFAULT_GROUPS);
       const ch =
         opts.offline === false
@@ -86,35 +105,20 @@ Examples:
         { from: stream.eventLog.where, features: features.names.length, version: features.version },
         'streaming',
       );
-      let signals = 0;
-      let settled = false;
-      const failure = await new Promise<Error | undefined>((settle) => {
-        const resolve = (err: Error | undefined) => {
-          settled = true;
-          settle(err);
+      void service.failed.then(settle);
+      if (opts.untilCaughtUp) {
+        const check = async () => {
+          if (settled) return;
+          try {
+            if (await stream.caughtUp()) return settle(undefined);
+          } catch (err) {
+            log.warn({ err: (err as Error).message }, 'could not check progress; trying again');
+          }
+          setTimeout(check, 200);
         };
-        const stop = (signal: NodeJS.Signals) => {
-          // A second signal while stopping: the user wants out now.
-          if (++signals > 1) process.exit(130);
-          log.info({ signal }, 'stopping');
-          resolve(undefined);
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
-        void service.failed.then(resolve);
-        if (opts.untilCaughtUp) {
-          const check = async () => {
-            if (settled) return;
-            try {
-              if (await stream.caughtUp()) return resolve(undefined);
-            } catch (err) {
-              log.warn({ err: (err as Error).message }, 'could not check progress; trying again');
-            }
-            setTimeout(check, 200);
-          };
-          void check();
-        }
-      });
+        void check();
+      }
+      const failure = await ended;
       // The batch in hand returns at once (retries end on stop); a server that hangs up mid-write is given a bound.
       const deadline = setTimeout(() => {
         log.error({ seconds: STOP_SECONDS }, 'stop timed out; exiting');

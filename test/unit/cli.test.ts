@@ -123,7 +123,8 @@ describe('tributary CLI', () => {
     });
     const exited = once(stream, 'close');
     stream.kill('SIGTERM');
-    expect((await exited)[0]).toBe(0);
+    const [code, signal] = await exited;
+    expect({ code, signal }, stderr).toEqual({ code: 0, signal: null });
     expect(stderr).toContain('"msg":"stopping"');
   });
 
