@@ -1,7 +1,7 @@
 // The stream service wired to what the configuration names: Kafka or the file log, Valkey or the in-process
 // online store, a ClickHouse server or the embedded engine. Used by `tributary stream` and the demo alike.
 import type { ClickHouseClient } from '@clickhouse/client';
-import { Valkey } from 'iovalkey';
+import type { Valkey } from 'iovalkey';
 import type { Logger } from 'pino';
 import { type Config, ConfigError } from '../config/config.ts';
 import { unreachable } from '../config/unreachable.ts';
@@ -15,6 +15,7 @@ import { KafkaEventLog } from '../kafka/event-log.ts';
 import { FileEventLog } from '../log/file-event-log.ts';
 import { clearStreamTables, ensureOfflineSchema } from '../offline/schema.ts';
 import { OfflineSink } from '../offline/sink.ts';
+import { connectValkey } from '../online/connect.ts';
 import { MemoryStore } from '../online/memory-store.ts';
 import { ValkeyStore } from '../online/valkey-store.ts';
 import { type CheckpointStore, MemoryCheckpoints, ValkeyCheckpoints } from './checkpoint.ts';
@@ -101,20 +102,9 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
   let deadLettered: Record<string, number> | undefined;
   if (config.valkey) {
     // Failed commands surface quickly; the service retries them with backoff and keeps its group membership.
-    valkey = new Valkey(config.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: 2, lazyConnect: true });
-    let failure: Error | undefined; // the first connection's failure is reported once, below
-    const quiet = (err: Error) => {
-      failure ??= err;
-    };
-    valkey.on('error', quiet);
-    try {
-      await valkey.connect();
-    } catch (err) {
-      valkey.disconnect();
-      throw unreachable('Valkey', config.valkey, 'valkey', 'valkey', failure ?? err);
-    }
-    valkey.off('error', quiet);
-    valkey.on('error', (err) => o.log.warn({ err: err.message }, 'valkey connection error'));
+    valkey = await connectValkey(config.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: 2 }, (err) =>
+      o.log.warn({ err: err.message }, 'valkey connection error'),
+    );
     online = new ValkeyStore(valkey, {
       features: o.features,
       namespace: config.namespace,

@@ -295,7 +295,7 @@ export class StreamService {
     );
     if (waiting == null) return false;
     if (waiting.length === 0) return true;
-    this.deps.log.info({ partition: id, seq: intent.seq, waiting_for: waiting }, 'waiting for earlier batches');
+    this.deps.log.debug({ partition: id, seq: intent.seq, waiting_for: waiting }, 'waiting for earlier batches');
     await this.sleep(200);
     await heartbeat().catch(() => undefined);
     return false;

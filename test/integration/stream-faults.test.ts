@@ -14,6 +14,7 @@ import { EventSerde } from '../../src/events/serde.ts';
 import { type AdImpression, EVENT_KINDS } from '../../src/events/types.ts';
 import { createKafka, ensureTopics } from '../../src/kafka/client.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
+import { topicsWithSmallDeadLetters } from '../support/streaming.ts';
 
 const kafka = createKafka(KAFKA_BROKERS);
 const valkey = new Valkey(VALKEY_URL);
@@ -131,19 +132,7 @@ describe('stream faults', () => {
   it('splits and truncates dead letters the topic would refuse, and one future event blackholes nothing', async () => {
     const ns = `flt${stamp}a.`;
     // A dead-letter topic that takes 100 kB per request: the batch's letters must be split, the largest cut.
-    const admin = kafka.admin();
-    await admin.connect();
-    await admin.createTopics({
-      waitForLeaders: true,
-      topics: [
-        {
-          topic: deadLetterTopic(ns),
-          numPartitions: 3,
-          configEntries: [{ name: 'max.message.bytes', value: '100000' }],
-        },
-      ],
-    });
-    await admin.disconnect();
+    await topicsWithSmallDeadLetters(kafka, ns, 100_000);
     const { serde, send, close } = await prepare(ns);
     const now = Date.now();
     const live = (tag: string) => impressions(20, (i) => now - 5 * 60_000 + i * 1000, tag);

@@ -8,7 +8,7 @@
 import fc from 'fast-check';
 import { Valkey } from 'iovalkey';
 import { afterAll, describe, expect, it } from 'vitest';
-import { allTopics, deadLetterTopic, topicOf } from '../../src/events/catalog.ts';
+import { deadLetterTopic, topicOf } from '../../src/events/catalog.ts';
 import { generate } from '../../src/events/generator.ts';
 import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
@@ -17,11 +17,18 @@ import { frame } from '../../src/events/wire.ts';
 import { Admission } from '../../src/features/admission.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
-import { createKafka, ensureTopics } from '../../src/kafka/client.ts';
+import { createKafka } from '../../src/kafka/client.ts';
 import { MemoryStore } from '../../src/online/memory-store.ts';
 import { type LogMessage, processBatch } from '../../src/streams/processor.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
-import { caughtUp, LATENESS_MS, readPartitions, testStream, until } from '../support/streaming.ts';
+import {
+  caughtUp,
+  LATENESS_MS,
+  readPartitions,
+  testStream,
+  topicsWithSmallDeadLetters,
+  until,
+} from '../support/streaming.ts';
 
 const RUNS = Number(process.env.HOSTILE_RUNS ?? 4);
 const SEED = Number(process.env.HOSTILE_SEED ?? 1405);
@@ -145,20 +152,7 @@ let cases = 0;
 
 async function check(serde: EventSerde, inputs: Input[], maxBatch: number): Promise<void> {
   const ns = `hx${stamp}-${cases++}.`;
-  const admin = kafka.admin();
-  await admin.connect();
-  await admin.createTopics({
-    waitForLeaders: true,
-    topics: [
-      {
-        topic: deadLetterTopic(ns),
-        numPartitions: 3,
-        configEntries: [{ name: 'max.message.bytes', value: String(DEAD_LETTER_LIMIT) }],
-      },
-    ],
-  });
-  await ensureTopics(admin, allTopics(ns), 3);
-  await admin.disconnect();
+  await topicsWithSmallDeadLetters(kafka, ns, DEAD_LETTER_LIMIT);
 
   const producer = kafka.producer();
   await producer.connect();
@@ -173,7 +167,7 @@ async function check(serde: EventSerde, inputs: Input[], maxBatch: number): Prom
   }
   await producer.disconnect();
 
-  const { service, online } = testStream(kafka, valkey, features, ns, { maxBatch, logLevel: 'silent' });
+  const { service, online, metrics } = testStream(kafka, valkey, features, ns, { maxBatch, logLevel: 'silent' });
   await service.start();
   try {
     await until(
@@ -206,7 +200,9 @@ async function check(serde: EventSerde, inputs: Input[], maxBatch: number): Prom
     for (const d of out.deadLetters) letters.set(`${p.topic}/${p.partition}/${d.coordinates.offset}`, d.reason);
   }
   expect(service.processed).toBe(inputs.length);
-  expect(service.counts).toEqual(counts);
+  const verdicts = { applied: 0, late: 0, duplicate: 0, invalid: 0 };
+  for (const v of (await metrics.events.get()).values) verdicts[v.labels.verdict as keyof typeof verdicts] += v.value;
+  expect(verdicts).toEqual(counts);
 
   // Dead letters: exactly the engine's, each once, with its reason.
   const ends = await withDeadLetterOffsets(ns);

@@ -4,7 +4,7 @@ import type { Valkey } from 'iovalkey';
 import type { Kafka } from 'kafkajs';
 import pino from 'pino';
 import { expect } from 'vitest';
-import { allTopics, topicOf } from '../../src/events/catalog.ts';
+import { allTopics, deadLetterTopic, topicOf } from '../../src/events/catalog.ts';
 import { type GeneratorOptions, generate } from '../../src/events/generator.ts';
 import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
@@ -13,6 +13,7 @@ import { frame } from '../../src/events/wire.ts';
 import { Admission } from '../../src/features/admission.ts';
 import type { FeatureReader, FeatureSet } from '../../src/features/compile.ts';
 import type { Source } from '../../src/features/define.ts';
+import { ensureTopics } from '../../src/kafka/client.ts';
 import { KafkaEventLog } from '../../src/kafka/event-log.ts';
 import { EventPublisher } from '../../src/kafka/publish.ts';
 import { MemoryStore } from '../../src/online/memory-store.ts';
@@ -26,6 +27,30 @@ import { type OfflineWriter, StreamService } from '../../src/streams/service.ts'
 import { KAFKA_BROKERS, REGISTRY_URL } from './services.ts';
 
 export const LATENESS_MS = 3600_000;
+
+/**
+ * The namespace's topics, its dead-letter topic taking at most `maxBytes` per request (its max.message.bytes), so a
+ * batch's dead letters must be split and the largest cut to fit.
+ */
+export async function topicsWithSmallDeadLetters(kafka: Kafka, namespace: string, maxBytes: number): Promise<void> {
+  const admin = kafka.admin();
+  await admin.connect();
+  try {
+    await admin.createTopics({
+      waitForLeaders: true,
+      topics: [
+        {
+          topic: deadLetterTopic(namespace),
+          numPartitions: 3,
+          configEntries: [{ name: 'max.message.bytes', value: String(maxBytes) }],
+        },
+      ],
+    });
+    await ensureTopics(admin, allTopics(namespace), 3);
+  } finally {
+    await admin.disconnect();
+  }
+}
 
 /** Kafka (on the test servers) or the file log, as the event log the helpers publish to and read from. */
 export function asEventLog(log: Kafka | EventLog): EventLog {
