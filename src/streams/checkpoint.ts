@@ -28,10 +28,11 @@ export interface CheckpointStore {
   /** Records `next` and the admission state after the batch (its added ids, its watermark) atomically. */
   commit(partitionId: string, next: number, admission: Admission): Promise<void>;
   /**
-   * The group's batches begun before `seq` and not committed yet (a crashed member's among them): their partitions.
-   * A batch that records served vectors waits for them, so the online state it reads holds every earlier batch whole.
+   * The group's batches begun before `seq` (any, without one) and not committed yet (a crashed member's among them):
+   * their partitions. A batch that records served vectors waits for them, so the online state it reads holds every
+   * earlier batch whole.
    */
-  pendingBefore(seq: number): Promise<string[]>;
+  pendingBefore(seq?: number): Promise<string[]>;
   /**
    * The lowest newest-event-time committed over these partitions: no later event of theirs is older than it minus
    * the allowed lateness. Undefined while any of them has committed nothing.
@@ -85,8 +86,13 @@ export class ValkeyCheckpoints implements CheckpointStore {
     return seq;
   }
 
-  async pendingBefore(seq: number): Promise<string[]> {
-    const marks = await this.client.zrangebyscore(this.pending, '-inf', `(${seq}`, 'WITHSCORES');
+  async pendingBefore(seq?: number): Promise<string[]> {
+    const marks = await this.client.zrangebyscore(
+      this.pending,
+      '-inf',
+      seq === undefined ? '+inf' : `(${seq}`,
+      'WITHSCORES',
+    );
     const out: string[] = [];
     for (let i = 0; i < marks.length; i += 2) {
       const partition = marks[i] as string;

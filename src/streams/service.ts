@@ -219,15 +219,20 @@ export class StreamService {
       const chunk = messages.slice(0, take);
       messages = messages.slice(take);
       const t0 = performance.now();
+      // Served vectors read the online state as of every earlier batch: the batches begun before this one (a crashed
+      // member's, replayed by whoever holds their partitions now) finish first, and while any is in flight no new
+      // batch is begun (that would number itself between them). The partition is fetched again meanwhile.
+      if (this.deps.served && !st.intent && !(await this.earlierBatchesDone(id, undefined, heartbeat))) {
+        this.consumer.seek(topic, partition, Number(chunk[0]?.offset));
+        return;
+      }
       if (!st.intent) {
         const [start, end] = [Number(chunk[0]?.offset), Number(chunk[chunk.length - 1]?.offset)];
         const seq = await attempt('checkpoint', () => this.deps.checkpoints.begin(id, start, end));
         if (seq == null) return;
         st.intent = { start, end, seq };
       }
-      if (this.deps.served && !(await this.earlierBatchesDone(id, st.intent, heartbeat))) {
-        // Served vectors read the online state as of every earlier batch: let the batches before this one (a
-        // crashed member's, replayed by whoever holds their partitions now) finish first, then come back.
+      if (this.deps.served && !(await this.earlierBatchesDone(id, st.intent.seq, heartbeat))) {
         this.consumer.seek(topic, partition, st.intent.start);
         return;
       }
@@ -285,18 +290,16 @@ export class StreamService {
     }
   }
 
-  /** True once no batch of the group begun before `intent` is in flight; false after a wait (or a stop). */
-  private async earlierBatchesDone(id: string, intent: Intent, heartbeat: () => Promise<void>): Promise<boolean> {
-    const waiting = await this.retry(
-      'checkpoint',
-      id,
-      () => this.deps.checkpoints.pendingBefore(intent.seq),
-      heartbeat,
-    );
+  /**
+   * True once no batch of the group begun before `seq` (none at all, without one) is in flight; false after a short
+   * wait (or a stop).
+   */
+  private async earlierBatchesDone(id: string, seq: number | undefined, heartbeat: () => Promise<void>) {
+    const waiting = await this.retry('checkpoint', id, () => this.deps.checkpoints.pendingBefore(seq), heartbeat);
     if (waiting == null) return false;
     if (waiting.length === 0) return true;
-    this.deps.log.debug({ partition: id, seq: intent.seq, waiting_for: waiting }, 'waiting for earlier batches');
-    await this.sleep(200);
+    this.deps.log.debug({ partition: id, seq, waiting_for: waiting }, 'waiting for earlier batches');
+    await this.sleep(50);
     await heartbeat().catch(() => undefined);
     return false;
   }
