@@ -1,5 +1,6 @@
 // Kafka behind the EventLog interface: the stream service's consumer group and producers, via kafkajs.
-import type { Consumer, Kafka, Producer } from 'kafkajs';
+// (ConfigResourceTypes from the package's default export: Node's CommonJS export detection misses it.)
+import kafkajs, { type Consumer, type Kafka, type Producer } from 'kafkajs';
 import type { EventLog, LogBatchPayload, LogConsumer, LogProducer, OutMessage } from '../streams/event-log.ts';
 import { ensureTopics, kafkaUnreachable, withAdmin } from './client.ts';
 
@@ -20,6 +21,17 @@ export class KafkaEventLog implements EventLog {
   async endOffsets(topic: string): Promise<{ partition: number; offset: number }[]> {
     const offsets = await withAdmin(this.kafka, this.brokers, (admin) => admin.fetchTopicOffsets(topic));
     return offsets.map((p) => ({ partition: p.partition, offset: Number(p.high) }));
+  }
+
+  async maxMessageBytes(topic: string): Promise<number | undefined> {
+    const described = await withAdmin(this.kafka, this.brokers, (admin) =>
+      admin.describeConfigs({
+        resources: [{ type: kafkajs.ConfigResourceTypes.TOPIC, name: topic, configNames: ['max.message.bytes'] }],
+        includeSynonyms: false,
+      }),
+    );
+    const value = Number(described.resources[0]?.configEntries[0]?.configValue);
+    return Number.isFinite(value) && value > 0 ? value : undefined;
   }
 
   consumer(groupId: string): LogConsumer {

@@ -49,4 +49,6 @@ export interface EventLog {
   endOffsets(topic: string): Promise<{ partition: number; offset: number }[]>;
   consumer(groupId: string): LogConsumer;
   producer(): LogProducer;
+  /** The most bytes one produce request may carry to `topic` (Kafka's max.message.bytes); none for the file log. */
+  maxMessageBytes?(topic: string): Promise<number | undefined>;
 }

@@ -51,6 +51,16 @@ export function tooLarge(err: unknown): boolean {
   return type === 'MESSAGE_TOO_LARGE' || type === 'RECORD_LIST_TOO_LARGE';
 }
 
+/**
+ * An idempotent producer whose sequence no longer matches the broker's (after a request the broker refused): a new
+ * producer session cures it, retrying on this one does not.
+ */
+export function producerOutOfStep(err: unknown): boolean {
+  const e = err as { type?: string; cause?: { type?: string } } | null;
+  const type = e?.type ?? e?.cause?.type;
+  return type === 'OUT_OF_ORDER_SEQUENCE_NUMBER' || type === 'UNKNOWN_PRODUCER_ID' || type === 'INVALID_PRODUCER_EPOCH';
+}
+
 /** A sink failure the stream stops on: which sink, which batch, why. */
 export class PermanentSinkError extends Error {
   constructor(

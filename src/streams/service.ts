@@ -12,7 +12,7 @@ import { type OfflineBatch, tileRowsOf } from '../offline/sink.ts';
 import type { CheckpointStore, Intent } from './checkpoint.ts';
 import { DEFAULT_DEAD_LETTER_BYTES, packDeadLetters } from './dead-letters.ts';
 import type { EventLog, LogBatchPayload, LogConsumer, LogProducer, OutMessage } from './event-log.ts';
-import { PermanentSinkError, permanentFailure, tooLarge } from './failures.ts';
+import { PermanentSinkError, permanentFailure, producerOutOfStep, tooLarge } from './failures.ts';
 import { reasonClass, type StreamMetrics } from './metrics.ts';
 import {
   type BatchOutcome,
@@ -75,7 +75,7 @@ export type Counts = BatchOutcome['counts'];
 
 export class StreamService {
   private readonly consumer: LogConsumer;
-  private readonly producer: LogProducer;
+  private producer: LogProducer;
   private readonly states = new Map<string, PartitionState>();
   private readonly sources: Map<string, Source>;
   /** Messages whose batch has been committed (applied, dead-lettered or counted as duplicates). */
@@ -122,6 +122,12 @@ export class StreamService {
     this.stopping = false;
     this.pause = new AbortController();
     await this.producer.connect();
+    // Dead-letter requests sized to what the topic takes from the start: a refused request would cost a new
+    // producer session (an idempotent producer's sequence moves past it).
+    const limit = await this.deps.eventLog
+      .maxMessageBytes?.(deadLetterTopic(this.options.namespace))
+      .catch(() => undefined);
+    if (limit !== undefined) this.deadLetterBytes = Math.min(this.deadLetterBytes, Math.floor(limit * 0.95));
     // Partitions move on rebalance: forget their state, reload it from the checkpoint when they come back.
     await this.consumer.start(
       [...this.sources.keys()],
@@ -367,10 +373,17 @@ export class StreamService {
         try {
           await this.producer.send([{ topic, messages: batch }]);
         } catch (err) {
-          if (!tooLarge(err) || this.deadLetterBytes <= 1024) throw err;
-          // The topic takes less than we thought (its max.message.bytes): halve the requests and go on.
-          this.deadLetterBytes = Math.floor(this.deadLetterBytes / 2);
-          this.deps.log.warn({ max_bytes: this.deadLetterBytes }, 'dead-letter request too large; splitting further');
+          const refused = tooLarge(err);
+          if (!(refused && this.deadLetterBytes > 1024) && !producerOutOfStep(err)) throw err;
+          if (refused) {
+            // The topic takes less than we thought (its max.message.bytes changed): halve the requests.
+            this.deadLetterBytes = Math.floor(this.deadLetterBytes / 2);
+            this.deps.log.warn({ max_bytes: this.deadLetterBytes }, 'dead-letter request too large; splitting further');
+          }
+          // Either way the producer's sequence is past the refused request: go on with a new session.
+          await this.producer.disconnect().catch(() => undefined);
+          this.producer = this.deps.eventLog.producer();
+          await this.producer.connect();
           continue;
         }
         sent += batch.length;

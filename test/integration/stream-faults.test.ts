@@ -5,7 +5,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, connect as dial, type Socket } from 'node:net';
 import { Valkey } from 'iovalkey';
-import type { KafkaMessage } from 'kafkajs';
+import kafkajs, { type KafkaMessage } from 'kafkajs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { allTopics, deadLetterTopic, topicOf } from '../../src/events/catalog.ts';
 import { generate } from '../../src/events/generator.ts';
@@ -233,4 +233,41 @@ describe('stream faults', () => {
     expect(await ended(fixed, 60_000), fixed.stderr()).toMatchObject({ code: 0 });
     expect(lastLine(fixed)).toMatchObject({ processed: 5, applied: 5 });
   }, 150_000);
+
+  it('goes on when the dead-letter topic takes less than it did at start: smaller requests, a new producer', async () => {
+    const ns = `flt${stamp}d.`;
+    const { serde, send, close } = await prepare(ns);
+    const now = Date.now();
+    await send(impressions(5, (i) => now - 60_000 + i, 'd').map((e) => serde.encode('impression', e)));
+    const run = stream(ns);
+    await until('the first events committed', async () => (await committed(ns)) === 5);
+    // The stream sized its requests to the topic's limit at start; the limit drops under it now.
+    const admin = kafka.admin();
+    await admin.connect();
+    const topic = { type: kafkajs.ConfigResourceTypes.TOPIC, name: deadLetterTopic(ns) };
+    await admin.alterConfigs({
+      validateOnly: false,
+      resources: [{ ...topic, configEntries: [{ name: 'max.message.bytes', value: '100000' }] }],
+    });
+    await until('the new limit in force', async () => {
+      const d = await admin.describeConfigs({
+        resources: [{ ...topic, configNames: ['max.message.bytes'] }],
+        includeSynonyms: false,
+      });
+      return d.resources[0]?.configEntries[0]?.configValue === '100000';
+    });
+    await admin.disconnect();
+    await new Promise((r) => setTimeout(r, 1000));
+    await send(Array.from({ length: 12 }, () => randomBytes(30_000))); // 360 kB of letters in one batch
+    await close();
+    await until('the junk committed', async () => (await committed(ns)) === 17);
+
+    run.child.kill('SIGTERM');
+    expect(await ended(run, 30_000), run.stderr()).toMatchObject({ code: 0 });
+    expect(run.stderr()).toMatch(/dead-letter request too large; splitting further/);
+    expect(lastLine(run)).toMatchObject({ msg: 'stopped', processed: 17, applied: 5, invalid: 12 });
+    const letters = await readAll(deadLetterTopic(ns), 12);
+    expect(letters).toHaveLength(12);
+    expect(new Set(letters.map((m) => String(m.headers?.source_offset))).size).toBe(12);
+  }, 120_000);
 });

@@ -3,7 +3,8 @@
 // event times (late, duplicate, ahead of their log timestamp) against a real stream on the real servers. For every
 // case: the stream finishes; every message is applied, counted as a duplicate, or dead-lettered exactly once with the
 // reason the engine gives; and the online state equals the engine's in-process replay of the same log.
-// CI runs a few seeded cases; the long run:  HOSTILE_RUNS=200 npm run test:hostile  (HOSTILE_SEED to replay one).
+// CI runs a few seeded cases; the long run:  RUNS=200 npm run test:hostile  (HOSTILE_SEED and HOSTILE_PATH, as a
+// failure prints them, replay one case).
 
 import fc from 'fast-check';
 import { Valkey } from 'iovalkey';
@@ -264,7 +265,7 @@ describe('hostile input against a real stream', () => {
     await serde.prepare(EVENT_KINDS);
     await fc.assert(
       fc.asyncProperty(scenario, ({ inputs, maxBatch }) => check(serde, inputs, maxBatch)),
-      { numRuns: RUNS, seed: SEED, endOnFailure: true },
+      { numRuns: RUNS, seed: SEED, path: process.env.HOSTILE_PATH, endOnFailure: true },
     );
   }, 3_600_000);
 });
