@@ -93,13 +93,10 @@ export class ValkeyCheckpoints implements CheckpointStore {
       seq === undefined ? '+inf' : `(${seq}`,
       'WITHSCORES',
     );
-    const out: string[] = [];
-    for (let i = 0; i < marks.length; i += 2) {
-      const partition = marks[i] as string;
-      // Only a batch whose intent is still recorded is in flight; a mark left by a crash is not.
-      if ((await this.client.hget(this.key(partition), 'intent_seq')) === marks[i + 1]) out.push(partition);
-    }
-    return out;
+    const partitions = marks.filter((_, i) => i % 2 === 0);
+    // Only a batch whose intent is still recorded is in flight; a mark left by a crash is not.
+    const intents = await Promise.all(partitions.map((p) => this.client.hget(this.key(p), 'intent_seq')));
+    return partitions.filter((_, k) => intents[k] === marks[2 * k + 1]);
   }
 
   async slowest(partitionIds: readonly string[]): Promise<number | undefined> {

@@ -26,7 +26,7 @@ export function recordBytes(m: OutMessage): number {
 }
 
 /** The letter cut to fit `maxBytes` alone: the value's head, and headers saying it was cut and from what size. */
-export function truncated(m: OutMessage, maxBytes: number): OutMessage {
+function truncated(m: OutMessage, maxBytes: number): OutMessage {
   const original = m.value?.length ?? 0;
   const headers = { ...m.headers, truncated: 'true', original_size: String(original) };
   const room = maxBytes - BATCH_OVERHEAD - RECORD_OVERHEAD - keyBytes(m) - headerBytes({ ...m, headers });

@@ -44,10 +44,15 @@ export function permanentFailure(err: unknown): string | undefined {
   return undefined;
 }
 
+/** A kafkajs protocol error's type, whether thrown as is or wrapped (KafkaJSNonRetriableError's cause). */
+function kafkaErrorType(err: unknown): string | undefined {
+  const e = err as { type?: string; cause?: { type?: string } } | null;
+  return e?.type ?? e?.cause?.type;
+}
+
 /** A produce request or record larger than the topic accepts: split or shrink it, do not send it again as is. */
 export function tooLarge(err: unknown): boolean {
-  const e = err as { type?: string; cause?: { type?: string } } | null;
-  const type = e?.type ?? e?.cause?.type;
+  const type = kafkaErrorType(err);
   return type === 'MESSAGE_TOO_LARGE' || type === 'RECORD_LIST_TOO_LARGE';
 }
 
@@ -56,8 +61,7 @@ export function tooLarge(err: unknown): boolean {
  * producer session cures it, retrying on this one does not.
  */
 export function producerOutOfStep(err: unknown): boolean {
-  const e = err as { type?: string; cause?: { type?: string } } | null;
-  const type = e?.type ?? e?.cause?.type;
+  const type = kafkaErrorType(err);
   return type === 'OUT_OF_ORDER_SEQUENCE_NUMBER' || type === 'UNKNOWN_PRODUCER_ID' || type === 'INVALID_PRODUCER_EPOCH';
 }
 
