@@ -54,7 +54,13 @@ export class ValkeyCheckpoints implements CheckpointStore {
   async load(partitionId: string): Promise<Checkpoint | undefined> {
     const k = this.key(partitionId);
     const h = await this.client.hgetall(k);
-    if (h.next === undefined) return undefined;
+    const intent =
+      h.intent_start === undefined
+        ? undefined
+        : { start: Number(h.intent_start), end: Number(h.intent_end), seq: Number(h.intent_seq) };
+    // A partition's first batch, in flight at a crash: replayed from its start like any other (ignoring it left
+    // its pending mark for the partition itself to wait on).
+    if (h.next === undefined) return intent && { next: intent.start, admission: new Admission(0).snapshot(), intent };
     const buckets = JSON.parse(h.buckets ?? '[]') as number[];
     const seen: Record<string, string[]> = {};
     const members = await Promise.all(buckets.map((b) => this.client.smembers(`${k}|seen|${b}`)));
@@ -62,9 +68,7 @@ export class ValkeyCheckpoints implements CheckpointStore {
       seen[b] = members[i] as string[];
     });
     const cp: Checkpoint = { next: Number(h.next), admission: { maxEventTime: Number(h.max_event_time), seen } };
-    if (h.intent_start !== undefined) {
-      cp.intent = { start: Number(h.intent_start), end: Number(h.intent_end), seq: Number(h.intent_seq) };
-    }
+    if (intent) cp.intent = intent;
     return cp;
   }
 

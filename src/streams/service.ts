@@ -301,8 +301,10 @@ export class StreamService {
    * wait (or a stop).
    */
   private async earlierBatchesDone(id: string, seq: number | undefined, heartbeat: () => Promise<void>) {
-    const waiting = await this.retry('checkpoint', id, () => this.deps.checkpoints.pendingBefore(seq), heartbeat);
-    if (waiting == null) return false;
+    const pending = await this.retry('checkpoint', id, () => this.deps.checkpoints.pendingBefore(seq), heartbeat);
+    if (pending == null) return false;
+    // Its own mark is never one to wait for: the batch in hand replaces it (one left when the log lost its range).
+    const waiting = pending.filter((p) => p !== id);
     if (waiting.length === 0) return true;
     this.deps.log.debug({ partition: id, seq, waiting_for: waiting }, 'waiting for earlier batches');
     await this.sleep(50);

@@ -57,7 +57,7 @@ function startStream(ns: string, dir: string): ChildProcess {
         TRIBUTARY_SCHEMA_REGISTRY: REGISTRY_URL,
         TRIBUTARY_VALKEY: VALKEY_URL,
         TRIBUTARY_CLICKHOUSE_DIR: dir,
-        TRIBUTARY_LOG_LEVEL: 'warn',
+        TRIBUTARY_LOG_LEVEL: process.env.EXACTLY_ONCE_LOG_LEVEL ?? 'warn',
       },
       stdio: ['ignore', 'inherit', 'inherit'],
     },

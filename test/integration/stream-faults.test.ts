@@ -13,6 +13,7 @@ import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
 import { type AdImpression, EVENT_KINDS } from '../../src/events/types.ts';
 import { createKafka, ensureTopics } from '../../src/kafka/client.ts';
+import { ValkeyCheckpoints } from '../../src/streams/checkpoint.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
 import { topicsWithSmallDeadLetters } from '../support/streaming.ts';
 
@@ -233,6 +234,21 @@ describe('stream faults', () => {
     expect(await ended(fixed, 60_000), fixed.stderr()).toMatchObject({ code: 0 });
     expect(lastLine(fixed)).toMatchObject({ processed: 5, applied: 5 });
   }, 150_000);
+
+  it("replays a partition's first batch left in flight by a crash, recording served vectors", async () => {
+    const ns = `flt${stamp}e.`;
+    const { serde, send, close } = await prepare(ns);
+    const now = Date.now();
+    await send(impressions(5, (i) => now - 60_000 + i, 'e').map((e) => serde.encode('impression', e)));
+    await close();
+    // What a process SIGKILLed during the partition's first batch leaves: an intent, and no checkpoint before it.
+    await new ValkeyCheckpoints(valkey, `${ns}${GROUP}`).begin(`${topicOf('impression', ns)}/0`, 0, 4);
+
+    const run = stream(ns, VALKEY_URL, '--until-caught-up', '--record-served');
+    expect(await ended(run, 60_000), run.stderr()).toMatchObject({ code: 0 });
+    expect(lastLine(run)).toMatchObject({ processed: 5, applied: 5 });
+    expect(await committed(ns)).toBe(5);
+  }, 120_000);
 
   it('goes on when the dead-letter topic takes less than it did at start: smaller requests, a new producer', async () => {
     const ns = `flt${stamp}d.`;
