@@ -329,6 +329,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
    */
   private async prune(before: number): Promise<void> {
     const stored = this.options.features.stored.filter((s) => s.online === 'totals');
+    if (stored.length === 0) return; // no field hashes (HMGET of no names is an error)
     const marks = `${this.prefix}@pruned`;
     const names = stored.map((s) => `${s.entity}|${s.prefix}`);
     const done = await this.client.hmget(marks, ...names);
