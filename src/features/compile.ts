@@ -577,8 +577,3 @@ export function finishGroup(g: CompiledGroup, t: number, raw: Float64Array, v: F
       ((raw[num[k] as number] as number) + (prior[k] as number)) /
       ((raw[den[k] as number] as number) + (weight[k] as number));
 }
-
-/** Answers read requests: the online store's read side (Valkey, or in-process for the embedded default). */
-export interface FeatureReader {
-  read(requests: readonly ReadRequest[]): Promise<ReadResult[]>;
-}

@@ -30,14 +30,3 @@ export class TileBatch implements UpdateSink {
     getOrCreate(this.of(key).sets, field, () => new Set<string>()).add(member);
   }
 }
-
-/** The online store's write side: applies a batch once per (entity, source partition, batch end offset). */
-export interface TileWriter {
-  /**
-   * Idempotent: each entity remembers the last batch end offset applied from `source` (a topic/partition) and
-   * ignores a batch that does not go beyond it, so a batch replayed after a crash is not counted twice.
-   * `horizon`: the event time below which no source partition writes any more (the group's slowest watermark);
-   * the store may drop tiles older than it by more than any read within the retention can ask for.
-   */
-  applyBatch(batch: TileBatch, source: string, endOffset: number, horizon?: number): Promise<void>;
-}

@@ -1,9 +1,9 @@
 // The in-process online store: the embedded default, and the backfill's reference replay state. Same updates,
 // layout and reads as the Valkey store, held in Maps.
-import type { FeatureReader, FeatureSet, ReadRequest, ReadResult, UpdateSink } from '../features/compile.ts';
-import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
+import type { FeatureSet, ReadRequest, ReadResult, UpdateSink } from '../features/compile.ts';
+import type { TileBatch } from '../features/tile-batch.ts';
 import { getOrCreate } from '../util/map.ts';
-import type { RawTiles } from './valkey-store.ts';
+import type { FeatureReader, RawTiles, TileWriter } from './contract.ts';
 
 export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
   /** Last batch end offset applied per entity and source, as the Valkey store keeps it. */

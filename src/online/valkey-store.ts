@@ -9,131 +9,21 @@
 // Every hash also holds one "@<topic>/<partition>" marker per source partition (the last batch applied from it).
 // Distinct-count tiles are sets per entity, `tb:{<entity key>}|<series>:<tile>`. A batch is auto-pipelined, a read
 // is one call: one round trip (on a Cluster, one call per hash, grouped per node).
+import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'iovalkey';
-import type { FeatureReader, FeatureSet, ReadRequest, ReadResult } from '../features/compile.ts';
-import type { TileBatch, TileWriter } from '../features/tile-batch.ts';
+import type { FeatureSet, ReadRequest, ReadResult } from '../features/compile.ts';
+import type { TileBatch } from '../features/tile-batch.ts';
 import { getOrCreate } from '../util/map.ts';
+import type { FeatureReader, RawTiles, TileWriter } from './contract.ts';
 import type { CachedLayout, TrackedReadCache } from './read-cache.ts';
 
-// Entity hashes' writes of a batch, each hash once per batch: KEYS = the hashes; ARGV[1..3] = marker, batch end, TTL;
-// then per hash: prune-before, sums s, n, n field names, their n values. The first s fields add, the rest raise to
-// their value (last seen). A prune-before > 0 also deletes the hash's fields of read tiles starting before it.
-const APPLY = `
-local marker = ARGV[1]
-local batchEnd = tonumber(ARGV[2])
-local ttl = tonumber(ARGV[3])
-local at = 4
-for h = 1, #KEYS do
-  local key = KEYS[h]
-  local pruneBefore, sums, n = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-  local names = at + 3
-  at = names + 2 * n
-  if tonumber(redis.call('HGET', key, marker) or '-1') < batchEnd then
-    -- Read and written in chunks: one HMGET and one HSET per chunk, not a call per field.
-    for c = names, names + n - 1, 2000 do
-      local e = math.min(c + 1999, names + n - 1)
-      local cur = redis.call('HMGET', key, unpack(ARGV, c, e))
-      local kv, k = {}, 0
-      for j = c, e do
-        local old = tonumber(cur[j - c + 1])
-        local v = tonumber(ARGV[j + n])
-        if old then v = j - names >= sums and math.max(old, v) or old + v end
-        kv[k + 1] = ARGV[j]
-        kv[k + 2] = string.format('%d', v)
-        k = k + 2
-      end
-      redis.call('HSET', key, unpack(kv))
-    end
-    if pruneBefore > 0 then
-      for _, f in ipairs(redis.call('HKEYS', key)) do
-        local sec, tile = string.match(f, '^%d+%.(%d+)%.%d+:(%-?%d+)$')
-        if sec and tonumber(tile) * tonumber(sec) * 1000 < pruneBefore then redis.call('HDEL', key, f) end
-      end
-    end
-    redis.call('HSET', key, marker, batchEnd)
-    redis.call('EXPIRE', key, ttl)
-  end
-end
-return 1
-`;
-
-// Distinct-count members of a batch: KEYS = sets; ARGV[1] = TTL, then per set: n, n members. Adding a member twice
-// changes nothing: no marker needed.
-const ADD_MEMBERS = `
-local ttl = tonumber(ARGV[1])
-local at = 2
-for k = 1, #KEYS do
-  local n = tonumber(ARGV[at])
-  redis.call('SADD', KEYS[k], unpack(ARGV, at + 1, at + n))
-  redis.call('EXPIRE', KEYS[k], ttl)
-  at = at + 1 + n
-end
-return 1
-`;
-
-// One field-hash prefix's writes of a batch, once per batch per hash: KEYS = its hashes for read tiles ARGV[5],
-// ARGV[5] + 1, …; ARGV[6..] = segments (entity id, first read tile, count, value), expanded here (4 arguments per
-// segment, not 2 per field). ARGV[4] = '1': raise to the value (last seen), else add it. The hashes share a hash
-// tag, `{<entity>|<stored prefix>}`: one Cluster slot per series.
-const APPLY_TILES = `
-local marker = ARGV[1]
-local batchEnd = tonumber(ARGV[2])
-local isMax = ARGV[4] == '1'
-local base = tonumber(ARGV[5]) - 1
-local ids, values, counts = {}, {}, {}
-for k = 1, #KEYS do ids[k], values[k], counts[k] = {}, {}, 0 end
-for i = 6, #ARGV, 4 do
-  local id, first, v = ARGV[i], tonumber(ARGV[i + 1]) - base, tonumber(ARGV[i + 3])
-  for k = first, first + tonumber(ARGV[i + 2]) - 1 do
-    local n = counts[k] + 1
-    ids[k][n] = id
-    values[k][n] = v
-    counts[k] = n
-  end
-end
-for k = 1, #KEYS do
-  local n = counts[k]
-  if n > 0 and tonumber(redis.call('HGET', KEYS[k], marker) or '-1') < batchEnd then
-    -- Read and written in chunks: one HMGET and one HSET per chunk, not a call per id.
-    for c = 1, n, 2000 do
-      local e = math.min(c + 1999, n)
-      local cur = redis.call('HMGET', KEYS[k], unpack(ids[k], c, e))
-      local kv, j = {}, 0
-      for x = c, e do
-        local old = tonumber(cur[x - c + 1])
-        local v = values[k][x]
-        if old then v = isMax and math.max(old, v) or old + v end
-        kv[j + 1] = ids[k][x]
-        kv[j + 2] = string.format('%d', v)
-        j = j + 2
-      end
-      redis.call('HSET', KEYS[k], unpack(kv))
-    end
-    redis.call('HSET', KEYS[k], marker, batchEnd)
-    redis.call('EXPIRE', KEYS[k], tonumber(ARGV[3]))
-  end
-end
-return 1
-`;
-
-// Groups of reads, each the same field names of several hashes: ARGV = group count, then per group its hash
-// count, name count and names; KEYS = every group's hashes in order. Answers one string, the values hash by hash,
-// name by name, joined by "," ("" when absent): one reply to parse, not thousands.
-const READ = `
-local out, n = {}, 0
-local k, i = 1, 2
-for g = 1, tonumber(ARGV[1]) do
-  local nKeys, nNames = tonumber(ARGV[i]), tonumber(ARGV[i + 1])
-  for j = 1, nKeys do
-    local v = redis.call('HMGET', KEYS[k], unpack(ARGV, i + 2, i + 1 + nNames))
-    for x = 1, nNames do out[n + x] = v[x] or '' end
-    n = n + nNames
-    k = k + 1
-  end
-  i = i + 2 + nNames
-end
-return table.concat(out, ',')
-`;
+/** A script of lua/ (each says what it takes and does). */
+const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
+const APPLY = lua('apply-entities');
+const ADD_MEMBERS = lua('add-members');
+const APPLY_TILES = lua('apply-field-hashes');
+const READ = lua('read');
+const UNION_COUNT = lua('union-count');
 
 /**
  * Stored fields one entity-hash write call updates, about: many entities to a call (a call per entity was most of
@@ -143,11 +33,6 @@ const WRITE_CALL_FIELDS = 500;
 
 /** Arguments per read call, about (a group's own stay whole). */
 const READ_CALL_ARGS = 4000;
-
-const UNION_COUNT = `
-if #KEYS == 0 then return 0 end
-return #redis.call('SUNION', unpack(KEYS))
-`;
 
 /** A script argument; arrays are flattened by the client. */
 type Arg = string | number | (string | number)[];
@@ -160,13 +45,6 @@ type Client = (Redis | Cluster) & {
   tbUnionCount(numKeys: number, ...keys: string[]): Promise<number>;
   tbRead(numKeys: number, ...args: (string | number | (string | number)[])[]): Promise<string>;
 };
-
-/** One entity's stored tiles, as read for a served-vector overlay (see streams/served.ts). */
-export interface RawTiles {
-  key: string;
-  fields: (readonly [string, number | null])[];
-  sets: (readonly [string, string[]])[];
-}
 
 export interface ValkeyStoreOptions {
   /** The definitions: their layout decides the stored fields. */

@@ -10,7 +10,7 @@ import type { Source } from '../features/define.ts';
 import { TeeSink } from '../features/tee-sink.ts';
 import { TileBatch } from '../features/tile-batch.ts';
 import type { ServedRow } from '../offline/sink.ts';
-import { type RawReader, ServedView } from './served.ts';
+import { ServedView } from './served.ts';
 
 export interface LogMessage {
   offset: string;
@@ -22,6 +22,7 @@ export interface LogMessage {
 export type { KafkaCoordinates as Coordinates } from '../offline/sink.ts';
 
 import type { KafkaCoordinates as Coordinates } from '../offline/sink.ts';
+import type { RawReader } from '../online/contract.ts';
 
 export type Recorded<E> = E & Coordinates & { verdict: Verdict };
 

@@ -4,13 +4,9 @@
 // "Valkey as of just before it". The parity check compares these vectors with the backfill's and with SQL.
 import type { AdImpression } from '../events/types.ts';
 import type { FeatureSet } from '../features/compile.ts';
+import type { RawReader } from '../online/contract.ts';
 import { MemoryStore } from '../online/memory-store.ts';
-import type { RawTiles } from '../online/valkey-store.ts';
 import { getOrCreate } from '../util/map.ts';
-
-export interface RawReader {
-  readRaw(requests: Parameters<MemoryStore['readSync']>[0]): Promise<RawTiles[]>;
-}
 
 export class ServedView {
   readonly view: MemoryStore;

@@ -7,8 +7,8 @@ import type { EventSerde } from '../events/serde.ts';
 import { Admission } from '../features/admission.ts';
 import type { FeatureSet } from '../features/compile.ts';
 import type { Source } from '../features/define.ts';
-import type { TileWriter } from '../features/tile-batch.ts';
 import { type OfflineBatch, tileRowsOf } from '../offline/sink.ts';
+import type { RawReader, TileWriter } from '../online/contract.ts';
 import type { CheckpointStore, Intent } from './checkpoint.ts';
 import { DEFAULT_DEAD_LETTER_BYTES, packDeadLetters } from './dead-letters.ts';
 import type { EventLog, LogBatchPayload, LogConsumer, LogProducer, OutMessage } from './event-log.ts';
@@ -22,7 +22,6 @@ import {
   processBatch,
   sourceTopics,
 } from './processor.ts';
-import type { RawReader } from './served.ts';
 
 /** The offline store's write side; must ignore a batch id it has already written. */
 export interface OfflineWriter {

@@ -1,0 +1,33 @@
+// What the pipeline asks of an online store (Valkey, or in-process for the embedded default): the scorer and the
+// served-vector check read through it, the stream writes a batch's tile updates through it. The stores implement
+// it here beside it; the pure core (src/features) only plans reads and makes updates.
+import type { ReadRequest, ReadResult } from '../features/compile.ts';
+import type { TileBatch } from '../features/tile-batch.ts';
+
+/** Answers read requests: the online store's read side (Valkey, or in-process for the embedded default). */
+export interface FeatureReader {
+  read(requests: readonly ReadRequest[]): Promise<ReadResult[]>;
+}
+
+/** The online store's write side: applies a batch once per (entity, source partition, batch end offset). */
+export interface TileWriter {
+  /**
+   * Idempotent: each entity remembers the last batch end offset applied from `source` (a topic/partition) and
+   * ignores a batch that does not go beyond it, so a batch replayed after a crash is not counted twice.
+   * `horizon`: the event time below which no source partition writes any more (the group's slowest watermark);
+   * the store may drop tiles older than it by more than any read within the retention can ask for.
+   */
+  applyBatch(batch: TileBatch, source: string, endOffset: number, horizon?: number): Promise<void>;
+}
+
+/** One entity's stored tiles, as read for a served-vector overlay (see streams/served.ts). */
+export interface RawTiles {
+  key: string;
+  fields: (readonly [string, number | null])[];
+  sets: (readonly [string, string[]])[];
+}
+
+/** Reads the stored fields behind read requests as they are (for a served-vector overlay, streams/served.ts). */
+export interface RawReader {
+  readRaw(requests: readonly ReadRequest[]): Promise<RawTiles[]>;
+}
