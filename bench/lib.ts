@@ -2,7 +2,7 @@
 // RSS, optionally a CPU profile), percentiles, and the results table.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 /** The servers of `npm run services start`, moved by the same env vars as the services and the tests. */
 export const SERVERS = {
@@ -73,6 +73,7 @@ export class Meter {
     clearInterval(this.sampler);
     if (this.profile) {
       const { profile } = await this.profile.session.post('Profiler.stop');
+      mkdirSync(dirname(this.profile.path), { recursive: true });
       writeFileSync(this.profile.path, JSON.stringify(profile));
       this.profile.session.disconnect();
     }

@@ -51,38 +51,78 @@ export interface OfflineBatch {
   served?: readonly ServedRow[];
 }
 
+/** The day (epoch days) dateTime64 formatted last, and its 'YYYY-MM-DD ' text: rows of a batch share a few days. */
+let lastDay = Number.NaN;
+let lastDayText = '';
+
+const pad2 = (n: number) => (n < 10 ? `0${n}` : `${n}`);
+
 /**
- * Epoch ms as 'YYYY-MM-DD hh:mm:ss.sss' (UTC, which is the columns' zone). Not the bare number: JSONEachRow reads
+ * Epoch ms as 'YYYY-MM-DD hh:mm:ss.sss' (UTC, which is the columns' zone). Not the bare number: a text format reads
  * an integer into DateTime64(3) as ms ticks up to engine 26.7, but ClickHouse PR #108091 (2026) changes it to
  * seconds, so a number would be read differently by newer servers. This text parses the same everywhere.
  */
 export function dateTime64(ms: number): string {
-  const iso = new Date(ms).toISOString(); // 2026-01-01T00:00:00.123Z
-  return `${iso.slice(0, 10)} ${iso.slice(11, 23)}`;
+  const day = Math.floor(ms / 86_400_000);
+  if (day !== lastDay) {
+    lastDay = day;
+    lastDayText = `${new Date(day * 86_400_000).toISOString().slice(0, 10)} `;
+  }
+  let r = ms - day * 86_400_000;
+  const h = Math.floor(r / 3_600_000);
+  r -= h * 3_600_000;
+  const m = Math.floor(r / 60_000);
+  r -= m * 60_000;
+  const sec = Math.floor(r / 1000);
+  const milli = r - sec * 1000;
+  return `${lastDayText}${pad2(h)}:${pad2(m)}:${pad2(sec)}.${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}`;
 }
 
 function sqlString(s: string): string {
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
-const TO_JSON: { [T in keyof OfflineBatch]-?: (row: NonNullable<OfflineBatch[T]>[number]) => string } = {
-  served: (r) =>
-    JSON.stringify({
-      ...r,
-      event_time: dateTime64(r.event_time),
-      ingest_time: dateTime64(r.ingest_time),
-      vector: Array.from(r.vector),
-    }),
-  impressions: (r) =>
-    JSON.stringify({ ...r, event_time: dateTime64(r.event_time), ingest_time: dateTime64(r.ingest_time) }),
-  clicks: (r) =>
-    JSON.stringify({
-      ...r,
-      event_time: dateTime64(r.event_time),
-      impression_time: dateTime64(r.impression_time),
-      ingest_time: dateTime64(r.ingest_time),
-    }),
-  tiles: (r) => JSON.stringify({ ...r, written_at: dateTime64(r.written_at) }),
+const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' };
+
+/** A string as a TabSeparated field: backslash, tab, newline, carriage return and NUL escaped. */
+function tsv(s: string): string {
+  return /[\\\t\n\r\0]/.test(s) ? s.replace(/[\\\t\n\r\0]/g, (c) => ESCAPES[c] as string) : s;
+}
+
+/** Nullable columns as TabSeparated fields (\N for null). */
+const optText = (v: string | null | undefined) => (v == null ? '\\N' : tsv(v));
+const optNumber = (v: number | null | undefined) => (v == null ? '\\N' : String(v));
+
+const coordinates = (r: KafkaCoordinates) =>
+  `${tsv(r.topic)}\t${r.partition}\t${r.offset}\t${dateTime64(r.ingest_time)}\t${r.batch_seq}`;
+
+/**
+ * Per table: its columns, and a row as one TabSeparated line in that order (text the embedded engine takes inline,
+ * built without an object per row).
+ */
+const ROWS: {
+  [T in keyof OfflineBatch]-?: { columns: string; line: (row: NonNullable<OfflineBatch[T]>[number]) => string };
+} = {
+  served: {
+    columns: 'event_id, event_time, topic, partition, offset, ingest_time, batch_seq, vector',
+    line: (r) => `${tsv(r.event_id)}\t${dateTime64(r.event_time)}\t${coordinates(r)}\t[${r.vector.join(',')}]`,
+  },
+  impressions: {
+    columns:
+      'event_id, event_time, request_id, user_id, ad_id, campaign_id, advertiser_id, category, publisher_id, device, os, position, bid, topic, partition, offset, ingest_time, batch_seq, verdict',
+    line: (r) =>
+      `${tsv(r.event_id)}\t${dateTime64(r.event_time)}\t${optText(r.request_id)}\t${tsv(r.user_id)}\t${tsv(r.ad_id)}\t${tsv(r.campaign_id)}\t${tsv(r.advertiser_id)}\t${tsv(r.category)}\t${tsv(r.publisher_id)}\t${tsv(r.device)}\t${tsv(r.os)}\t${optNumber(r.position)}\t${optNumber(r.bid)}\t${coordinates(r)}\t${r.verdict}`,
+  },
+  clicks: {
+    columns:
+      'event_id, event_time, impression_id, impression_time, user_id, ad_id, campaign_id, advertiser_id, category, publisher_id, device, os, topic, partition, offset, ingest_time, batch_seq, verdict',
+    line: (r) =>
+      `${tsv(r.event_id)}\t${dateTime64(r.event_time)}\t${tsv(r.impression_id)}\t${dateTime64(r.impression_time)}\t${tsv(r.user_id)}\t${tsv(r.ad_id)}\t${tsv(r.campaign_id)}\t${tsv(r.advertiser_id)}\t${tsv(r.category)}\t${tsv(r.publisher_id)}\t${tsv(r.device)}\t${tsv(r.os)}\t${coordinates(r)}\t${r.verdict}`,
+  },
+  tiles: {
+    columns: 'entity, field, value, op, batch, written_at',
+    line: (r) => `${tsv(r.entity)}\t${tsv(r.field)}\t${r.value}\t${r.op}\t${tsv(r.batch)}\t${dateTime64(r.written_at)}`,
+  },
 };
 
 const TABLE: { [T in keyof OfflineBatch]-?: string } = {
@@ -105,15 +145,15 @@ export class OfflineSink {
       const values = rows[part] ?? [];
       if (values.length === 0) continue;
       const table = TABLE[part];
-      const toJson = TO_JSON[part] as (row: (typeof values)[number]) => string;
+      const { columns, line } = ROWS[part] as { columns: string; line: (row: (typeof values)[number]) => string };
       let body = '';
-      for (const row of values) body += `${toJson(row)}\n`;
+      for (const row of values) body += `${line(row)}\n`;
       // The token goes in the statement's SETTINGS clause, not clickhouse_settings: on the embedded engine those
       // become session-wide SETs that would silently dedup the client's later token-less inserts (clickhouse.ts).
       // async_insert = 0: insert dedup by token is the synchronous path's (chdb defaults async_insert to 1).
       const settings = `insert_deduplication_token = ${sqlString(`${batchId}:${table}`)}, async_insert = 0`;
       const result = await this.client.exec({
-        query: `INSERT INTO ${table} SETTINGS ${settings} FORMAT JSONEachRow`,
+        query: `INSERT INTO ${table} (${columns}) SETTINGS ${settings} FORMAT TabSeparated`,
         values: Readable.from([body]),
       });
       // The response body (empty for an INSERT) must be consumed to release the HTTP socket.

@@ -9,7 +9,14 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TileBatch } from '../../src/features/tile-batch.ts';
 import { ClickHouseUnavailableError, openClickHouse } from '../../src/offline/clickhouse.ts';
 import { ensureOfflineSchema } from '../../src/offline/schema.ts';
-import { type ClickRow, type ImpressionRow, OfflineSink, type TileRow, tileRowsOf } from '../../src/offline/sink.ts';
+import {
+  type ClickRow,
+  dateTime64,
+  type ImpressionRow,
+  OfflineSink,
+  type TileRow,
+  tileRowsOf,
+} from '../../src/offline/sink.ts';
 
 const T0 = Date.UTC(2026, 0, 15, 12, 0, 0, 123);
 
@@ -75,6 +82,7 @@ const TIMES: Record<string, string[]> = {
   impressions: ['event_time', 'ingest_time'],
   clicks: ['event_time', 'impression_time', 'ingest_time'],
   feature_tiles: ['written_at'],
+  served_vectors: ['event_time', 'ingest_time'],
 };
 
 let dir: string;
@@ -132,16 +140,43 @@ describe('offline store on the embedded ClickHouse engine', () => {
   it('writes a batch and reads back exactly the rows written', async () => {
     await open();
     await ensureOfflineSchema(client);
-    const impressions = [impression(0), impression(1), impression(2, { verdict: 'duplicate' })];
-    const clicks = [click(0), click(1)];
+    // Ids as producers may send them: the text format's separators and escapes, quotes, non-ASCII.
+    const odd = 'u\t1\n"q\'\\N\r\0é😀';
+    const impressions = [
+      impression(0),
+      impression(1, { user_id: odd, event_time: Date.UTC(1969, 11, 31, 23, 59, 59, 999) }),
+      impression(2, { verdict: 'duplicate', request_id: '\\N', bid: 0.1 + 0.2 }),
+    ];
+    const clicks = [click(0), { ...click(1), impression_id: odd }];
     const tiles = [
       tile('ad:ad-0', '0.60:29401234', 3, 'incr', 'b1'),
       tile('ad:ad-0', '1.60:29401234', T0, 'max', 'b1'),
+      tile(`user:${odd}`, '2.60:29401234', -5, 'incr', 'b1'),
     ];
-    await new OfflineSink(client).writeBatch('b1', { impressions, clicks, tiles });
+    const served = [{ ...impression(3), vector: Float64Array.from([0.1, 1e-7, 3, 0.1 + 0.2, -2.5e300]) }].map(
+      ({ event_id, event_time, topic, partition, offset, ingest_time, batch_seq, vector }) => ({
+        event_id,
+        event_time,
+        topic,
+        partition,
+        offset,
+        ingest_time,
+        batch_seq,
+        vector,
+      }),
+    );
+    await new OfflineSink(client).writeBatch('b1', { impressions, clicks, tiles, served });
     expect(await rows('impressions', 'offset')).toEqual(impressions);
     expect(await rows('clicks', 'offset')).toEqual(clicks);
     expect(await rows('feature_tiles', 'field')).toEqual(tiles);
+    expect(await rows('served_vectors', 'offset')).toEqual(served.map((r) => ({ ...r, vector: [...r.vector] })));
+  });
+
+  it('formats times as ClickHouse reads them, the same text as the ISO form', () => {
+    const iso = (ms: number) => new Date(ms).toISOString().replace('T', ' ').slice(0, 23);
+    const edges = [0, -1, 999, 1000, 86_399_999, 86_400_000, -86_400_001, T0, Date.UTC(2100, 1, 28, 23, 59, 59, 999)];
+    const random = Array.from({ length: 2000 }, (_, i) => Math.floor(((i * 7919) % 2000) * 2.2e9 - 1e12) + i);
+    for (const ms of [...edges, ...random]) expect(dateTime64(ms), String(ms)).toBe(iso(ms));
   });
 
   it('writing the same batch id twice inserts nothing the second time', async () => {
