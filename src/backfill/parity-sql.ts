@@ -1,7 +1,8 @@
 // The third leg of the parity check (streaming == backfill == SQL): every feature of every applied impression,
 // computed by ClickHouse from the offline event tables alone. Deliberately independent of the engine: nothing here
-// calls the admission, window or compile code; it only reads the declarative definitions (entity fields,
-// aggregation op/source/column/scale, window length and tile width, ratio priors) and re-states the rules in SQL:
+// calls the admission, window or compile code; it reads the declarative definitions (entity fields, aggregation
+// source/column/scale, window length and tile width, ratio priors), takes each op's own SQL from its unit (ops/),
+// and re-states the rules in SQL:
 //
 // - Admission, recomputed (the stored `verdict` is not trusted): per (topic, partition) in offset order, a record
 //   is late iff some strictly earlier record exists and event_time < max(earlier event_time) - allowed lateness;
@@ -22,6 +23,7 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import type avro from 'avsc';
 import { avroType, schemaText } from '../events/catalog.ts';
 import type { Aggregation, FeatureGroup, Source } from '../features/define.ts';
+import { opOf, type SqlWindow } from '../features/ops/index.ts';
 
 export interface ParitySqlOptions {
   /** The admission rule's allowed lateness (ms). Default 1 h, the stream's default. */
@@ -117,15 +119,15 @@ class Builder {
     return column;
   }
 
-  /** For a sum aggregation: Math.round(column * scale) per source event (NULL when the column is missing/null). */
-  sumValue(agg: Aggregation & { op: 'sum' }, name: string): string {
-    const per = (s: Source): string => {
-      if (s !== agg.source) return 'CAST(NULL AS Nullable(Float64))';
-      if (agg.column === 'event_time')
-        return jsRound(`toFloat64(toUnixTimestamp64Milli(event_time)) * ${num(agg.scale)}`);
-      if (!TABLES[s].columns.has(agg.column)) return 'CAST(NULL AS Nullable(Float64))';
-      return `CAST(${jsRound(`toFloat64(${agg.column}) * ${num(agg.scale)}`)} AS Nullable(Float64))`;
-    };
+  /** For an op that sums a per-event value (its sqlEventValue): that value per source event, as column `name`. */
+  eventValue(agg: Aggregation, name: string): string {
+    const per = (s: Source): string =>
+      opOf(agg).sqlEventValue?.(agg, s, {
+        column: (c) =>
+          c === 'event_time' ? 'toUnixTimestamp64Milli(event_time)' : TABLES[s].columns.has(c) ? ident(c) : null,
+        num,
+        round: jsRound,
+      }) ?? 'CAST(NULL AS Nullable(Float64))';
     this.extra.push({ name, impression: per('impression'), click: per('click') });
     return name;
   }
@@ -148,6 +150,24 @@ class Builder {
   }
 }
 
+/**
+ * What an op states a window's value with (ops/op.ts), over the joined rows named here: `r` the tile rows (running
+ * count c, latest time mx, sums s_*; distinct: member v, tile), `l` the impression (time it, tile T).
+ */
+function sqlWindow(o: { inWindow?: string; sum?: string }): SqlWindow {
+  return {
+    inWindow: o.inWindow ?? 'true',
+    count: 'r.c',
+    latest: 'r.mx',
+    sum: o.sum ?? 'NULL',
+    readTime: 'l.it',
+    member: 'r.v',
+    tile: 'r.tile',
+    readTile: 'l.T',
+    num,
+  };
+}
+
 function planGroup(b: Builder, g: FeatureGroup, gi: number, next: () => number): GroupPlan {
   const ctes: string[] = [];
   const joins: string[] = [];
@@ -160,10 +180,10 @@ function planGroup(b: Builder, g: FeatureGroup, gi: number, next: () => number):
   const columns: Column[] = [];
   const sumNames = new Map<Aggregation, string>();
 
-  // ---- Additive aggregations (count, sum, last_seen): one series per (source, tile width). ----
+  // ---- Additive aggregations (merged by adding or by the latest): one series per (source, tile width). ----
   const series: Series[] = [];
   for (const a of g.aggregations) {
-    if (a.op === 'distinct') continue;
+    if (opOf(a).merge === 'union') continue;
     for (const w of a.windows) {
       let s = series.find((x) => x.source === a.source && x.tileMs === w.tileMs);
       if (!s) {
@@ -172,7 +192,7 @@ function planGroup(b: Builder, g: FeatureGroup, gi: number, next: () => number):
       }
       s.tiles = Math.max(s.tiles, w.tiles);
     }
-    if (a.op === 'sum') sumNames.set(a, b.sumValue(a, `v${gi}_${g.aggregations.indexOf(a)}`));
+    if (opOf(a).sqlEventValue) sumNames.set(a, b.eventValue(a, `v${gi}_${g.aggregations.indexOf(a)}`));
   }
   const add = `g${gi}`;
   if (series.length > 0) {
@@ -209,16 +229,12 @@ function planGroup(b: Builder, g: FeatureGroup, gi: number, next: () => number):
 )`);
     const aggs: string[] = [];
     g.aggregations.forEach((a) => {
-      if (a.op === 'distinct') return;
+      if (opOf(a).merge === 'union') return;
       for (const w of a.windows) {
         const s = series.find((x) => x.source === a.source && x.tileMs === w.tileMs) as Series;
-        const inWindow = `r.sid = ${s.sid} AND l.d <= ${w.tiles}`;
+        const at = sqlWindow({ inWindow: `r.sid = ${s.sid} AND l.d <= ${w.tiles}`, sum: `r.s_${sumNames.get(a)}` });
         const f = `f${next()}`;
-        let expr: string;
-        if (a.op === 'count') expr = `toFloat64(sumIf(r.c, ${inWindow}))`;
-        else if (a.op === 'sum') expr = `sumIf(r.s_${sumNames.get(a)}, ${inWindow}) / ${num(a.scale)}`;
-        else expr = `ifNull((l.it - maxIfOrNull(r.mx, ${inWindow} AND r.c > 0)) / 1000, ${num(w.lengthMs / 1000)})`;
-        aggs.push(`toFloat64(${expr}) AS ${f}`);
+        aggs.push(`toFloat64(${opOf(a).sql(a, w, at)}) AS ${f}`);
         valueSql.set(`${a.name}/${w.name}`, `${add}.${f}`);
       }
     });
@@ -234,8 +250,9 @@ function planGroup(b: Builder, g: FeatureGroup, gi: number, next: () => number):
 
   // ---- Distinct counts: per (aggregation, tile width). ----
   g.aggregations.forEach((a, ai) => {
-    if (a.op !== 'distinct') return;
-    const column = b.stringColumn(a.column);
+    const op = opOf(a);
+    if (op.merge !== 'union' || !op.memberColumn) return;
+    const column = b.stringColumn(op.memberColumn(a));
     const widths = [...new Set(a.windows.map((w) => w.tileMs))];
     widths.forEach((tileMs, wi) => {
       const windows = a.windows.filter((w) => w.tileMs === tileMs);
@@ -252,7 +269,7 @@ function planGroup(b: Builder, g: FeatureGroup, gi: number, next: () => number):
       const aggs = windows.map((w) => {
         const f = `f${next()}`;
         valueSql.set(`${a.name}/${w.name}`, `ifNull(${name}.${f}, 0)`);
-        return `toFloat64(uniqExactIf(r.v, r.tile >= l.T - ${w.tiles})) AS ${f}`;
+        return `toFloat64(${op.sql(a, w, sqlWindow({}))}) AS ${f}`;
       });
       ctes.push(`${name} AS (
   SELECT l.iord AS iord,

@@ -2,8 +2,9 @@
 // moment (a), the backfill's replay (b) and an independent SQL computation over the raw events (c) agree,
 // counts exactly and everything else to 1e-9.
 import type { ClickHouseClient } from '@clickhouse/client';
-import type { FeatureSet } from '../features/compile.ts';
+import type { FeatureKind, FeatureSet } from '../features/compile.ts';
 import type { FeatureGroup } from '../features/define.ts';
+import { opOf } from '../features/ops/index.ts';
 import { sqlFeatures } from './parity-sql.ts';
 import { inChunks, Replay } from './replay.ts';
 import { fromClickHouse, partitionsIn } from './sources.ts';
@@ -23,10 +24,9 @@ export interface ParityReport {
   mismatches: number;
 }
 
-const EXACT = new Set(['count', 'distinct']);
-
-function same(kind: string, a: number, b: number): boolean {
-  return EXACT.has(kind) ? a === b : Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
+function same(kind: FeatureKind, a: number, b: number): boolean {
+  const exact = kind !== 'ratio' && opOf(kind).exact;
+  return exact ? a === b : Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
 }
 
 async function servedVectors(ch: ClickHouseClient): Promise<Map<string, Float64Array>> {

@@ -1,44 +1,13 @@
 // The feature-definition API: a feature is data (source events, entity, aggregation, windows), in the spirit of
 // Chronon's GroupBy. One definition compiles to the streaming updates, the backfill replay and the scoring reads.
-import type { AdClick, AdImpression } from '../events/types.ts';
 import type { Entity } from './entities.ts';
-import type { Window } from './window.ts';
+import type { Aggregation } from './ops/index.ts';
 
 /** Event kinds features are computed from. */
 export type Source = 'impression' | 'click';
 
-type SourceEvent = AdImpression | AdClick;
-type NumericColumn = {
-  [K in keyof AdImpression]: AdImpression[K] extends number | null ? K : never;
-}[keyof AdImpression];
-type StringColumn = { [K in keyof SourceEvent]: SourceEvent[K] extends string ? K : never }[keyof SourceEvent];
-
-interface Base {
-  readonly name: string;
-  readonly source: Source;
-  readonly windows: readonly Window[];
-}
-
-/** Number of events. */
-export interface Count extends Base {
-  readonly op: 'count';
-}
-/** Sum of a numeric column, kept as integers of 1/scale units so that sums are exact (no float drift). */
-export interface Sum extends Base {
-  readonly op: 'sum';
-  readonly column: NumericColumn;
-  readonly scale: number;
-}
-/** Exact number of distinct values of a column (a set per tile; meant for modest cardinalities). */
-export interface Distinct extends Base {
-  readonly op: 'distinct';
-  readonly column: StringColumn;
-}
-/** Seconds from the entity's latest event in the window to the read time; the window length when none. */
-export interface LastSeen extends Base {
-  readonly op: 'last_seen';
-}
-export type Aggregation = Count | Sum | Distinct | LastSeen;
+export type { Aggregation } from './ops/index.ts';
+export { count, distinct, lastSeen, sum } from './ops/index.ts';
 
 /** (numerator + rate * weight) / (denominator + weight): a smoothed rate such as CTR, per shared window. */
 export interface Ratio {
@@ -68,39 +37,6 @@ export interface FeatureGroup {
   readonly online: OnlineLayout;
 }
 
-export const count = (name: string, source: Source, windows: readonly Window[]): Count => ({
-  op: 'count',
-  name,
-  source,
-  windows,
-});
-export const sum = (
-  name: string,
-  source: 'impression',
-  column: NumericColumn,
-  windows: readonly Window[],
-  scale = 1e6,
-): Sum => ({
-  op: 'sum',
-  name,
-  source,
-  column,
-  windows,
-  scale,
-});
-export const distinct = (name: string, source: Source, column: StringColumn, windows: readonly Window[]): Distinct => ({
-  op: 'distinct',
-  name,
-  source,
-  column,
-  windows,
-});
-export const lastSeen = (name: string, source: Source, windows: readonly Window[]): LastSeen => ({
-  op: 'last_seen',
-  name,
-  source,
-  windows,
-});
 export const ratio = (name: string, numerator: string, denominator: string, prior: Ratio['prior']): Ratio => ({
   name,
   numerator,

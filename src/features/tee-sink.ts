@@ -1,4 +1,4 @@
-import type { UpdateSink } from './compile.ts';
+import type { UpdateSink } from './update.ts';
 
 /** Sends every update to two sinks (e.g. the batch to write and a local view to read from). */
 export class TeeSink implements UpdateSink {

@@ -1,6 +1,6 @@
 // Tile updates of one processed batch, merged per entity key, ready for a store to apply in one round trip.
 import { getOrCreate } from '../util/map.ts';
-import type { UpdateSink } from './compile.ts';
+import type { UpdateSink } from './update.ts';
 
 export interface EntityUpdates {
   readonly incr: Map<string, number>;

@@ -11,7 +11,8 @@
 // arrays: the per-event loops touch no definition objects. Events come in chunks, taken one group at a time (the
 // groups' states are independent): each pass runs one group's code over one group's state, in log order.
 import type { AdClick, AdImpression } from '../events/types.ts';
-import { type CompiledGroup, type FeatureSet, finishGroup, type Series, updateOf } from './compile.ts';
+import { finishGroup } from './assemble.ts';
+import type { CompiledGroup, FeatureSet, Series } from './compile.ts';
 import type { Source } from './define.ts';
 import { KEY_FIELDS } from './entities.ts';
 import { type EntityIndex, PairIndex, SingleIndex } from './entity-index.ts';
@@ -121,7 +122,7 @@ export class TileRings {
       if (!columns.includes(name)) columns.push(name);
       return columns.indexOf(name);
     };
-    const kindOf = (s: Series) => (s.agg.op === 'distinct' ? DISTINCT : s.agg.op === 'last_seen' ? LATEST : ADD);
+    const kindOf = (s: Series) => (s.op.merge === 'union' ? DISTINCT : s.op.merge === 'max' ? LATEST : ADD);
     this.layouts = features.groups.map((g) => {
       const tileWidths = [...new Set(g.series.map((s) => s.tileMs))];
       const ringsOf = Int32Array.from(g.series, (s) => tileWidths.indexOf(s.tileMs));
@@ -173,7 +174,7 @@ export class TileRings {
         rings,
         ringsOf,
         laneOf,
-        memberColumn: Int32Array.from(g.series, (s) => (s.agg.op === 'distinct' ? column(s.agg.column) : -1)),
+        memberColumn: Int32Array.from(g.series, (s) => (s.op.memberColumn ? column(s.op.memberColumn(s.agg)) : -1)),
         state: new Float64Array(0),
         stride: rings.length + g.slots.length,
         raw: new Float64Array(g.slots.length),
@@ -259,8 +260,9 @@ export class TileRings {
         const ring = rings[r] as Rings;
         const lane = layout.laneOf[s] as number;
         const kind = ring.kind[lane] as number;
-        // A distinct member is its column's id (interned); the other updates are updateOf's numbers.
-        const update = kind === DISTINCT ? 0 : (updateOf((layout.g.series[s] as Series).agg, e) as number | null);
+        // A distinct member is its column's id (interned); the other updates are the op's numbers.
+        const series = layout.g.series[s] as Series;
+        const update = kind === DISTINCT ? 0 : (series.op.update(series.agg, e) as number | null);
         if (update === null) continue;
         const tile = tiles[r] as number;
         if (r !== claimed) {

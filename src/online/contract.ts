@@ -1,7 +1,7 @@
 // What the pipeline asks of an online store (Valkey, or in-process for the embedded default): the scorer and the
 // served-vector check read through it, the stream writes a batch's tile updates through it. The stores implement
 // it here beside it; the pure core (src/features) only plans reads and makes updates.
-import type { ReadRequest, ReadResult } from '../features/compile.ts';
+import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
 
 /** Answers read requests: the online store's read side (Valkey, or in-process for the embedded default). */

@@ -1,7 +1,9 @@
 // The in-process online store: the embedded default, and the backfill's reference replay state. Same updates,
 // layout and reads as the Valkey store, held in Maps.
-import type { FeatureSet, ReadRequest, ReadResult, UpdateSink } from '../features/compile.ts';
+import type { FeatureSet } from '../features/compile.ts';
+import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
+import type { UpdateSink } from '../features/update.ts';
 import { getOrCreate } from '../util/map.ts';
 import type { FeatureReader, RawTiles, TileWriter } from './contract.ts';
 
@@ -46,7 +48,7 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
       if ((this.applied.get(marker) ?? -1) >= endOffset) continue;
       // Merged per stored field, as the Valkey store writes a batch.
       const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
-      this.features.forEachStoredSegment(key, u.incr, 'sum', (prefix, first, count, value) => {
+      this.features.forEachStoredSegment(key, u.incr, 'add', (prefix, first, count, value) => {
         for (let r = first; r < first + count; r++) h.set(prefix + r, (h.get(prefix + r) ?? 0) + value);
       });
       this.features.forEachStoredSegment(key, u.max, 'max', (prefix, first, count, value) => {

@@ -6,7 +6,8 @@
 // to Valkey.
 import type { Redis } from 'iovalkey';
 import type { Logger } from 'pino';
-import type { FeatureSet, ReadResult } from '../features/compile.ts';
+import type { FeatureSet } from '../features/compile.ts';
+import type { ReadResult } from '../features/read-plan.ts';
 import { getOrCreate } from '../util/map.ts';
 
 /** Read layouts kept (7 groups' layouts per read tile: a few tiles' worth). */

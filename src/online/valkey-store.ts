@@ -11,7 +11,8 @@
 // is one call: one round trip (on a Cluster, one call per hash, grouped per node).
 import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'iovalkey';
-import type { FeatureSet, ReadRequest, ReadResult } from '../features/compile.ts';
+import type { FeatureSet } from '../features/compile.ts';
+import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
 import { getOrCreate } from '../util/map.ts';
 import type { FeatureReader, RawTiles, TileWriter } from './contract.ts';
@@ -159,7 +160,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
             values.push(value);
           }
         };
-        features.forEachStoredSegment(key, u.incr, 'sum', add);
+        features.forEachStoredSegment(key, u.incr, 'add', add);
         const sums = names.length;
         features.forEachStoredSegment(key, u.max, 'max', add);
         // An entity hash prunes its own old fields on about one write in `every`.
@@ -173,7 +174,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
           run.from = Math.min(run.from, first);
           run.to = Math.max(run.to, first + count);
         };
-        features.forEachStoredSegment(key, u.incr, 'sum', add(false));
+        features.forEachStoredSegment(key, u.incr, 'add', add(false));
         features.forEachStoredSegment(key, u.max, 'max', add(true));
       }
       for (const [f, members] of u.sets) sets.add(this.setKey(key, f), members.size, members.size, [...members]);

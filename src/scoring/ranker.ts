@@ -3,8 +3,9 @@
 // backfill builds for training rows -> one batched ONNX run -> candidates ordered by eCPM = pCTR × bid × 1000 (or pCTR).
 import type { Logger } from 'pino';
 import type { AdRequest, ScoredCandidate, ScoredRanking } from '../events/types.ts';
-import type { CompiledGroup, FeatureSet, ReadPlan, ReadRequest, ReadResult } from '../features/compile.ts';
+import type { CompiledGroup, FeatureSet } from '../features/compile.ts';
 import type { KeyFields } from '../features/entities.ts';
+import type { ReadPlan, ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { FeatureReader } from '../online/contract.ts';
 import type { ScoringMetrics } from './metrics.ts';
 import type { ServedModel } from './model-runtime.ts';
