@@ -10,7 +10,7 @@ import { StoredLayout, type StoredPrefix } from './online-layout.ts';
 import { type Merge, type Op, opOf } from './ops/index.ts';
 import type { ReadPlan, ReadResult } from './read-plan.ts';
 import { ReadPlanner } from './read-plan.ts';
-import { applyEvent, type UpdateSink } from './update.ts';
+import { EventUpdater, type UpdateSink } from './update.ts';
 import type { Window } from './window.ts';
 
 export type FeatureKind = Aggregation['op'] | 'ratio';
@@ -147,6 +147,7 @@ export class FeatureSet {
   readonly bySource: Record<Source, readonly { group: number; index: number; series: Series }[]>;
   /** The online stores' fields (online-layout.ts). */
   readonly layout: StoredLayout;
+  private readonly updater: EventUpdater;
   private readonly planner: ReadPlanner;
   private readonly assembler: Assembler;
 
@@ -167,6 +168,7 @@ export class FeatureSet {
       });
     });
     this.bySource = bySource;
+    this.updater = new EventUpdater(this.groups, bySource);
     this.layout = new StoredLayout(this.groups);
     this.planner = new ReadPlanner(this.groups);
     this.assembler = new Assembler(this.groups, features.length);
@@ -183,7 +185,7 @@ export class FeatureSet {
 
   /** Writes the tile updates one admitted event makes (update.ts). */
   apply(source: Source, e: AdImpression | AdClick, sink: UpdateSink): void {
-    applyEvent(this.groups, this.bySource, source, e, sink);
+    this.updater.apply(source, e, sink);
   }
 
   /** See StoredLayout.forEachStoredRun. */

@@ -48,10 +48,8 @@ export class StoredLayout {
    * (distinct counts keep per-tile sets, unioned at read).
    */
   forEachStoredRun(key: string, field: string, visit: (prefix: string, first: number, count: number) => void): void {
-    const colon = field.lastIndexOf(':');
-    const blocks = this.storedPrefixes.get(key.slice(0, key.indexOf(':')))?.get(field.slice(0, colon));
-    if (!blocks) throw new Error(`no numeric series for field ${field} of ${key}`);
-    const first = firstReadTile(Number(field.slice(colon + 1)));
+    const { blocks, tile } = this.parse(this.seriesOf(key), field, key);
+    const first = firstReadTile(tile);
     for (const { prefix, block } of blocks) visit(prefix, first, block);
   }
 
@@ -66,31 +64,75 @@ export class StoredLayout {
     combine: Merge & ('add' | 'max'),
     visit: (prefix: string, first: number, count: number, value: number) => void,
   ): void {
-    const byPrefix = new Map<string, { first: number; end: number; value: number }[]>();
-    for (const [field, value] of updates)
-      this.forEachStoredRun(key, field, (prefix, first, count) => {
-        const runs = byPrefix.get(prefix);
-        const run = { first, end: first + count, value };
-        if (runs) runs.push(run);
-        else byPrefix.set(prefix, [run]);
-      });
-    for (const [prefix, runs] of byPrefix) {
-      if (runs.length === 1) {
-        const { first, end, value } = runs[0] as (typeof runs)[number];
-        visit(prefix, first, end - first, value);
-        continue;
+    if (updates.size === 0) return;
+    const series = this.seriesOf(key);
+    if (updates.size === 1) {
+      for (const [field, value] of updates) {
+        const { blocks, tile } = this.parse(series, field, key);
+        for (const { prefix, block } of blocks) visit(prefix, firstReadTile(tile), block, value);
       }
-      const cuts = [...new Set(runs.flatMap((r) => [r.first, r.end]))].sort((a, b) => a - b);
-      for (let c = 0; c + 1 < cuts.length; c++) {
-        const at = cuts[c] as number;
-        let value: number | undefined;
-        for (const r of runs) {
-          if (r.first > at || r.end <= at) continue;
-          value = value === undefined ? r.value : combine === 'add' ? value + r.value : Math.max(value, r.value);
-        }
-        if (value !== undefined) visit(prefix, at, (cuts[c + 1] as number) - at, value);
+      return;
+    }
+    // Per stored prefix, its runs (all `block` read tiles long) as flat (first, value) pairs.
+    const byPrefix = new Map<string, { block: number; runs: number[] }>();
+    for (const [field, value] of updates) {
+      const { blocks, tile } = this.parse(series, field, key);
+      const first = firstReadTile(tile);
+      for (const { prefix, block } of blocks) {
+        const at = byPrefix.get(prefix);
+        if (at) at.runs.push(first, value);
+        else byPrefix.set(prefix, { block, runs: [first, value] });
       }
     }
+    for (const [prefix, { block, runs }] of byPrefix) {
+      if (runs.length === 2) {
+        visit(prefix, runs[0] as number, block, runs[1] as number);
+        continue;
+      }
+      // Segments between the runs' starts and ends, each with the combined value of the runs covering it.
+      const cuts = new Float64Array(runs.length);
+      for (let i = 0; i < runs.length; i += 2) {
+        cuts[i] = runs[i] as number;
+        cuts[i + 1] = (runs[i] as number) + block;
+      }
+      cuts.sort();
+      for (let c = 0; c + 1 < cuts.length; c++) {
+        const at = cuts[c] as number;
+        const next = cuts[c + 1] as number;
+        if (next === at) continue;
+        let value: number | undefined;
+        for (let i = 0; i < runs.length; i += 2) {
+          const first = runs[i] as number;
+          if (first > at || first + block <= at) continue;
+          const v = runs[i + 1] as number;
+          value = value === undefined ? v : combine === 'add' ? value + v : Math.max(value, v);
+        }
+        if (value !== undefined) visit(prefix, at, next - at, value);
+      }
+    }
+  }
+
+  /** An entity key's numeric series (by series id: the stored prefix of each block size). */
+  private seriesOf(key: string): Map<string, { prefix: string; block: number }[]> {
+    const series = this.storedPrefixes.get(key.slice(0, key.indexOf(':')));
+    if (!series) throw new Error(`no feature group for entity ${key}`);
+    return series;
+  }
+
+  /** Tile fields ("<series>:<tile>") parsed, remembered: a batch names the same few tiles again and again. */
+  private readonly parsed = new Map<string, { id: string; tile: number }>();
+
+  private parse(series: Map<string, { prefix: string; block: number }[]>, field: string, key: string) {
+    let p = this.parsed.get(field);
+    if (p === undefined) {
+      if (this.parsed.size >= 100_000) this.parsed.clear();
+      const colon = field.lastIndexOf(':');
+      p = { id: field.slice(0, colon), tile: Number(field.slice(colon + 1)) };
+      this.parsed.set(field, p);
+    }
+    const blocks = series.get(p.id);
+    if (!blocks) throw new Error(`no numeric series for field ${field} of ${key}`);
+    return { blocks, tile: p.tile };
   }
 }
 

@@ -17,26 +17,45 @@ export interface UpdateSink {
   sadd(key: string, field: string, member: string): void;
 }
 
-/** Writes the tile updates one admitted event of `source` makes into `sink`. */
-export function applyEvent(
-  groups: readonly CompiledGroup[],
-  bySource: Record<Source, readonly { group: number; series: Series }[]>,
-  source: Source,
-  e: AdImpression | AdClick,
-  sink: UpdateSink,
-): void {
-  let lastGroup = -1;
-  let key = '';
-  for (const { group, series } of bySource[source]) {
-    if (group !== lastGroup) {
-      key = entityKey((groups[group] as CompiledGroup).group.entity, e);
-      lastGroup = group;
+/** Writes the tile updates admitted events make, remembering each series' last field name (events come in runs). */
+export class EventUpdater {
+  private readonly lastTile: Record<Source, Float64Array>;
+  private readonly lastField: Record<Source, string[]>;
+
+  constructor(
+    private readonly groups: readonly CompiledGroup[],
+    private readonly bySource: Record<Source, readonly { group: number; series: Series }[]>,
+  ) {
+    const tiles = (n: number) => new Float64Array(n).fill(Number.NaN);
+    this.lastTile = { impression: tiles(bySource.impression.length), click: tiles(bySource.click.length) };
+    this.lastField = { impression: [], click: [] };
+  }
+
+  /** Writes the tile updates one admitted event of `source` makes into `sink`. */
+  apply(source: Source, e: AdImpression | AdClick, sink: UpdateSink): void {
+    const entries = this.bySource[source];
+    const lastTile = this.lastTile[source];
+    const lastField = this.lastField[source];
+    let lastGroup = -1;
+    let key = '';
+    for (let i = 0; i < entries.length; i++) {
+      const { group, series } = entries[i] as { group: number; series: Series };
+      if (group !== lastGroup) {
+        key = entityKey((this.groups[group] as CompiledGroup).group.entity, e);
+        lastGroup = group;
+      }
+      const update = series.op.update(series.agg, e);
+      if (update === null) continue;
+      const tile = tileOf(e.event_time, series.tileMs);
+      let field = lastField[i] as string;
+      if (lastTile[i] !== tile) {
+        field = `${series.id}:${tile}`;
+        lastTile[i] = tile;
+        lastField[i] = field;
+      }
+      if (typeof update === 'string') sink.sadd(key, field, update);
+      else if (series.op.merge === 'max') sink.max(key, field, update);
+      else sink.incr(key, field, update);
     }
-    const update = series.op.update(series.agg, e);
-    if (update === null) continue;
-    const field = `${series.id}:${tileOf(e.event_time, series.tileMs)}`;
-    if (typeof update === 'string') sink.sadd(key, field, update);
-    else if (series.op.merge === 'max') sink.max(key, field, update);
-    else sink.incr(key, field, update);
   }
 }
