@@ -225,8 +225,14 @@ class StreamBench {
       await service.start();
       const events = this.published;
       this.ctx.log(`${variant.name}: consuming ${events} events`);
+      // A stream that stopped on a permanent failure ends the run with its reason, not a 300 s wait.
+      const stopped = service.failed.then((err) => Promise.reject(err));
+      stopped.catch(() => undefined);
       const phase = await this.measure(variant.key, events, () =>
-        until(`${variant.name} to process ${events} events`, () => service.processed >= events, 300_000),
+        Promise.race([
+          until(`${variant.name} to process ${events} events`, () => service.processed >= events, 300_000),
+          stopped,
+        ]),
       );
       const batches = await batchStats(metrics);
       this.ctx.log(`${variant.name}: latency of ${this.settings.count} single events at ${this.settings.rate}/s`);
