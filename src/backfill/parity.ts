@@ -24,10 +24,12 @@ export interface ParityReport {
   mismatches: number;
 }
 
-function same(kind: FeatureKind, a: number, b: number): boolean {
-  const exact = kind !== 'ratio' && opOf(kind).exact;
+function same(exact: boolean, a: number, b: number): boolean {
   return exact ? a === b : Math.abs(a - b) <= 1e-9 * Math.max(1, Math.abs(b));
 }
+
+/** Whether a feature of this kind is compared exactly (its op's integers), not to a relative 1e-9. */
+const exactKind = (kind: FeatureKind) => kind !== 'ratio' && opOf(kind).exact;
 
 async function servedVectors(ch: ClickHouseClient): Promise<Map<string, Float64Array>> {
   const rs = await ch.query({ query: 'SELECT event_id, vector FROM served_vectors FINAL', format: 'JSONEachRow' });
@@ -61,16 +63,17 @@ export async function checkParity(
     features: features.features.map((f) => ({ name: f.name, servedMismatches: 0, sqlMismatches: 0 })),
     mismatches: 0,
   };
+  const exact = features.features.map((f) => exactKind(f.kind));
   for (const [id, b] of backfill) {
     const a = served.get(id);
     const c = sql.get(id);
     if (!a) report.missingServed++;
     if (!c) report.missingSql++;
-    features.features.forEach((f, i) => {
+    exact.forEach((isExact, i) => {
       const fp = report.features[i] as FeatureParity;
       const bad = {
-        served: a !== undefined && !same(f.kind, a[i] as number, b[i] as number),
-        sql: c !== undefined && !same(f.kind, c[i] as number, b[i] as number),
+        served: a !== undefined && !same(isExact, a[i] as number, b[i] as number),
+        sql: c !== undefined && !same(isExact, c[i] as number, b[i] as number),
       };
       if (bad.served) fp.servedMismatches++;
       if (bad.sql) fp.sqlMismatches++;

@@ -6,8 +6,8 @@ import type { AdClick, AdImpression } from '../events/types.ts';
 import { Assembler, type Finish, finishOf } from './assemble.ts';
 import type { Aggregation, FeatureGroup, Source } from './define.ts';
 import type { KeyFields } from './entities.ts';
-import { StoredLayout, type StoredPrefix } from './online-layout.ts';
-import { type Merge, type Op, opOf } from './ops/index.ts';
+import { StoredLayout } from './online-layout.ts';
+import { type Op, opOf } from './ops/index.ts';
 import type { ReadPlan, ReadResult } from './read-plan.ts';
 import { ReadPlanner } from './read-plan.ts';
 import { EventUpdater, type UpdateSink } from './update.ts';
@@ -145,7 +145,7 @@ export class FeatureSet {
   readonly groups: readonly CompiledGroup[];
   /** Per source, the series its events update, grouped by group in group order. */
   readonly bySource: Record<Source, readonly { group: number; index: number; series: Series }[]>;
-  /** The online stores' fields (online-layout.ts). */
+  /** The online stores' fields: the stored prefixes and the runs an update touches (online-layout.ts). */
   readonly layout: StoredLayout;
   private readonly updater: EventUpdater;
   private readonly planner: ReadPlanner;
@@ -178,29 +178,9 @@ export class FeatureSet {
     this.version = createHash('sha256').update(canonical).digest('hex').slice(0, 12);
   }
 
-  /** Every stored field prefix of the online layout, with its entity and tile width. */
-  get stored(): readonly StoredPrefix[] {
-    return this.layout.stored;
-  }
-
   /** Writes the tile updates one admitted event makes (update.ts). */
   apply(source: Source, e: AdImpression | AdClick, sink: UpdateSink): void {
     this.updater.apply(source, e, sink);
-  }
-
-  /** See StoredLayout.forEachStoredRun. */
-  forEachStoredRun(key: string, field: string, visit: (prefix: string, first: number, count: number) => void): void {
-    this.layout.forEachStoredRun(key, field, visit);
-  }
-
-  /** See StoredLayout.forEachStoredSegment. */
-  forEachStoredSegment(
-    key: string,
-    updates: ReadonlyMap<string, number>,
-    combine: Merge & ('add' | 'max'),
-    visit: (prefix: string, first: number, count: number, value: number) => void,
-  ): void {
-    this.layout.forEachStoredSegment(key, updates, combine, visit);
   }
 
   /** Read requests for every entity the contexts need at time t (read-plan.ts). */

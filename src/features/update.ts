@@ -8,7 +8,7 @@ import { tileOf } from './window.ts';
 
 /**
  * Where tile updates go. Keys are entity keys; fields are "<series>:<tile>". Online stores keep them in the online
- * layout instead (FeatureSet.forEachStoredRun); the offline store records them as they are.
+ * layout instead (StoredLayout.forEachStoredRun); the offline store records them as they are.
  */
 export interface UpdateSink {
   incr(key: string, field: string, delta: number): void;

@@ -17,14 +17,14 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
 
   incr(key: string, field: string, delta: number): void {
     const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
-    this.features.forEachStoredRun(key, field, (prefix, first, count) => {
+    this.features.layout.forEachStoredRun(key, field, (prefix, first, count) => {
       for (let r = first; r < first + count; r++) h.set(prefix + r, (h.get(prefix + r) ?? 0) + delta);
     });
   }
 
   max(key: string, field: string, value: number): void {
     const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
-    this.features.forEachStoredRun(key, field, (prefix, first, count) => {
+    this.features.layout.forEachStoredRun(key, field, (prefix, first, count) => {
       for (let r = first; r < first + count; r++) {
         const cur = h.get(prefix + r);
         if (cur === undefined || value > cur) h.set(prefix + r, value);
@@ -48,10 +48,10 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
       if ((this.applied.get(marker) ?? -1) >= endOffset) continue;
       // Merged per stored field, as the Valkey store writes a batch.
       const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
-      this.features.forEachStoredSegment(key, u.incr, 'add', (prefix, first, count, value) => {
+      this.features.layout.forEachStoredSegment(key, u.incr, 'add', (prefix, first, count, value) => {
         for (let r = first; r < first + count; r++) h.set(prefix + r, (h.get(prefix + r) ?? 0) + value);
       });
-      this.features.forEachStoredSegment(key, u.max, 'max', (prefix, first, count, value) => {
+      this.features.layout.forEachStoredSegment(key, u.max, 'max', (prefix, first, count, value) => {
         for (let r = first; r < first + count; r++) h.set(prefix + r, Math.max(value, h.get(prefix + r) ?? value));
       });
       for (const [f, members] of u.sets) for (const m of members) this.sadd(key, f, m);

@@ -1,4 +1,4 @@
-// The online store in Valkey, in the online layout (FeatureSet.forEachStoredRun), placed by the group's layout:
+// The online store in Valkey, in the online layout (StoredLayout.forEachStoredRun), placed by the group's layout:
 // - 'totals' groups (candidates: ads, campaigns, placements, …): one hash per stored field, whose fields are entity
 //   ids, `tb:<entity>|<series>.<block>:<read tile>` — e.g. `tb:ad|0.60.5:29160000` holds every ad's 5-minute
 //   impression total as read in that minute. A ranking reads the same stored fields of ~100 candidates, so it asks
@@ -125,7 +125,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
   /** The first hash an update of tile `field` ("<series>:<tile>") of `entityKey` writes to: its marker tells when. */
   writtenHash(entityKey: string, field: string): string {
     let hash = '';
-    this.options.features.forEachStoredRun(entityKey, field, (prefix, first) => {
+    this.options.features.layout.forEachStoredRun(entityKey, field, (prefix, first) => {
       hash ||= this.place(entityKey, prefix + first)[0];
     });
     return hash;
@@ -160,9 +160,9 @@ export class ValkeyStore implements FeatureReader, TileWriter {
             values.push(value);
           }
         };
-        features.forEachStoredSegment(key, u.incr, 'add', add);
+        features.layout.forEachStoredSegment(key, u.incr, 'add', add);
         const sums = names.length;
-        features.forEachStoredSegment(key, u.max, 'max', add);
+        features.layout.forEachStoredSegment(key, u.max, 'max', add);
         // An entity hash prunes its own old fields on about one write in `every`.
         const prune = this.writes++ % every === 0 ? pruneBefore : 0;
         if (names.length > 0) hashes.add(this.entityHash(key), names.length, prune, sums, names.length, names, values);
@@ -174,8 +174,8 @@ export class ValkeyStore implements FeatureReader, TileWriter {
           run.from = Math.min(run.from, first);
           run.to = Math.max(run.to, first + count);
         };
-        features.forEachStoredSegment(key, u.incr, 'add', add(false));
-        features.forEachStoredSegment(key, u.max, 'max', add(true));
+        features.layout.forEachStoredSegment(key, u.incr, 'add', add(false));
+        features.layout.forEachStoredSegment(key, u.max, 'max', add(true));
       }
       for (const [f, members] of u.sets) sets.add(this.setKey(key, f), members.size, members.size, [...members]);
     }
@@ -207,7 +207,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
    * if any, expire by their TTL).
    */
   private async prune(before: number): Promise<void> {
-    const stored = this.options.features.stored.filter((s) => s.online === 'totals');
+    const stored = this.options.features.layout.stored.filter((s) => s.online === 'totals');
     if (stored.length === 0) return; // no field hashes (HMGET of no names is an error)
     const marks = `${this.prefix}@pruned`;
     const names = stored.map((s) => `${s.entity}|${s.prefix}`);
