@@ -23,10 +23,9 @@ import { generate } from '../src/events/generator.ts';
 import { createRegistryClient } from '../src/events/registry.ts';
 import { EventSerde } from '../src/events/serde.ts';
 import { type AdImpression, EVENT_KINDS } from '../src/events/types.ts';
-import { FeatureSet, type Series } from '../src/features/compile.ts';
+import { FeatureSet } from '../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
 import { entities, entityKey } from '../src/features/entities.ts';
-import { tileOf } from '../src/features/window.ts';
 import { createKafka, ensureTopics, withAdmin } from '../src/kafka/client.ts';
 import { KafkaEventLog, KafkaLogProducer } from '../src/kafka/event-log.ts';
 import { EventPublisher } from '../src/kafka/publish.ts';
@@ -236,12 +235,7 @@ class StreamBench {
       );
       const batches = await batchStats(metrics);
       this.ctx.log(`${variant.name}: latency of ${this.settings.count} single events at ${this.settings.rate}/s`);
-      const ad = this.features.bySource.impression.find(
-        (u) => this.features.groups[u.group]?.group.entity === entities.ad,
-      )?.series as Series;
-      const latency = await this.latency(variant.key, (e) =>
-        online.writtenHash(entityKey(entities.ad, e), `${ad.id}:${tileOf(e.event_time, ad.tileMs)}`),
-      );
+      const latency = await this.latency(variant.key, (e) => online.entityHash(entityKey(entities.ad, e)));
       const all = await batchStats(metrics);
       return {
         phase,

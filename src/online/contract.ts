@@ -18,6 +18,11 @@ export interface TileWriter {
    * the store may drop tiles older than it by more than any read within the retention can ask for.
    */
   applyBatch(batch: TileBatch, source: string, endOffset: number, horizon?: number): Promise<void>;
+  /**
+   * Says the caller may no longer be the only writer from `source` since its last batch (it lost the partition, or
+   * restarts it from a checkpoint): whatever the store holds in process for it is read again before the next batch.
+   */
+  forget(source: string): void;
 }
 
 /** One entity's stored tiles, as read for a served-vector overlay (see streams/served.ts). */

@@ -60,6 +60,9 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
     return Promise.resolve();
   }
 
+  /** Nothing to read again: this store is the only copy. */
+  forget(): void {}
+
   readSync(requests: readonly ReadRequest[]): ReadResult[] {
     return requests.map((r) => {
       const h = this.hashes.get(r.key);

@@ -161,6 +161,8 @@ export class StreamService {
     let st = this.states.get(id);
     if (!st) {
       const cp = await this.deps.checkpoints.load(id);
+      // Another member may have written from this partition since this process last did.
+      this.deps.online.forget(id);
       st = {
         admission: Admission.restore(cp?.admission, this.options.allowedLatenessMs),
         next: cp?.next,

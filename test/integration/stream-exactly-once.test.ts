@@ -17,6 +17,7 @@ import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { openClickHouse } from '../../src/offline/clickhouse.ts';
+import type { Part } from '../../src/online/parts.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
 import { caughtUp, publishScenario } from '../support/streaming.ts';
 
@@ -95,34 +96,41 @@ async function pruneLine(ns: string) {
   return { progress, before: slowest - LATENESS_MS - features.retentionMs };
 }
 
-/** A stored field's read tile start (ms), from its name "<series>.<seconds>.<block>:<read tile>". */
-function tileStart(field: string): number | undefined {
-  const m = /^\d+\.(\d+)\.\d+:(-?\d+)$/.exec(field);
-  return m ? Number(m[2]) * Number(m[1]) * 1000 : undefined;
-}
+/** Per entity name and series id: the series (its tile width and longest window). */
+const seriesByEntity = new Map(
+  features.groups.map((g) => [g.group.entity.name, new Map(g.series.map((x) => [x.id, x] as const))] as const),
+);
 
 /**
- * The online state any read can still ask for, keys without the namespace: every hash field and set whose read tile
- * starts at or after `before` (older ones are the pruner's to drop, at moments that differ run to run).
- * Bookkeeping is left out: batch markers (they name batch ends) and the prune marks.
+ * The online state any read can still ask for, keys without the namespace: per entity hash and source partition,
+ * its part's tiles that a read at or after `before` can ask for (older ones are the writer's to drop, at moments
+ * that differ run to run), members sorted. Bookkeeping is left out: batch markers (they name batch ends).
  */
 async function onlineState(ns: string, before: number): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
-  const keys = (await valkey.keys(`${ns}tb:*`)).filter((k) => !k.includes('{ckpt|') && !k.endsWith('tb:@pruned'));
+  const keys = (await valkey.keys(`${ns}tb:*`)).filter((k) => !k.includes('{ckpt|'));
   for (const k of keys.sort()) {
-    const type = await valkey.type(k);
     const name = k.slice(ns.length);
-    if (type === 'hash') {
-      // A field hash ('totals'): `tb:{<entity>|<series>.<s>.<block>:}<read tile>`, one hash per read tile.
-      const field = /^tb:\{[^|}]+\|([^}]+)\}(-?\d+)$/.exec(name);
-      const start = field ? tileStart(`${field[1]}${field[2]}`) : undefined;
-      if (start !== undefined && start < before) continue;
-      const h = await valkey.hgetall(k);
-      const kept = Object.entries(h).filter(([f]) => !f.startsWith('@') && (tileStart(f) ?? before) >= before);
-      if (kept.length > 0) out[name] = Object.fromEntries(kept);
-    } else {
-      out[name] = (await valkey.smembers(k)).sort();
+    const series = seriesByEntity.get(/^tb:\{([^:]+):/.exec(name)?.[1] ?? '');
+    const kept: Record<string, unknown> = {};
+    for (const [source, json] of Object.entries(await valkey.hgetall(k))) {
+      if (source.startsWith('@')) continue;
+      const part = JSON.parse(json) as Part;
+      const tiles: Record<string, unknown[]> = {};
+      for (const [id, pairs] of [...Object.entries(part.n), ...Object.entries(part.s)]) {
+        const x = series?.get(id);
+        const live: unknown[] = [];
+        for (let i = 0; i < pairs.length; i += 2) {
+          const tile = pairs[i] as number;
+          if (x && (tile + x.maxTiles) * x.tileMs < before) continue;
+          const v = pairs[i + 1];
+          live.push(tile, Array.isArray(v) ? [...v].sort() : v);
+        }
+        if (live.length > 0) tiles[id] = live;
+      }
+      if (Object.keys(tiles).length > 0) kept[source] = tiles;
     }
+    if (Object.keys(kept).length > 0) out[name] = kept;
   }
   return out;
 }
