@@ -291,7 +291,7 @@ async function prepare(
     features,
     namespace: ns,
     ttlSeconds: 3600,
-    retentionMs: features.retentionMs,
+    retentionMs: 0, // as the stream writes: reads at or after the horizon
   });
   const tiles = new TileBatch();
   for (const { record } of log)

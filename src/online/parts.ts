@@ -6,6 +6,7 @@
 import type { FeatureSet, Series } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { EntityUpdates } from '../features/tile-batch.ts';
+import { tileOf } from '../features/window.ts';
 import type { RawTiles } from './contract.ts';
 
 /** One source partition's tiles of one entity, as stored (JSON). */
@@ -99,8 +100,8 @@ export class PartLayout {
   }
 
   /**
-   * Drops entity `key`'s tiles no read at or after `before` can ask for (tile k is read up to maxTiles tiles after
-   * it); returns whether anything is left.
+   * Drops entity `key`'s tiles no read at or after `before` can ask for (a read at tile r sums tiles r - n … r - 1
+   * of an n-tile window); returns whether anything is left.
    */
   prune(key: string, part: Part, before: number): boolean {
     const series = this.seriesOf(key);
@@ -110,8 +111,10 @@ export class PartLayout {
         const s = series.get(id);
         const pairs = kind[id] as unknown[];
         let drop = 0;
-        if (s) while (drop < pairs.length && ((pairs[drop] as number) + s.maxTiles) * s.tileMs < before) drop += 2;
-        else drop = pairs.length; // a series no longer defined
+        if (s) {
+          const first = tileOf(before, s.tileMs) - s.maxTiles;
+          while (drop < pairs.length && (pairs[drop] as number) < first) drop += 2;
+        } else drop = pairs.length; // a series no longer defined
         if (drop === pairs.length) delete kind[id];
         else {
           if (drop > 0) pairs.splice(0, drop);

@@ -6,13 +6,23 @@
 import type { Redis } from 'iovalkey';
 import type { Logger } from 'pino';
 import type { FeatureSet } from '../features/compile.ts';
+import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { Part } from './parts.ts';
 
 /** Entities kept, past which the cache starts over: bounds memory, costs one miss each. */
 const MAX_ENTITIES = 200_000;
 
+/** Read layouts an entity keeps answers for (the plan's layouts change with the smallest tile). */
+const MAX_ANSWERS = 4;
+
+/** An entity's parts as read, and its answers so far, per read layout (the plan's shared field list). */
+export interface KeptEntity {
+  readonly parts: Part[];
+  readonly answers: Map<readonly string[], ReadResult>;
+}
+
 export class TrackedReadCache {
-  private readonly entities = new Map<string, Part[]>();
+  private readonly entities = new Map<string, KeptEntity>();
   /** Invalidations so far; and per hash, the count at its last one while reads were in flight. */
   private invalidations = 0;
   private readonly changed = new Map<string, number>();
@@ -99,14 +109,24 @@ export class TrackedReadCache {
   }
 
   /** A changed hash (or, null, a flushed database): what is kept of it is stale. */
-  private invalidate(key: string | null): void {
+  private invalidate(hash: string | null): void {
     this.stats.invalidations++;
     this.invalidations++;
-    if (key === null) this.clear();
-    else {
-      this.entities.delete(key);
-      if (this.reading > 0) this.changed.set(key, this.invalidations);
+    if (hash === null) {
+      this.clear();
+      return;
     }
+    const key = this.keyOf(hash);
+    this.entities.delete(key);
+    if (this.reading > 0) this.changed.set(key, this.invalidations);
+  }
+
+  /** What entity a changed hash holds (the store's key scheme; see bind). */
+  private keyOf: (hash: string) => string = (hash) => hash;
+
+  /** Kept entities are named by their entity keys, which live in hashes `<prefix>{<entity key>}`. */
+  bind(prefix: string): void {
+    this.keyOf = (hash) => (hash.startsWith(prefix) ? hash.slice(prefix.length + 1, -1) : hash);
   }
 
   /** Whether reads go through the cache now (tracking on). */
@@ -114,9 +134,9 @@ export class TrackedReadCache {
     return this.tracking;
   }
 
-  /** The parts kept of entity hash `hash` (tracking on), else undefined. */
-  get(hash: string): Part[] | undefined {
-    const kept = this.entities.get(hash);
+  /** What is kept of entity `key` (tracking on), else undefined. */
+  get(key: string): KeptEntity | undefined {
+    const kept = this.entities.get(key);
     if (kept) this.stats.hits++;
     else this.stats.misses++;
     return kept;
@@ -128,13 +148,24 @@ export class TrackedReadCache {
     return this.invalidations;
   }
 
-  /** Keeps what a read sent at `ticket` found in `hash`, unless invalidated since; ends the ticket's read. */
-  put(hash: string, parts: Part[], ticket: number): void {
-    const stale = ticket !== this.invalidations && (this.changed.get(hash) ?? -1) > ticket;
+  /** Keeps what a read sent at `ticket` found of entity `key`, unless invalidated since. */
+  put(key: string, parts: Part[], ticket: number): KeptEntity | undefined {
+    const stale = ticket !== this.invalidations && (this.changed.get(key) ?? -1) > ticket;
     if (!stale && this.tracking) {
       if (this.entities.size >= MAX_ENTITIES) this.clear();
-      this.entities.set(hash, parts);
+      const kept = { parts, answers: new Map() };
+      this.entities.set(key, kept);
+      return kept;
     }
+    return undefined;
+  }
+
+  /** Kept entity's answer to `r` (a read layout's, shared by every read of it), and remembers it. */
+  static remember(kept: KeptEntity, r: ReadRequest, answer: ReadResult): ReadResult {
+    if (kept.answers.size >= MAX_ANSWERS) kept.answers.clear();
+    const shared = { values: answer.values, setCounts: answer.setCounts, shared: true };
+    kept.answers.set(r.fields, shared);
+    return shared;
   }
 
   /** Ends a read begun with ticket(). */

@@ -9,7 +9,7 @@ import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
 import type { FeatureReader, RawTiles, TileWriter } from './contract.ts';
 import { emptyPart, type Part, PartLayout } from './parts.ts';
-import type { TrackedReadCache } from './read-cache.ts';
+import { TrackedReadCache } from './read-cache.ts';
 
 /** A script of lua/ (each says what it takes and does). */
 const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
@@ -63,6 +63,7 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     this.client = client as Client;
     this.prefix = `${options.namespace ?? ''}tb:`;
     this.parts = new PartLayout(options.features);
+    options.cache?.tracked.bind(this.prefix);
   }
 
   /** The hash entity `entityKey` lives in (its markers tell which batches it holds). */
@@ -115,8 +116,8 @@ export class ValkeyStore implements FeatureReader, TileWriter {
       held.delete(key);
       held.set(key, part);
       if (part.o >= endOffset) continue; // already holds this batch (a replay after a crash)
-      if (before > 0) this.parts.prune(key, part, before);
       this.parts.apply(part, u);
+      if (before > 0) this.parts.prune(key, part, before);
       part.o = endOffset;
       keys.push(this.entityHash(key));
       values.push(JSON.stringify(part));
@@ -158,49 +159,113 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     return (await Promise.all(replies)).flatMap((r) => JSON.parse(r) as unknown[]);
   }
 
-  /** Every part of each entity: through the read cache for the entities it keeps, the rest in one call. */
-  private async partsOf(keys: readonly string[]): Promise<Part[][]> {
-    const out = new Array<Part[]>(keys.length);
-    const cache = this.options.cache;
-    const tracked = cache?.tracked.active ? cache : undefined;
+  /** Cached entities being read now, by entity key: a concurrent read of one waits for it. */
+  private readonly reading = new Map<string, Promise<Part[]>>();
+
+  /** Whether the read cache keeps the entities of this read layout (a group's: requests share its field list). */
+  private readonly cachedLayouts = new Map<readonly string[], boolean>();
+
+  private cached(r: ReadRequest): boolean {
+    let yes = this.cachedLayouts.get(r.fields);
+    if (yes === undefined) {
+      if (this.cachedLayouts.size >= 1000) this.cachedLayouts.clear();
+      yes = this.options.cache?.entities.has(r.key.slice(0, r.key.indexOf(':'))) ?? false;
+      this.cachedLayouts.set(r.fields, yes);
+    }
+    return yes;
+  }
+
+  /**
+   * Every read's answer: from the read cache for the entities it keeps (answers made once per read layout), the
+   * rest from their parts, read in one call (and one more through the cache's connection for what it missed).
+   */
+  async read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {
+    const out = new Array<ReadResult>(requests.length);
+    const tracked = this.options.cache?.tracked.active ? this.options.cache.tracked : undefined;
     const direct: number[] = [];
-    const viaCache: number[] = [];
-    keys.forEach((key, i) => {
-      if (!tracked?.entities.has(key.slice(0, key.indexOf(':')))) direct.push(i);
-      else {
-        const kept = tracked.tracked.get(this.entityHash(key));
-        if (kept) out[i] = kept;
-        else viaCache.push(i);
+    const missed: number[] = [];
+    for (let i = 0; i < requests.length; i++) {
+      const r = requests[i] as ReadRequest;
+      if (!tracked || !this.cached(r)) {
+        direct.push(i);
+        continue;
       }
-    });
-    const read = async (client: Client, indices: number[], cached: boolean) => {
-      if (indices.length === 0) return;
-      const ticket = cached ? tracked?.tracked.ticket() : undefined;
-      try {
-        const parts = await this.calls(
-          indices.map((i) => keys[i] as string),
-          (hashes) => client.tbReadParts(hashes.length, ...hashes),
+      const kept = tracked.get(r.key);
+      if (kept === undefined) missed.push(i);
+      else out[i] = kept.answers.get(r.fields) ?? TrackedReadCache.remember(kept, r, this.parts.answer(r, kept.parts));
+    }
+    // A missed entity already being read (by a concurrent ranking) is not read again: its read is awaited.
+    const reading: number[] = [];
+    const waits: Promise<void>[] = [];
+    for (const i of missed) {
+      const r = requests[i] as ReadRequest;
+      const pending = this.reading.get(r.key);
+      if (pending === undefined) reading.push(i);
+      else
+        waits.push(
+          pending.then((parts) => {
+            out[i] = this.parts.answer(r, parts);
+          }),
         );
-        indices.forEach((i, j) => {
-          out[i] = parts[j] as Part[];
-          if (ticket !== undefined) tracked?.tracked.put(this.entityHash(keys[i] as string), out[i], ticket);
-        });
-      } finally {
-        if (ticket !== undefined) tracked?.tracked.done();
+    }
+    const got = new Map<number, Part[]>();
+    const read =
+      tracked && this.cacheReader
+        ? this.readInto(this.cacheReader, requests, reading, (i, parts, ticket) => {
+            got.set(i, parts);
+            const r = requests[i] as ReadRequest;
+            const kept = tracked.put(r.key, parts, ticket);
+            const answer = this.parts.answer(r, parts);
+            out[i] = kept ? TrackedReadCache.remember(kept, r, answer) : answer;
+          })
+        : undefined;
+    if (read)
+      for (const i of reading) {
+        const key = (requests[i] as ReadRequest).key;
+        const parts = read.then(() => got.get(i) ?? []);
+        this.reading.set(key, parts);
+        parts.then(
+          () => this.reading.delete(key),
+          () => this.reading.delete(key),
+        );
       }
-    };
-    await Promise.all([read(this.client, direct, false), read(this.cacheReader ?? this.client, viaCache, true)]);
+    await Promise.all([
+      this.readInto(this.client, requests, direct, (i, parts) => {
+        out[i] = this.parts.answer(requests[i] as ReadRequest, parts);
+      }),
+      read,
+      ...waits,
+    ]);
     return out;
   }
 
-  async read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {
-    const parts = await this.partsOf(requests.map((r) => r.key));
-    return requests.map((r, i) => this.parts.answer(r, parts[i] as Part[]));
+  /** Reads the parts of requests[i] for each i of `indices` through `client`, handing each to `each`. */
+  private async readInto(
+    client: Client,
+    requests: readonly ReadRequest[],
+    indices: readonly number[],
+    each: (i: number, parts: Part[], ticket: number) => void,
+  ): Promise<void> {
+    if (indices.length === 0) return;
+    const tracked = client === this.cacheReader ? this.options.cache?.tracked : undefined;
+    const ticket = tracked?.ticket() ?? 0;
+    try {
+      const parts = await this.calls(
+        indices.map((i) => (requests[i] as ReadRequest).key),
+        (hashes) => client.tbReadParts(hashes.length, ...hashes),
+      );
+      for (let j = 0; j < indices.length; j++) each(indices[j] as number, parts[j] as Part[], ticket);
+    } finally {
+      tracked?.done();
+    }
   }
 
   /** The stored fields behind read requests: numeric fields, and the members of each set field. */
   async readRaw(requests: readonly ReadRequest[]): Promise<RawTiles[]> {
-    const parts = await this.partsOf(requests.map((r) => r.key));
-    return requests.map((r, i) => this.parts.raw(r, parts[i] as Part[]));
+    const out = new Array<RawTiles>(requests.length);
+    await this.readInto(this.client, requests, [...requests.keys()], (i, parts) => {
+      out[i] = this.parts.raw(requests[i] as ReadRequest, parts);
+    });
+    return out;
   }
 }

@@ -110,7 +110,9 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
       features: o.features,
       namespace: config.namespace,
       ttlSeconds: Math.ceil((o.features.retentionMs + o.allowedLatenessMs) / 1000),
-      retentionMs: o.features.retentionMs,
+      // The online store answers the present: reads at or after the prune horizon (the slowest watermark, below
+      // which no event is admitted). History is the offline store's.
+      retentionMs: 0,
     });
     checkpoints = new ValkeyCheckpoints(valkey, groupId);
   } else {

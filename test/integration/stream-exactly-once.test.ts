@@ -15,6 +15,7 @@ import { EventSerde } from '../../src/events/serde.ts';
 import { EVENT_KINDS } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
+import { tileOf } from '../../src/features/window.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { openClickHouse } from '../../src/offline/clickhouse.ts';
 import type { Part } from '../../src/online/parts.ts';
@@ -86,14 +87,14 @@ async function runToEnd(ns: string, dir: string): Promise<void> {
 }
 
 /**
- * Where the group may prune below: its slowest partition's newest event time, minus the lateness and the retention
- * (as the stream computes it). Also the per-partition progress itself, which both runs must agree on.
+ * Where the group may prune below: its slowest partition's newest event time, minus the lateness (as the stream
+ * computes it). Also the per-partition progress itself, which both runs must agree on.
  */
 async function pruneLine(ns: string) {
   const stored = await valkey.hgetall(`tb:{seq|${ns}tributary-stream}|progress`);
   const progress = Object.fromEntries(Object.entries(stored).map(([p, t]) => [p.slice(ns.length), t]));
   const slowest = Math.min(...Object.values(progress).map(Number));
-  return { progress, before: slowest - LATENESS_MS - features.retentionMs };
+  return { progress, before: slowest - LATENESS_MS };
 }
 
 /** Per entity name and series id: the series (its tile width and longest window). */
@@ -122,7 +123,7 @@ async function onlineState(ns: string, before: number): Promise<Record<string, u
         const live: unknown[] = [];
         for (let i = 0; i < pairs.length; i += 2) {
           const tile = pairs[i] as number;
-          if (x && (tile + x.maxTiles) * x.tileMs < before) continue;
+          if (x && tile < tileOf(before, x.tileMs) - x.maxTiles) continue;
           const v = pairs[i + 1];
           live.push(tile, Array.isArray(v) ? [...v].sort() : v);
         }
