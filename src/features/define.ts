@@ -18,14 +18,13 @@ export interface Ratio {
 }
 
 /**
- * How online stores keep a group's windows (storage only: the features mean the same either way).
+ * How the in-process store (MemoryStore) keeps a group's windows, and how a read plan names them (storage only: the
+ * features mean the same either way; Valkey keeps tiles in parts whatever this says, see online/parts.ts).
  * - 'totals' (default): each window's total as read in each tile. A read takes one field per window; an update
- *   touches every tile of each window. Valkey keeps one hash per stored field holding every entity: for
- *   candidate-side entities, read ~100 at once per ranking.
- * - 'entity-totals': the same totals in one hash per entity: for entities a ranking reads a few dozen of, too
- *   numerous for hashes that hold them all (user×category).
- * - 'tiles': each tile once, in one hash per entity. A read sums the window's tiles; an update touches one field.
- *   For numerous entities read once per ranking (users), where the totals' writes and memory would dominate.
+ *   touches every tile of each window.
+ * - 'entity-totals': the same totals (for entities a ranking reads a few dozen of, such as user×category).
+ * - 'tiles': each tile once. A read sums the window's tiles; an update touches one field (users: numerous, read
+ *   once per ranking).
  */
 export type OnlineLayout = 'totals' | 'entity-totals' | 'tiles';
 
