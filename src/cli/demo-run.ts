@@ -114,7 +114,7 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
   const verdicts = new Map<string, number>();
   for (const v of (await stream.metrics.events.get()).values)
     verdicts.set(String(v.labels.verdict), (verdicts.get(String(v.labels.verdict)) ?? 0) + v.value);
-  const tiles = await scalar(ch, 'SELECT count() FROM feature_tiles');
+  const tiles = await scalar(ch, 'SELECT sum(length(tile_fields)) FROM feature_tile_batches');
   say(
     `  ${fmt(streamed)} events in ${streamSeconds.toFixed(1)} s (${fmt(streamed / streamSeconds)} events/s): ` +
       [...verdicts].map(([k, n]) => `${fmt(n)} ${k}`).join(', '),

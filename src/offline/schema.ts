@@ -70,29 +70,32 @@ SETTINGS ${DEDUP_WINDOW}`,
   os LowCardinality(String),${RECORD_COLUMNS}
 )${EVENT_TABLE_TAIL}`,
 
-  // Tile deltas as written per batch: 'incr' rows add up, 'max' rows take the maximum. Plain MergeTree (every
-  // batch's row is kept); a retried batch is kept out by the insert deduplication token, not by merges.
-  `CREATE TABLE IF NOT EXISTS feature_tiles (
+  // Tile deltas as written per batch, one row per entity and batch (its fields, values and ops side by side: a
+  // row per tile cost the embedded engine more than everything else the stream inserts). 'incr' values add up, 'max'
+  // values take the maximum. Plain MergeTree (every batch's row is kept); a retried batch is kept out by the insert
+  // deduplication token, not by merges.
+  `CREATE TABLE IF NOT EXISTS feature_tile_batches (
   entity String COMMENT 'entity key, e.g. ad:ad-7',
-  field String COMMENT 'series id : tile index, e.g. 0.60:29401234',
-  value Int64,
-  op LowCardinality(String) COMMENT 'incr | max',
+  tile_fields Array(String) COMMENT 'per value, its series id : tile index, e.g. 0.60:29401234',
+  tile_values Array(Int64),
+  tile_ops Array(Enum8('incr' = 1, 'max' = 2)),
   batch String COMMENT 'topic/partition/firstOffset-lastOffset that wrote the row',
   written_at DateTime64(3, 'UTC')
 )
 ENGINE = MergeTree
-ORDER BY (entity, field)
+ORDER BY entity
 SETTINGS ${DEDUP_WINDOW}`,
 
   // Each tile's value now, as the online store holds it (for the features that are sums/counts/maxima).
-  `CREATE VIEW IF NOT EXISTS feature_tiles_current AS
+  `CREATE OR REPLACE VIEW feature_tiles_current AS
 SELECT
   entity,
   field,
-  op,
+  toString(op) AS op,
   if(op = 'max', max(value), sum(value)) AS value,
   max(written_at) AS written_at
-FROM feature_tiles
+FROM feature_tile_batches
+ARRAY JOIN tile_fields AS field, tile_values AS value, tile_ops AS op
 GROUP BY entity, field, op`,
 ];
 
@@ -103,7 +106,7 @@ export async function ensureOfflineSchema(client: ClickHouseClient): Promise<voi
 
 /** Empties the tables the stream writes (the embedded default rebuilds them from the file log on each start). */
 export async function clearStreamTables(client: ClickHouseClient): Promise<void> {
-  for (const table of ['impressions', 'clicks', 'feature_tiles', 'served_vectors']) {
+  for (const table of ['impressions', 'clicks', 'feature_tile_batches', 'served_vectors']) {
     await client.command({ query: `TRUNCATE TABLE IF EXISTS ${table}` });
   }
 }

@@ -27,12 +27,15 @@ export type ClickRow = RecordedRow<AdClick>;
 
 export type TileOp = 'incr' | 'max';
 
-/** One tile update of one batch: a delta for 'incr', a candidate maximum for 'max'. `written_at` is epoch ms. */
+/**
+ * One entity's tile updates of one batch: per field, a delta ('incr') or a candidate maximum ('max'). `written_at`
+ * is epoch ms.
+ */
 export interface TileRow {
   entity: string;
-  field: string;
-  value: number;
-  op: TileOp;
+  fields: string[];
+  values: number[];
+  ops: TileOp[];
   batch: string;
   written_at: number;
 }
@@ -89,6 +92,12 @@ function tsv(s: string): string {
   return /[\\\t\n\r\0]/.test(s) ? s.replace(/[\\\t\n\r\0]/g, (c) => ESCAPES[c] as string) : s;
 }
 
+/**
+ * An Array(String) as a TabSeparated field: quoted elements with backslash escapes (the engine reads an array's
+ * text in one pass: its elements are not field-escaped first).
+ */
+const textArray = (xs: readonly string[]) => `[${xs.map((x) => `'${tsv(x).replace(/'/g, "\\'")}'`).join(',')}]`;
+
 /** Nullable columns as TabSeparated fields (\N for null). */
 const optText = (v: string | null | undefined) => (v == null ? '\\N' : tsv(v));
 const optNumber = (v: number | null | undefined) => (v == null ? '\\N' : String(v));
@@ -120,15 +129,16 @@ const ROWS: {
       `${tsv(r.event_id)}\t${dateTime64(r.event_time)}\t${tsv(r.impression_id)}\t${dateTime64(r.impression_time)}\t${tsv(r.user_id)}\t${tsv(r.ad_id)}\t${tsv(r.campaign_id)}\t${tsv(r.advertiser_id)}\t${tsv(r.category)}\t${tsv(r.publisher_id)}\t${tsv(r.device)}\t${tsv(r.os)}\t${coordinates(r)}\t${r.verdict}`,
   },
   tiles: {
-    columns: 'entity, field, value, op, batch, written_at',
-    line: (r) => `${tsv(r.entity)}\t${tsv(r.field)}\t${r.value}\t${r.op}\t${tsv(r.batch)}\t${dateTime64(r.written_at)}`,
+    columns: 'entity, tile_fields, tile_values, tile_ops, batch, written_at',
+    line: (r) =>
+      `${tsv(r.entity)}\t${textArray(r.fields)}\t[${r.values.join(',')}]\t${textArray(r.ops)}\t${tsv(r.batch)}\t${dateTime64(r.written_at)}`,
   },
 };
 
 const TABLE: { [T in keyof OfflineBatch]-?: string } = {
   impressions: 'impressions',
   clicks: 'clicks',
-  tiles: 'feature_tiles',
+  tiles: 'feature_tile_batches',
   served: 'served_vectors',
 };
 
@@ -164,14 +174,25 @@ export class OfflineSink {
 }
 
 /**
- * feature_tiles rows for a batch's merged updates. Set members (the distinct-count features) are not recorded:
- * feature_tiles holds numbers only, and distinct counts can be recomputed exactly from the event tables.
+ * feature_tile_batches rows for a batch's merged updates: one per entity. Set members (the distinct-count features)
+ * are not recorded: the table holds numbers only, and distinct counts can be recomputed exactly from the event tables.
  */
 export function tileRowsOf(updates: TileBatch, batch: string, writtenAt: number = Date.now()): TileRow[] {
   const rows: TileRow[] = [];
   for (const [entity, u] of updates.entities) {
-    for (const [field, value] of u.incr) rows.push({ entity, field, value, op: 'incr', batch, written_at: writtenAt });
-    for (const [field, value] of u.max) rows.push({ entity, field, value, op: 'max', batch, written_at: writtenAt });
+    if (u.incr.size + u.max.size === 0) continue;
+    const row: TileRow = { entity, fields: [], values: [], ops: [], batch, written_at: writtenAt };
+    for (const [field, value] of u.incr) {
+      row.fields.push(field);
+      row.values.push(value);
+      row.ops.push('incr');
+    }
+    for (const [field, value] of u.max) {
+      row.fields.push(field);
+      row.values.push(value);
+      row.ops.push('max');
+    }
+    rows.push(row);
   }
   return rows;
 }

@@ -14,6 +14,7 @@ import {
   dateTime64,
   type ImpressionRow,
   OfflineSink,
+  type TileOp,
   type TileRow,
   tileRowsOf,
 } from '../../src/offline/sink.ts';
@@ -70,18 +71,26 @@ function click(offset: number): ClickRow {
 
 const tile = (entity: string, field: string, value: number, op: 'incr' | 'max', batch: string): TileRow => ({
   entity,
-  field,
-  value,
-  op,
+  fields: [field],
+  values: [value],
+  ops: [op],
   batch,
   written_at: T0,
+});
+
+/** A tile row as the table gives it back (its columns' names). */
+const stored = ({ fields, values, ops, ...rest }: TileRow) => ({
+  ...rest,
+  tile_fields: fields,
+  tile_values: values,
+  tile_ops: ops,
 });
 
 const ms = (c: string) => `toUnixTimestamp64Milli(${c}) AS ${c}`;
 const TIMES: Record<string, string[]> = {
   impressions: ['event_time', 'ingest_time'],
   clicks: ['event_time', 'impression_time', 'ingest_time'],
-  feature_tiles: ['written_at'],
+  feature_tile_batches: ['written_at'],
   served_vectors: ['event_time', 'ingest_time'],
 };
 
@@ -130,7 +139,7 @@ describe('offline store on the embedded ClickHouse engine', () => {
     });
     expect(await rs.json()).toEqual([
       { name: 'clicks', engine: 'ReplacingMergeTree', sorting_key: 'ad_id, event_time, topic, partition, offset' },
-      { name: 'feature_tiles', engine: 'MergeTree', sorting_key: 'entity, field' },
+      { name: 'feature_tile_batches', engine: 'MergeTree', sorting_key: 'entity' },
       { name: 'feature_tiles_current', engine: 'View', sorting_key: '' },
       { name: 'impressions', engine: 'ReplacingMergeTree', sorting_key: 'ad_id, event_time, topic, partition, offset' },
       { name: 'served_vectors', engine: 'ReplacingMergeTree', sorting_key: 'topic, partition, offset' },
@@ -149,8 +158,12 @@ describe('offline store on the embedded ClickHouse engine', () => {
     ];
     const clicks = [click(0), { ...click(1), impression_id: odd }];
     const tiles = [
-      tile('ad:ad-0', '0.60:29401234', 3, 'incr', 'b1'),
-      tile('ad:ad-0', '1.60:29401234', T0, 'max', 'b1'),
+      {
+        ...tile('ad:ad-0', '0.60:29401234', 3, 'incr', 'b1'),
+        fields: ['0.60:29401234', '1.60:29401234', "odd 'field' \\ \t"],
+        values: [3, T0, -1],
+        ops: ['incr', 'max', 'incr'] as TileOp[],
+      },
       tile(`user:${odd}`, '2.60:29401234', -5, 'incr', 'b1'),
     ];
     const served = [{ ...impression(3), vector: Float64Array.from([0.1, 1e-7, 3, 0.1 + 0.2, -2.5e300]) }].map(
@@ -168,7 +181,7 @@ describe('offline store on the embedded ClickHouse engine', () => {
     await new OfflineSink(client).writeBatch('b1', { impressions, clicks, tiles, served });
     expect(await rows('impressions', 'offset')).toEqual(impressions);
     expect(await rows('clicks', 'offset')).toEqual(clicks);
-    expect(await rows('feature_tiles', 'field')).toEqual(tiles);
+    expect(await rows('feature_tile_batches', 'entity')).toEqual(tiles.map(stored));
     expect(await rows('served_vectors', 'offset')).toEqual(served.map((r) => ({ ...r, vector: [...r.vector] })));
   });
 
@@ -193,7 +206,7 @@ describe('offline store on the embedded ClickHouse engine', () => {
     // Without FINAL: the second insert was dropped by insert deduplication, not collapsed later by a merge.
     expect(await count('impressions')).toBe(2);
     expect(await count('clicks')).toBe(1);
-    expect(await count('feature_tiles')).toBe(1);
+    expect(await count('feature_tile_batches')).toBe(1);
     expect(await count('impressions', true)).toBe(2);
     // The token is per table: the same id on different tables doesn't collide (all three were written once).
   });
@@ -227,7 +240,7 @@ describe('offline store on the embedded ClickHouse engine', () => {
     b1.max('ad:ad-7', '2.60:100', T0 + 1);
     b1.sadd('ad:ad-7', '3.60:100', 'u-1');
     const tiles1 = tileRowsOf(b1, 'impressions/0/0-9', T0);
-    expect(tiles1).toHaveLength(2); // merged per field; sets are not tiles
+    expect(tiles1.map((r) => r.fields)).toEqual([['0.60:100', '2.60:100']]); // merged per field; sets are not tiles
     const b2 = new TileBatch();
     b2.incr('ad:ad-7', '0.60:100', 10);
     b2.max('ad:ad-7', '2.60:100', T0 + 2);
@@ -257,9 +270,9 @@ describe('offline store on the embedded ClickHouse engine', () => {
       clicks: [],
       tiles: [tile('e', 'f', 1, 'incr', 'b1')],
     });
-    const other = { ...tile('e', 'f', 2, 'incr', 'manual'), written_at: '2026-01-15 12:00:00.123' };
-    await client.insert({ table: 'feature_tiles', values: [other], format: 'JSONEachRow' });
-    expect(await count('feature_tiles')).toBe(2);
+    const other = { ...stored(tile('e', 'f', 2, 'incr', 'manual')), written_at: '2026-01-15 12:00:00.123' };
+    await client.insert({ table: 'feature_tile_batches', values: [other], format: 'JSONEachRow' });
+    expect(await count('feature_tile_batches')).toBe(2);
   });
 
   it('keeps the data for a new client on the same dir, in this process and in another one', async () => {
