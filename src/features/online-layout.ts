@@ -1,5 +1,6 @@
-// How online stores keep the features: each numeric window in stored fields of blocks of tiles (the group's
-// OnlineLayout), and how a tile update maps onto them. Storage only: the features mean the same in every layout.
+// Stored fields: each numeric window in blocks of tiles (the group's OnlineLayout), and how a tile update maps onto
+// them. The in-process store keeps these; a read plan names them, and Valkey's parts answer them from tiles.
+// Storage only: the features mean the same in every layout.
 
 import { getOrCreate } from '../util/map.ts';
 import type { CompiledGroup, Series } from './compile.ts';
