@@ -3,6 +3,7 @@
 // it here beside it; the pure core (src/features) only plans reads and makes updates.
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
+import type { Part } from './parts.ts';
 
 /** Answers read requests: the online store's read side (Valkey, or in-process for the embedded default). */
 export interface FeatureReader {
@@ -25,14 +26,7 @@ export interface TileWriter {
   forget(source: string): void;
 }
 
-/** One entity's stored tiles, as read for a served-vector overlay (see streams/served.ts). */
-export interface RawTiles {
-  key: string;
-  fields: (readonly [string, number | null])[];
-  sets: (readonly [string, string[]])[];
-}
-
-/** Reads the stored fields behind read requests as they are (for a served-vector overlay, streams/served.ts). */
-export interface RawReader {
-  readRaw(requests: readonly ReadRequest[]): Promise<RawTiles[]>;
+/** Reads entities' parts as they are (for a served-vector overlay, streams/served.ts). */
+export interface PartReader {
+  readParts(keys: readonly string[]): Promise<Part[][]>;
 }

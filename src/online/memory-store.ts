@@ -1,61 +1,65 @@
-// The in-process online store: the embedded default, and the backfill's reference replay state. Same updates,
-// layout and reads as the Valkey store, held in Maps.
+// The in-process online store: the embedded default, a served-vector overlay, and tests' reference state. The same
+// parts as the Valkey store (parts.ts), held in Maps: per entity, a part per source partition (and one, "", for
+// updates made through UpdateSink directly).
 import type { FeatureSet } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
 import type { UpdateSink } from '../features/update.ts';
-import { getOrCreate } from '../util/map.ts';
-import type { FeatureReader, RawTiles, TileWriter } from './contract.ts';
+import type { FeatureReader, PartReader, TileWriter } from './contract.ts';
+import { emptyPart, type Part, PartLayout } from './parts.ts';
 
-export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
-  /** Last batch end offset applied per entity and source, as the Valkey store keeps it. */
-  private readonly applied = new Map<string, number>();
-  private readonly hashes = new Map<string, Map<string, number>>();
-  private readonly sets = new Map<string, Map<string, Set<string>>>();
+const NONE: Part[] = [];
 
-  constructor(private readonly features: FeatureSet) {}
+export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartReader {
+  private readonly layout: PartLayout;
+  /** Per entity key, its parts by source. */
+  private readonly entities = new Map<string, Map<string, Part>>();
+
+  constructor(features: FeatureSet) {
+    this.layout = new PartLayout(features);
+  }
+
+  private part(key: string, source: string): Part {
+    let parts = this.entities.get(key);
+    if (parts === undefined) {
+      parts = new Map();
+      this.entities.set(key, parts);
+    }
+    let part = parts.get(source);
+    if (part === undefined) {
+      part = emptyPart();
+      parts.set(source, part);
+    }
+    return part;
+  }
 
   incr(key: string, field: string, delta: number): void {
-    const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
-    this.features.layout.forEachStoredRun(key, field, (prefix, first, count) => {
-      for (let r = first; r < first + count; r++) h.set(prefix + r, (h.get(prefix + r) ?? 0) + delta);
-    });
+    this.layout.add(this.part(key, ''), field, delta);
   }
 
   max(key: string, field: string, value: number): void {
-    const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
-    this.features.layout.forEachStoredRun(key, field, (prefix, first, count) => {
-      for (let r = first; r < first + count; r++) {
-        const cur = h.get(prefix + r);
-        if (cur === undefined || value > cur) h.set(prefix + r, value);
-      }
-    });
+    this.layout.raise(this.part(key, ''), field, value);
   }
 
   sadd(key: string, field: string, member: string): void {
-    const byField = getOrCreate(this.sets, key, () => new Map<string, Set<string>>());
-    getOrCreate(byField, field, () => new Set<string>()).add(member);
+    this.layout.addMembers(this.part(key, ''), field, [member]);
   }
 
-  /** Sets a stored field to a value (loading a snapshot of another store). */
-  load(key: string, field: string, value: number): void {
-    getOrCreate(this.hashes, key, () => new Map<string, number>()).set(field, value);
+  /** Holds another store's parts of entity `key` (read only: updates here go to this store's own part). */
+  hold(key: string, parts: readonly Part[]): void {
+    const held = this.entities.get(key) ?? new Map<string, Part>();
+    parts.forEach((p, i) => {
+      held.set(`@${i}`, p);
+    });
+    this.entities.set(key, held);
   }
 
   applyBatch(batch: TileBatch, source: string, endOffset: number): Promise<void> {
     for (const [key, u] of batch.entities) {
-      const marker = `${key}@${source}`;
-      if ((this.applied.get(marker) ?? -1) >= endOffset) continue;
-      // Merged per stored field, as the Valkey store writes a batch.
-      const h = getOrCreate(this.hashes, key, () => new Map<string, number>());
-      this.features.layout.forEachStoredSegment(key, u.incr, 'add', (prefix, first, count, value) => {
-        for (let r = first; r < first + count; r++) h.set(prefix + r, (h.get(prefix + r) ?? 0) + value);
-      });
-      this.features.layout.forEachStoredSegment(key, u.max, 'max', (prefix, first, count, value) => {
-        for (let r = first; r < first + count; r++) h.set(prefix + r, Math.max(value, h.get(prefix + r) ?? value));
-      });
-      for (const [f, members] of u.sets) for (const m of members) this.sadd(key, f, m);
-      this.applied.set(marker, endOffset);
+      const part = this.part(key, source);
+      if (part.o >= endOffset) continue; // already applied (a replay)
+      this.layout.apply(part, u);
+      part.o = endOffset;
     }
     return Promise.resolve();
   }
@@ -63,38 +67,20 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter {
   /** Nothing to read again: this store is the only copy. */
   forget(): void {}
 
-  readSync(requests: readonly ReadRequest[]): ReadResult[] {
-    return requests.map((r) => {
-      const h = this.hashes.get(r.key);
-      const s = this.sets.get(r.key);
-      return {
-        values: r.fields.map((f) => h?.get(f) ?? null),
-        setCounts: r.sets.map((fields) => {
-          if (!s) return 0;
-          const union = new Set<string>();
-          for (const f of fields) for (const m of s.get(f) ?? []) union.add(m);
-          return union.size;
-        }),
-      };
-    });
+  private partsOf(key: string): Part[] {
+    const parts = this.entities.get(key);
+    return parts ? [...parts.values()] : NONE;
   }
 
-  /** The stored fields themselves, as ValkeyStore.readRaw returns them (for served-vector recording). */
-  readRaw(requests: readonly ReadRequest[]): Promise<RawTiles[]> {
-    return Promise.resolve(
-      requests.map((r) => {
-        const h = this.hashes.get(r.key);
-        const s = this.sets.get(r.key);
-        return {
-          key: r.key,
-          fields: r.fields.map((f) => [f, h?.get(f) ?? null] as const),
-          sets: [...new Set(r.sets.flat())].map((f) => [f, [...(s?.get(f) ?? [])]] as const),
-        };
-      }),
-    );
+  readSync(requests: readonly ReadRequest[]): ReadResult[] {
+    return requests.map((r) => this.layout.answer(r, this.partsOf(r.key)));
   }
 
   read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {
     return Promise.resolve(this.readSync(requests));
+  }
+
+  readParts(keys: readonly string[]): Promise<Part[][]> {
+    return Promise.resolve(keys.map((k) => this.partsOf(k)));
   }
 }

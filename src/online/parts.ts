@@ -7,7 +7,6 @@ import type { FeatureSet, Series } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { EntityUpdates } from '../features/tile-batch.ts';
 import { tileOf } from '../features/window.ts';
-import type { RawTiles } from './contract.ts';
 
 /** One source partition's tiles of one entity, as stored (JSON). */
 export interface Part {
@@ -75,28 +74,37 @@ export class PartLayout {
 
   /** Adds one batch's updates of an entity to its part. */
   apply(part: Part, u: EntityUpdates): void {
-    for (const [field, delta] of u.incr) {
-      const { id, tile } = this.tile(field);
-      part.n[id] ??= [];
-      const pairs = part.n[id];
-      const at = slot(pairs, tile, 0);
-      pairs[at + 1] = (pairs[at + 1] as number) + delta;
-    }
-    for (const [field, value] of u.max) {
-      const { id, tile } = this.tile(field);
-      part.n[id] ??= [];
-      const pairs = part.n[id];
-      const at = slot(pairs, tile, value);
-      if (value > (pairs[at + 1] as number)) pairs[at + 1] = value;
-    }
-    for (const [field, members] of u.sets) {
-      const { id, tile } = this.tile(field);
-      part.s[id] ??= [];
-      const pairs = part.s[id];
-      const at = slot(pairs, tile, [] as string[]);
-      const held = pairs[at + 1] as string[];
-      for (const m of members) if (!held.includes(m)) held.push(m);
-    }
+    for (const [field, delta] of u.incr) this.add(part, field, delta);
+    for (const [field, value] of u.max) this.raise(part, field, value);
+    for (const [field, members] of u.sets) this.addMembers(part, field, members);
+  }
+
+  /** Adds `delta` to tile `field` ("<series>:<tile>") of a part. */
+  add(part: Part, field: string, delta: number): void {
+    const { id, tile } = this.tile(field);
+    part.n[id] ??= [];
+    const pairs = part.n[id];
+    const at = slot(pairs, tile, 0);
+    pairs[at + 1] = (pairs[at + 1] as number) + delta;
+  }
+
+  /** Raises tile `field` of a part to `value` (the latest event time). */
+  raise(part: Part, field: string, value: number): void {
+    const { id, tile } = this.tile(field);
+    part.n[id] ??= [];
+    const pairs = part.n[id];
+    const at = slot(pairs, tile, value);
+    if (value > (pairs[at + 1] as number)) pairs[at + 1] = value;
+  }
+
+  /** Adds members to the set of tile `field` of a part. */
+  addMembers(part: Part, field: string, members: Iterable<string>): void {
+    const { id, tile } = this.tile(field);
+    part.s[id] ??= [];
+    const pairs = part.s[id];
+    const at = slot(pairs, tile, [] as string[]);
+    const held = pairs[at + 1] as string[];
+    for (const m of members) if (!held.includes(m)) held.push(m);
   }
 
   /**
@@ -138,16 +146,6 @@ export class PartLayout {
       return union.size;
     });
     return { values, setCounts };
-  }
-
-  /** The stored fields and sets behind `r`, as a served-vector overlay loads them (streams/served.ts). */
-  raw(r: ReadRequest, parts: readonly Part[]): RawTiles {
-    const { values } = this.answer({ key: r.key, fields: r.fields, sets: [] }, parts);
-    return {
-      key: r.key,
-      fields: r.fields.map((f, i) => [f, values[i] as number | null] as const),
-      sets: [...new Set(r.sets.flat())].map((f) => [f, [...membersOf(parts, this.tile(f))]] as const),
-    };
   }
 }
 

@@ -7,7 +7,7 @@ import type { Cluster, Redis } from 'iovalkey';
 import type { FeatureSet } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
-import type { FeatureReader, RawTiles, TileWriter } from './contract.ts';
+import type { FeatureReader, PartReader, TileWriter } from './contract.ts';
 import { emptyPart, type Part, PartLayout } from './parts.ts';
 import { TrackedReadCache } from './read-cache.ts';
 
@@ -39,7 +39,7 @@ export interface ValkeyStoreOptions {
   cache?: { tracked: TrackedReadCache; entities: ReadonlySet<string> };
 }
 
-export class ValkeyStore implements FeatureReader, TileWriter {
+export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
   private readonly client: Client;
   /** The read cache's (tracked) connection: what a cached read misses is read through it, the rest not. */
   private readonly cacheReader: Client | undefined;
@@ -260,11 +260,12 @@ export class ValkeyStore implements FeatureReader, TileWriter {
     }
   }
 
-  /** The stored fields behind read requests: numeric fields, and the members of each set field. */
-  async readRaw(requests: readonly ReadRequest[]): Promise<RawTiles[]> {
-    const out = new Array<RawTiles>(requests.length);
-    await this.readInto(this.client, requests, [...requests.keys()], (i, parts) => {
-      out[i] = this.parts.raw(requests[i] as ReadRequest, parts);
+  /** Every part of each entity, as stored (for a served-vector overlay). */
+  async readParts(keys: readonly string[]): Promise<Part[][]> {
+    const out = new Array<Part[]>(keys.length);
+    const requests = keys.map((key) => ({ key, fields: [], sets: [] }));
+    await this.readInto(this.client, requests, [...keys.keys()], (i, parts) => {
+      out[i] = parts;
     });
     return out;
   }

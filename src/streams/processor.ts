@@ -22,7 +22,7 @@ export interface LogMessage {
 export type { KafkaCoordinates as Coordinates } from '../offline/sink.ts';
 
 import type { KafkaCoordinates as Coordinates } from '../offline/sink.ts';
-import type { RawReader } from '../online/contract.ts';
+import type { PartReader } from '../online/contract.ts';
 
 export type Recorded<E> = E & Coordinates & { verdict: Verdict };
 
@@ -84,7 +84,7 @@ export async function processBatch(
   serde: EventSerde,
   admission: Admission,
   /** When given, record the vector each applied impression would have been served (see served.ts). */
-  served?: RawReader,
+  served?: PartReader,
   /** How far an event time may run ahead of its message's log timestamp (DEFAULT_MAX_CLOCK_SKEW_MS). */
   maxClockSkewMs = DEFAULT_MAX_CLOCK_SKEW_MS,
 ): Promise<BatchOutcome> {

@@ -8,7 +8,7 @@ import { Admission } from '../features/admission.ts';
 import type { FeatureSet } from '../features/compile.ts';
 import type { Source } from '../features/define.ts';
 import { type OfflineBatch, tileRowsOf } from '../offline/sink.ts';
-import type { RawReader, TileWriter } from '../online/contract.ts';
+import type { PartReader, TileWriter } from '../online/contract.ts';
 import type { CheckpointStore, Intent } from './checkpoint.ts';
 import { DEFAULT_DEAD_LETTER_BYTES, packDeadLetters } from './dead-letters.ts';
 import type { EventLog, LogBatchPayload, LogConsumer, LogProducer, OutMessage } from './event-log.ts';
@@ -52,7 +52,7 @@ export interface StreamDeps {
   online: TileWriter;
   offline?: OfflineWriter;
   /** Record the vector each applied impression would have been served, read from here (for parity checks). */
-  served?: RawReader;
+  served?: PartReader;
   checkpoints: CheckpointStore;
   metrics: StreamMetrics;
   log: Logger;
