@@ -6,7 +6,6 @@ import type { AdClick, AdImpression } from '../events/types.ts';
 import { Assembler, type Finish, finishOf } from './assemble.ts';
 import type { Aggregation, FeatureGroup, Source } from './define.ts';
 import type { KeyFields } from './entities.ts';
-import { StoredLayout } from './online-layout.ts';
 import { type Op, opOf } from './ops/index.ts';
 import type { ReadPlan, ReadResult } from './read-plan.ts';
 import { ReadPlanner } from './read-plan.ts';
@@ -40,7 +39,7 @@ export interface Slot {
   readonly series: number;
   readonly window: Window;
   readonly feature: number;
-  /** Numeric series: tiles per stored field (the whole window, or 1: the group's OnlineLayout). */
+  /** Numeric series: tiles per read field (the whole window: a read asks one total per window). */
   readonly block: number;
   /**
    * Where a read answers this window: numeric series, values[at, at + window.tiles / block) (its stored fields);
@@ -83,8 +82,7 @@ function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGro
     for (const w of agg.windows) {
       const s = series.findIndex((x) => x.agg === agg && x.tileMs === w.tileMs);
       slotOf.set(`${agg.name}/${w.name}`, slots.length);
-      const block = group.online === 'tiles' ? 1 : w.tiles;
-      slots.push({ series: s, window: w, feature: features.length, block, at: 0 });
+      slots.push({ series: s, window: w, feature: features.length, block: w.tiles, at: 0 });
       features.push({
         name: `${group.entity.name}__${agg.name}_${w.name}`,
         entity: group.entity.name,
@@ -132,7 +130,7 @@ function compileGroup(group: FeatureGroup, features: FeatureSpec[]): CompiledGro
 
 /**
  * The compiled feature set: the single meaning of every feature, for streaming, backfill and scoring. Its jobs live
- * in modules of their own (update.ts, online-layout.ts, read-plan.ts, assemble.ts); it holds them together.
+ * in modules of their own (update.ts, read-plan.ts, assemble.ts); it holds them together.
  */
 export class FeatureSet {
   readonly features: readonly FeatureSpec[];
@@ -145,8 +143,6 @@ export class FeatureSet {
   readonly groups: readonly CompiledGroup[];
   /** Per source, the series its events update, grouped by group in group order. */
   readonly bySource: Record<Source, readonly { group: number; index: number; series: Series }[]>;
-  /** The online stores' fields: the stored prefixes and the runs an update touches (online-layout.ts). */
-  readonly layout: StoredLayout;
   private readonly updater: EventUpdater;
   private readonly planner: ReadPlanner;
   private readonly assembler: Assembler;
@@ -169,12 +165,10 @@ export class FeatureSet {
     });
     this.bySource = bySource;
     this.updater = new EventUpdater(this.groups, bySource);
-    this.layout = new StoredLayout(this.groups);
     this.planner = new ReadPlanner(this.groups);
     this.assembler = new Assembler(this.groups, features.length);
     this.retentionMs = Math.max(...this.groups.flatMap((g) => g.series.map((s) => (s.maxTiles + 1) * s.tileMs)));
-    // The online layout is storage, not meaning: models and training sets stay valid across it.
-    const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name, online: undefined })));
+    const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name })));
     this.version = createHash('sha256').update(canonical).digest('hex').slice(0, 12);
   }
 

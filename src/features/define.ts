@@ -17,23 +17,11 @@ export interface Ratio {
   readonly prior: { readonly rate: number; readonly weight: number };
 }
 
-/**
- * How the in-process store (MemoryStore) keeps a group's windows, and how a read plan names them (storage only: the
- * features mean the same either way; Valkey keeps tiles in parts whatever this says, see online/parts.ts).
- * - 'totals' (default): each window's total as read in each tile. A read takes one field per window; an update
- *   touches every tile of each window.
- * - 'entity-totals': the same totals (for entities a ranking reads a few dozen of, such as user×category).
- * - 'tiles': each tile once. A read sums the window's tiles; an update touches one field (users: numerous, read
- *   once per ranking).
- */
-export type OnlineLayout = 'totals' | 'entity-totals' | 'tiles';
-
 export interface FeatureGroup {
   readonly entity: Entity;
   readonly description: string;
   readonly aggregations: readonly Aggregation[];
   readonly ratios: readonly Ratio[];
-  readonly online: OnlineLayout;
 }
 
 export const ratio = (name: string, numerator: string, denominator: string, prior: Ratio['prior']): Ratio => ({
@@ -45,7 +33,7 @@ export const ratio = (name: string, numerator: string, denominator: string, prio
 
 export function groupBy(
   entity: Entity,
-  spec: { description: string; aggregations: Aggregation[]; ratios?: Ratio[]; online?: OnlineLayout },
+  spec: { description: string; aggregations: Aggregation[]; ratios?: Ratio[] },
 ): FeatureGroup {
   const byName = new Map(spec.aggregations.map((a) => [a.name, a]));
   if (byName.size !== spec.aggregations.length) throw new Error(`${entity.name}: aggregation names must be unique`);
@@ -61,6 +49,5 @@ export function groupBy(
     description: spec.description,
     aggregations: spec.aggregations,
     ratios: spec.ratios ?? [],
-    online: spec.online ?? 'totals',
   };
 }

@@ -26,7 +26,6 @@ export const DEFAULT_GROUPS = [
   groupBy(entities.advertiser, { description: 'Advertiser-level performance', ...traffic([W24h, W7d]) }),
   groupBy(entities.user, {
     description: 'How much this user sees and clicks, and how varied their exposure is',
-    online: 'tiles', // the most numerous entity, read once per ranking
     aggregations: [
       ...traffic([W1h, W24h, W7d]).aggregations,
       distinct('distinct_ads', 'impression', 'ad_id', [W1h, W24h]),
@@ -37,8 +36,6 @@ export const DEFAULT_GROUPS = [
   groupBy(entities.userCategory, {
     description: "The user's affinity for the ad's category",
     ...traffic([W24h, W7d]),
-    // Numerous; a ranking reads its candidates' categories (≈ 24 of 100 candidates): one field per window each.
-    online: 'entity-totals',
   }),
   groupBy(entities.publisher, { description: 'Placement quality of the site or app', ...traffic([W1h, W24h]) }),
   groupBy(entities.adPublisher, { description: 'How this ad does on this placement', ...traffic([W24h, W7d]) }),

@@ -4,7 +4,6 @@
 import { getOrCreate } from '../util/map.ts';
 import type { CompiledGroup, Series } from './compile.ts';
 import { entityKey, type KeyFields } from './entities.ts';
-import { storedPrefix } from './online-layout.ts';
 import { firstTile, tileOf } from './window.ts';
 
 /** One entity's reads at one time: numeric fields (null when absent) and unions of sets to count. */
@@ -40,6 +39,11 @@ interface Layout {
    */
   requests: Map<string, unknown>;
   kept: number;
+}
+
+/** A read field's name prefix, "<series>.<block>:": the field "<prefix><r>" is the total of tiles r - block … r - 1. */
+export function storedPrefix(s: Series, block: number): string {
+  return `${s.id}.${block}:`;
 }
 
 /** A request a layout keeps, with where the plan that last took it has it (no lookup to deduplicate). */

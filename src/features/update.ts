@@ -7,8 +7,8 @@ import { entityKey } from './entities.ts';
 import { tileOf } from './window.ts';
 
 /**
- * Where tile updates go. Keys are entity keys; fields are "<series>:<tile>". Online stores keep them in the online
- * layout instead (StoredLayout.forEachStoredRun); the offline store records them as they are.
+ * Where tile updates go. Keys are entity keys; fields are "<series>:<tile>". Online stores keep them in parts
+ * (online/parts.ts); the offline store records them as they are.
  */
 export interface UpdateSink {
   incr(key: string, field: string, delta: number): void;

@@ -35,11 +35,3 @@ export function tileOf(time: number, tileMs: number): number {
 export function firstTile(t: number, w: Window): number {
   return tileOf(t, w.tileMs) - w.tiles;
 }
-
-/**
- * The same rule seen from a tile: the read tiles whose window holds tile `tile` are [tile + 1, tile + w.tiles].
- * Online stores keep windows in blocks ending at read tiles (StoredLayout.forEachStoredRun); returns the first one.
- */
-export function firstReadTile(tile: number): number {
-  return tile + 1;
-}

@@ -8,7 +8,6 @@ import { EventSerde } from '../../src/events/serde.ts';
 import { type AdImpression, EVENT_KINDS } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
-import { TileBatch } from '../../src/features/tile-batch.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
 import {
@@ -75,25 +74,5 @@ describe('tributary stream', () => {
       const hit = letters.find((l) => l.value?.equals(b.value));
       expect(hit?.reason).toMatch(b.why);
     }
-  }, 180_000);
-
-  it('computes the same features whatever the online layout: every group kept in tiles', async () => {
-    // Storage, not meaning: the same definitions with one hash of tiles per entity (no field hashes to prune).
-    const tiles = new FeatureSet(DEFAULT_GROUPS.map((g) => ({ ...g, online: 'tiles' as const })));
-    expect(tiles.version).toBe(features.version);
-    const at = `${ns}tiles.`;
-    const serde = new EventSerde(createRegistryClient(REGISTRY_URL));
-    await serde.prepare(EVENT_KINDS);
-    const scenario = { seed: 22, days: 2, impressionsPerDay: 2000, lateShare: 0.02, duplicateShare: 0.02 };
-    const { log, sent } = await publishScenario(kafka, serde, at, scenario);
-    const { service, online } = testStream(kafka, valkey, tiles, at, { maxBatch: 300 });
-    await service.start();
-    await until('the stream to process every message', () => service.processed >= sent);
-    await service.stop();
-    const ref = await referenceState(await readPartitions(kafka, at, sent), at, tiles, serde);
-    const contexts = log.filter((r) => r.record.kind === 'impression').map((r) => r.record.event as AdImpression);
-    await expectSameVectors(tiles, contexts, online, ref.store);
-    // A batch past a prune horizon (the stream may have finished before it knew one): nothing to prune, no error.
-    await online.applyBatch(new TileBatch(), `${at}ad_impressions/0`, sent, Date.now());
   }, 180_000);
 });

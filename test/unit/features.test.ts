@@ -64,89 +64,80 @@ describe('feature set', () => {
     expect(fs.assemble(later.plan, later.results)[0]![since]).toBe(fs.assemble(a.plan, a.results)[0]![since]! + 30);
   });
 
-  // The online layout is storage only: both must read the same.
-  const layouts = [
-    ['as defined', DEFAULT_GROUPS],
-    ['every group in tiles', DEFAULT_GROUPS.map((g) => ({ ...g, online: 'tiles' as const }))],
-  ] as const;
-  it.for(layouts)(
-    'matches a brute-force evaluation of the definitions on generated traffic (%s)',
-    { timeout: 30_000 },
-    async ([, groups]) => {
-      const fs = new FeatureSet(groups);
-      const log = generate({
-        seed: 5,
-        days: 2,
-        impressionsPerDay: 4000,
-        users: 300,
-        ads: 60,
-        lateShare: 0,
-        duplicateShare: 0,
-      });
-      const events = log.map((r) => r.record).filter((r) => r.kind === 'impression' || r.kind === 'click') as {
-        kind: 'impression' | 'click';
-        event: AdImpression | AdClick;
-      }[];
-      const store = new MemoryStore(fs);
-      for (const { kind, event } of events) fs.apply(kind, event, store);
-      // The same events in batches, each written merged per stored field (as the stream writes Valkey).
-      const batched = new MemoryStore(fs);
-      for (let i = 0; i < events.length; i += 700) {
-        const batch = new TileBatch();
-        for (const { kind, event } of events.slice(i, i + 700)) fs.apply(kind, event, batch);
-        await batched.applyBatch(batch, 'p', i);
-      }
+  it('matches a brute-force evaluation of the definitions on generated traffic', { timeout: 30_000 }, async () => {
+    const fs = new FeatureSet(DEFAULT_GROUPS);
+    const log = generate({
+      seed: 5,
+      days: 2,
+      impressionsPerDay: 4000,
+      users: 300,
+      ads: 60,
+      lateShare: 0,
+      duplicateShare: 0,
+    });
+    const events = log.map((r) => r.record).filter((r) => r.kind === 'impression' || r.kind === 'click') as {
+      kind: 'impression' | 'click';
+      event: AdImpression | AdClick;
+    }[];
+    const store = new MemoryStore(fs);
+    for (const { kind, event } of events) fs.apply(kind, event, store);
+    // The same events in batches, each written merged per stored field (as the stream writes Valkey).
+    const batched = new MemoryStore(fs);
+    for (let i = 0; i < events.length; i += 700) {
+      const batch = new TileBatch();
+      for (const { kind, event } of events.slice(i, i + 700)) fs.apply(kind, event, batch);
+      await batched.applyBatch(batch, 'p', i);
+    }
 
-      const byEntity = new Map<string, typeof events>();
-      for (const r of events) {
-        for (const g of DEFAULT_GROUPS) {
-          const k = entityKey(g.entity, r.event);
-          getOrCreate(byEntity, k, () => [] as typeof events).push(r);
-        }
+    const byEntity = new Map<string, typeof events>();
+    for (const r of events) {
+      for (const g of DEFAULT_GROUPS) {
+        const k = entityKey(g.entity, r.event);
+        getOrCreate(byEntity, k, () => [] as typeof events).push(r);
       }
-      const probes = events
-        .filter((r) => r.kind === 'impression')
-        .filter((_, i) => i % 97 === 0)
-        .map((r) => r.event as AdImpression);
-      const plan = fs.plan(probes, 0);
-      expect(plan.requests.length).toBeGreaterThan(0);
-      for (const imp of probes) {
-        const t = imp.event_time + 123_456; // any read time
-        const p = fs.plan([imp], t);
-        const [v] = fs.assemble(p, store.readSync(p.requests));
-        expect(fs.assemble(p, batched.readSync(p.requests))[0]).toEqual(v);
-        fs.features.forEach((f, i) => {
-          const [entity, rest] = f.name.split('__') as [string, string];
-          const group = DEFAULT_GROUPS.find((g) => g.entity.name === entity)!;
-          const aggName = rest.slice(0, rest.lastIndexOf('_'));
-          const want = (name: string) => {
-            const agg = group.aggregations.find((a) => a.name === name)!;
-            const w = agg.windows.find((x) => x.name === f.window)!;
-            const end = Math.floor(t / w.tileMs) * w.tileMs;
-            const start = end - w.lengthMs;
-            const hits = (byEntity.get(entityKey(group.entity, imp)) ?? []).filter(
-              (r) => r.kind === agg.source && r.event.event_time >= start && r.event.event_time < end,
+    }
+    const probes = events
+      .filter((r) => r.kind === 'impression')
+      .filter((_, i) => i % 97 === 0)
+      .map((r) => r.event as AdImpression);
+    const plan = fs.plan(probes, 0);
+    expect(plan.requests.length).toBeGreaterThan(0);
+    for (const imp of probes) {
+      const t = imp.event_time + 123_456; // any read time
+      const p = fs.plan([imp], t);
+      const [v] = fs.assemble(p, store.readSync(p.requests));
+      expect(fs.assemble(p, batched.readSync(p.requests))[0]).toEqual(v);
+      fs.features.forEach((f, i) => {
+        const [entity, rest] = f.name.split('__') as [string, string];
+        const group = DEFAULT_GROUPS.find((g) => g.entity.name === entity)!;
+        const aggName = rest.slice(0, rest.lastIndexOf('_'));
+        const want = (name: string) => {
+          const agg = group.aggregations.find((a) => a.name === name)!;
+          const w = agg.windows.find((x) => x.name === f.window)!;
+          const end = Math.floor(t / w.tileMs) * w.tileMs;
+          const start = end - w.lengthMs;
+          const hits = (byEntity.get(entityKey(group.entity, imp)) ?? []).filter(
+            (r) => r.kind === agg.source && r.event.event_time >= start && r.event.event_time < end,
+          );
+          if (agg.op === 'count') return hits.length;
+          if (agg.op === 'sum')
+            return (
+              hits.reduce((s, r) => s + Math.round(((r.event as AdImpression)[agg.column] ?? 0) * agg.scale), 0) /
+              agg.scale
             );
-            if (agg.op === 'count') return hits.length;
-            if (agg.op === 'sum')
-              return (
-                hits.reduce((s, r) => s + Math.round(((r.event as AdImpression)[agg.column] ?? 0) * agg.scale), 0) /
-                agg.scale
-              );
-            if (agg.op === 'distinct') return new Set(hits.map((r) => r.event[agg.column])).size;
-            const latest = Math.max(...hits.map((r) => r.event.event_time));
-            return hits.length ? (t - latest) / 1000 : w.lengthMs / 1000;
-          };
-          let expected: number;
-          if (f.kind === 'ratio') {
-            const r = group.ratios.find((x) => x.name === aggName)!;
-            expected = (want(r.numerator) + r.prior.rate * r.prior.weight) / (want(r.denominator) + r.prior.weight);
-            expect(v![i], f.name).toBeCloseTo(expected, 12);
-          } else {
-            expect(v![i], f.name).toBe(want(aggName));
-          }
-        });
-      }
-    },
-  );
+          if (agg.op === 'distinct') return new Set(hits.map((r) => r.event[agg.column])).size;
+          const latest = Math.max(...hits.map((r) => r.event.event_time));
+          return hits.length ? (t - latest) / 1000 : w.lengthMs / 1000;
+        };
+        let expected: number;
+        if (f.kind === 'ratio') {
+          const r = group.ratios.find((x) => x.name === aggName)!;
+          expected = (want(r.numerator) + r.prior.rate * r.prior.weight) / (want(r.denominator) + r.prior.weight);
+          expect(v![i], f.name).toBeCloseTo(expected, 12);
+        } else {
+          expect(v![i], f.name).toBe(want(aggName));
+        }
+      });
+    }
+  });
 });
