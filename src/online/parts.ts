@@ -109,11 +109,10 @@ export class PartLayout {
 
   /**
    * Drops entity `key`'s tiles no read at or after `before` can ask for (a read at tile r sums tiles r - n … r - 1
-   * of an n-tile window); returns whether anything is left.
+   * of an n-tile window).
    */
-  prune(key: string, part: Part, before: number): boolean {
+  prune(key: string, part: Part, before: number): void {
     const series = this.seriesOf(key);
-    let left = false;
     for (const kind of [part.n, part.s] as Record<string, unknown[]>[])
       for (const id of Object.keys(kind)) {
         const s = series.get(id);
@@ -124,12 +123,8 @@ export class PartLayout {
           while (drop < pairs.length && (pairs[drop] as number) < first) drop += 2;
         } else drop = pairs.length; // a series no longer defined
         if (drop === pairs.length) delete kind[id];
-        else {
-          if (drop > 0) pairs.splice(0, drop);
-          left = true;
-        }
+        else if (drop > 0) pairs.splice(0, drop);
       }
-    return left;
   }
 
   /** The answer to `r` from the entity's parts: each stored field's total (or latest), each set union's size. */

@@ -102,7 +102,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
     const missing: string[] = [];
     for (const key of batch.entities.keys()) if (!held.has(key)) missing.push(key);
     if (missing.length > 0) {
-      const loaded = await this.calls(missing, (keys) => this.client.tbLoadParts(keys.length, ...keys, source));
+      const loaded = await this.calls(missing, (hashes) => this.client.tbLoadParts(hashes.length, ...hashes, source));
       missing.forEach((key, i) => {
         held.set(key, (loaded[i] as Part | null) ?? emptyPart());
         this.heldCount++;
@@ -123,20 +123,9 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
       values.push(JSON.stringify(part));
     }
     const ttl = this.options.ttlSeconds;
-    const calls: Promise<unknown>[] = [];
-    const step = this.client.isCluster ? 1 : CALL_KEYS;
-    for (let i = 0; i < keys.length; i += step)
-      calls.push(
-        this.client.tbWriteParts(
-          Math.min(step, keys.length - i),
-          ...keys.slice(i, i + step),
-          source,
-          endOffset,
-          ttl,
-          ...values.slice(i, i + step),
-        ),
-      );
-    await Promise.all(calls);
+    await this.chunks(keys.length, (from, to) =>
+      this.client.tbWriteParts(to - from, ...keys.slice(from, to), source, endOffset, ttl, ...values.slice(from, to)),
+    );
     if (this.heldCount > MAX_HELD_PARTS) this.letGo(held);
   }
 
@@ -150,13 +139,25 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
       }
   }
 
-  /** One script over many entities' hashes, in calls of a bounded size; the JSON answers in entity order. */
-  private async calls(entities: readonly string[], call: (keys: string[]) => Promise<string>): Promise<unknown[]> {
+  /** Calls over items [0, n) in slices of a bounded size (one item each on a Cluster: a call's keys share a slot). */
+  private chunks<T>(n: number, call: (from: number, to: number) => Promise<T>): Promise<T[]> {
     const step = this.client.isCluster ? 1 : CALL_KEYS;
-    const replies: Promise<string>[] = [];
-    for (let i = 0; i < entities.length; i += step)
-      replies.push(call(entities.slice(i, i + step).map((k) => this.entityHash(k))));
-    return (await Promise.all(replies)).flatMap((r) => JSON.parse(r) as unknown[]);
+    const calls: Promise<T>[] = [];
+    for (let from = 0; from < n; from += step) calls.push(call(from, Math.min(n, from + step)));
+    return Promise.all(calls);
+  }
+
+  /** One script over entities' hashes, answering a JSON array each call: the answers in entity order. */
+  private async calls(entities: readonly string[], call: (hashes: string[]) => Promise<string>): Promise<unknown[]> {
+    const replies = await this.chunks(entities.length, (from, to) =>
+      call(entities.slice(from, to).map((k) => this.entityHash(k))),
+    );
+    return replies.flatMap((r) => JSON.parse(r) as unknown[]);
+  }
+
+  /** Every part of each entity, read through `client`. */
+  private fetch(client: Client, keys: readonly string[]): Promise<Part[][]> {
+    return this.calls(keys, (hashes) => client.tbReadParts(hashes.length, ...hashes)) as Promise<Part[][]>;
   }
 
   /** Cached entities being read now, by entity key: a concurrent read of one waits for it. */
@@ -194,79 +195,57 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
       if (kept === undefined) missed.push(i);
       else out[i] = kept.answers.get(r.fields) ?? TrackedReadCache.remember(kept, r, this.parts.answer(r, kept.parts));
     }
+    const answer = (i: number, parts: Part[]) => {
+      out[i] = this.parts.answer(requests[i] as ReadRequest, parts);
+    };
+    const keyOf = (i: number) => (requests[i] as ReadRequest).key;
+    const reads: Promise<unknown>[] = [];
+    if (direct.length > 0)
+      reads.push(
+        this.fetch(this.client, direct.map(keyOf)).then((all) => {
+          all.forEach((p, j) => {
+            answer(direct[j] as number, p);
+          });
+        }),
+      );
     // A missed entity already being read (by a concurrent ranking) is not read again: its read is awaited.
     const reading: number[] = [];
-    const waits: Promise<void>[] = [];
     for (const i of missed) {
-      const r = requests[i] as ReadRequest;
-      const pending = this.reading.get(r.key);
+      const pending = this.reading.get(keyOf(i));
       if (pending === undefined) reading.push(i);
-      else
-        waits.push(
-          pending.then((parts) => {
-            out[i] = this.parts.answer(r, parts);
-          }),
-        );
+      else reads.push(pending.then((parts) => answer(i, parts)));
     }
-    const got = new Map<number, Part[]>();
-    const read =
-      tracked && this.cacheReader
-        ? this.readInto(this.cacheReader, requests, reading, (i, parts, ticket) => {
-            got.set(i, parts);
-            const r = requests[i] as ReadRequest;
-            const kept = tracked.put(r.key, parts, ticket);
-            const answer = this.parts.answer(r, parts);
-            out[i] = kept ? TrackedReadCache.remember(kept, r, answer) : answer;
-          })
-        : undefined;
-    if (read)
-      for (const i of reading) {
-        const key = (requests[i] as ReadRequest).key;
-        const parts = read.then(() => got.get(i) ?? []);
+    if (tracked && this.cacheReader && reading.length > 0) {
+      const keys = reading.map(keyOf);
+      // Taken before the read is sent; kept open until its answers are put.
+      const ticket = tracked.ticket();
+      const fetched = this.fetch(this.cacheReader, keys);
+      keys.forEach((key, j) => {
+        const parts = fetched.then((all) => all[j] as Part[]);
         this.reading.set(key, parts);
-        parts.then(
-          () => this.reading.delete(key),
-          () => this.reading.delete(key),
-        );
-      }
-    await Promise.all([
-      this.readInto(this.client, requests, direct, (i, parts) => {
-        out[i] = this.parts.answer(requests[i] as ReadRequest, parts);
-      }),
-      read,
-      ...waits,
-    ]);
-    return out;
-  }
-
-  /** Reads the parts of requests[i] for each i of `indices` through `client`, handing each to `each`. */
-  private async readInto(
-    client: Client,
-    requests: readonly ReadRequest[],
-    indices: readonly number[],
-    each: (i: number, parts: Part[], ticket: number) => void,
-  ): Promise<void> {
-    if (indices.length === 0) return;
-    const tracked = client === this.cacheReader ? this.options.cache?.tracked : undefined;
-    const ticket = tracked?.ticket() ?? 0;
-    try {
-      const parts = await this.calls(
-        indices.map((i) => (requests[i] as ReadRequest).key),
-        (hashes) => client.tbReadParts(hashes.length, ...hashes),
+        const settled = () => this.reading.delete(key);
+        parts.then(settled, settled);
+      });
+      reads.push(
+        fetched
+          .then((all) =>
+            reading.forEach((i, j) => {
+              const parts = all[j] as Part[];
+              const r = requests[i] as ReadRequest;
+              const kept = tracked.put(r.key, parts, ticket);
+              const got = this.parts.answer(r, parts);
+              out[i] = kept ? TrackedReadCache.remember(kept, r, got) : got;
+            }),
+          )
+          .finally(() => tracked.done()),
       );
-      for (let j = 0; j < indices.length; j++) each(indices[j] as number, parts[j] as Part[], ticket);
-    } finally {
-      tracked?.done();
     }
+    await Promise.all(reads);
+    return out;
   }
 
   /** Every part of each entity, as stored (for a served-vector overlay). */
-  async readParts(keys: readonly string[]): Promise<Part[][]> {
-    const out = new Array<Part[]>(keys.length);
-    const requests = keys.map((key) => ({ key, fields: [], sets: [] }));
-    await this.readInto(this.client, requests, [...keys.keys()], (i, parts) => {
-      out[i] = parts;
-    });
-    return out;
+  readParts(keys: readonly string[]): Promise<Part[][]> {
+    return this.fetch(this.client, keys);
   }
 }
