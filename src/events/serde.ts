@@ -22,7 +22,7 @@ interface Reader {
 export class EventSerde {
   private readonly writers = new Map<EventKind, { id: number; type: avro.Type }>();
   /** Per (kind, writer schema id): how to read that writer's bytes as our reader schema, or why we cannot. */
-  private readonly readers = new Map<string, Reader | string>();
+  private readonly readers = new Map<EventKind, Map<number, Reader | string>>();
 
   constructor(
     readonly client: Client,
@@ -57,22 +57,53 @@ export class EventSerde {
   async decode<K extends EventKind>(kind: K, buf: Buffer | null, clock?: Clock): Promise<EventByKind[K]> {
     const id = schemaIdOf(buf);
     if (typeof id === 'string') throw new BadEventError(id);
-    const reader = await this.reader(kind, id);
+    return this.read(kind, id, await this.reader(kind, id), buf as Buffer, clock ?? this.now());
+  }
+
+  /** Looks up the readers of the messages' schema ids (once per new id), so decodeResolved can run on them. */
+  async resolve(kind: EventKind, messages: readonly { value: Buffer | null }[]): Promise<void> {
+    const known = this.readers.get(kind);
+    let last = -1;
+    for (const m of messages) {
+      const id = schemaIdOf(m.value);
+      if (typeof id === 'string' || id === last) continue;
+      last = id;
+      if (!known?.has(id)) await this.reader(kind, id);
+    }
+  }
+
+  /**
+   * decode() for bytes whose schema id resolve() has looked up: synchronous. The event time may run ahead of `now`
+   * (the message's timestamp) by at most `maxFutureMs`.
+   */
+  decodeResolved<K extends EventKind>(kind: K, buf: Buffer | null, now: number, maxFutureMs: number): EventByKind[K] {
+    const id = schemaIdOf(buf);
+    if (typeof id === 'string') throw new BadEventError(id);
+    const reader = this.readers.get(kind)?.get(id);
+    if (reader === undefined) throw new Error(`schema id ${id} not resolved: call resolve() first`);
+    return this.read(kind, id, reader, buf as Buffer, { now, maxFutureMs });
+  }
+
+  private read<K extends EventKind>(kind: K, id: number, reader: Reader | string, buf: Buffer, clock: Clock | number) {
     if (typeof reader === 'string') throw new BadEventError(reader);
     let event: EventByKind[K];
     try {
-      event = reader.type.fromBuffer((buf as Buffer).subarray(HEADER_LENGTH), reader.resolver) as EventByKind[K];
+      event = reader.type.fromBuffer(buf.subarray(HEADER_LENGTH), reader.resolver) as EventByKind[K];
     } catch (err) {
       throw new BadEventError(`undecodable Avro body for schema id ${id}: ${(err as Error).message}`);
     }
-    const invalid = validateEvent(kind, event, clock ?? this.now());
+    const invalid = validateEvent(kind, event, clock);
     if (invalid) throw new BadEventError(`invalid ${kind}: ${invalid}`);
     return event;
   }
 
   private async reader(kind: EventKind, id: number): Promise<Reader | string> {
-    const key = `${kind}:${id}`;
-    const cached = this.readers.get(key);
+    let known = this.readers.get(kind);
+    if (!known) {
+      known = new Map();
+      this.readers.set(kind, known);
+    }
+    const cached = known.get(id);
     if (cached) return cached;
     let result: Reader | string;
     try {
@@ -91,7 +122,7 @@ export class EventSerde {
       if (status !== 404 && !(err instanceof Error && /not found/i.test(err.message))) throw err;
       result = `unknown schema id ${id}`;
     }
-    this.readers.set(key, result);
+    known.set(id, result);
     return result;
   }
 }

@@ -7,35 +7,25 @@ import { entityKey } from './entities.ts';
 import { tileOf } from './window.ts';
 
 /**
- * Where tile updates go. Keys are entity keys; fields are "<series>:<tile>". Online stores keep them in parts
- * (online/parts.ts); the offline store records them as they are.
+ * Where tile updates go: one event's value for one tile of one series of an entity (by entity key). Online stores
+ * fold it into their parts (online/parts.ts) by the series' op merge; the offline store records the batch's merged
+ * updates.
  */
 export interface UpdateSink {
-  incr(key: string, field: string, delta: number): void;
-  max(key: string, field: string, value: number): void;
-  /** Adds a member to the set named `field` of entity `key`. */
-  sadd(key: string, field: string, member: string): void;
+  /** Folds `value` (a number, or a member for 'union' ops) into tile `tile` of `series` of entity `key`. */
+  update(key: string, series: Series, tile: number, value: number | string): void;
 }
 
-/** Writes the tile updates admitted events make, remembering each series' last field name (events come in runs). */
+/** Writes the tile updates admitted events make. */
 export class EventUpdater {
-  private readonly lastTile: Record<Source, Float64Array>;
-  private readonly lastField: Record<Source, string[]>;
-
   constructor(
     private readonly groups: readonly CompiledGroup[],
     private readonly bySource: Record<Source, readonly { group: number; series: Series }[]>,
-  ) {
-    const tiles = (n: number) => new Float64Array(n).fill(Number.NaN);
-    this.lastTile = { impression: tiles(bySource.impression.length), click: tiles(bySource.click.length) };
-    this.lastField = { impression: [], click: [] };
-  }
+  ) {}
 
   /** Writes the tile updates one admitted event of `source` makes into `sink`. */
   apply(source: Source, e: AdImpression | AdClick, sink: UpdateSink): void {
     const entries = this.bySource[source];
-    const lastTile = this.lastTile[source];
-    const lastField = this.lastField[source];
     let lastGroup = -1;
     let key = '';
     for (let i = 0; i < entries.length; i++) {
@@ -44,18 +34,8 @@ export class EventUpdater {
         key = entityKey((this.groups[group] as CompiledGroup).group.entity, e);
         lastGroup = group;
       }
-      const update = series.op.update(series.agg, e);
-      if (update === null) continue;
-      const tile = tileOf(e.event_time, series.tileMs);
-      let field = lastField[i] as string;
-      if (lastTile[i] !== tile) {
-        field = `${series.id}:${tile}`;
-        lastTile[i] = tile;
-        lastField[i] = field;
-      }
-      if (typeof update === 'string') sink.sadd(key, field, update);
-      else if (series.op.merge === 'max') sink.max(key, field, update);
-      else sink.incr(key, field, update);
+      const value = series.op.update(series.agg, e);
+      if (value !== null) sink.update(key, series, tileOf(e.event_time, series.tileMs), value);
     }
   }
 }

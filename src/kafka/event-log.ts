@@ -52,6 +52,9 @@ export class KafkaEventLog implements EventLog {
   }
 }
 
+/** Partitions whose batches may be in hand at once (each partition's own batches stay in order). */
+const PARTITIONS_AT_ONCE = 4;
+
 export class KafkaLogConsumer implements LogConsumer {
   constructor(private readonly consumer: Consumer) {}
 
@@ -64,6 +67,8 @@ export class KafkaLogConsumer implements LogConsumer {
       // (advisory: lag monitoring and a fast start) never run ahead of the checkpoint.
       autoCommit: true,
       eachBatchAutoResolve: false,
+      // Batches of different partitions overlap: one computes while another waits on its writes.
+      partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
       eachBatch,
     });
   }

@@ -6,6 +6,7 @@ import { finished } from 'node:stream/promises';
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { AdClick, AdImpression } from '../events/types.ts';
 import type { Verdict } from '../features/admission.ts';
+import type { Series } from '../features/compile.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
 
 /**
@@ -174,24 +175,39 @@ export class OfflineSink {
 }
 
 /**
- * feature_tile_batches rows for a batch's merged updates: one per entity. Set members (the distinct-count features)
- * are not recorded: the table holds numbers only, and distinct counts can be recomputed exactly from the event tables.
+ * feature_tile_batches rows for a batch's updates: one per entity, each field ("<series>:<tile>") merged over the
+ * batch. Set members (the distinct-count features) are not recorded: the table holds numbers only, and distinct
+ * counts can be recomputed exactly from the event tables.
  */
 export function tileRowsOf(updates: TileBatch, batch: string, writtenAt: number = Date.now()): TileRow[] {
   const rows: TileRow[] = [];
+  const merged = new Map<Series, Map<number, number>>();
   for (const [entity, u] of updates.entities) {
-    if (u.incr.size + u.max.size === 0) continue;
+    merged.clear();
+    for (let i = 0; i < u.length; i += 3) {
+      const series = u[i] as Series;
+      const merge = series.op.merge;
+      if (merge === 'union') continue;
+      let tiles = merged.get(series);
+      if (tiles === undefined) {
+        tiles = new Map();
+        merged.set(series, tiles);
+      }
+      const tile = u[i + 1] as number;
+      const value = u[i + 2] as number;
+      const held = tiles.get(tile);
+      tiles.set(tile, held === undefined ? value : merge === 'add' ? held + value : Math.max(held, value));
+    }
+    if (merged.size === 0) continue;
     const row: TileRow = { entity, fields: [], values: [], ops: [], batch, written_at: writtenAt };
-    for (const [field, value] of u.incr) {
-      row.fields.push(field);
-      row.values.push(value);
-      row.ops.push('incr');
-    }
-    for (const [field, value] of u.max) {
-      row.fields.push(field);
-      row.values.push(value);
-      row.ops.push('max');
-    }
+    merged.forEach((tiles, series) => {
+      const op: TileOp = series.op.merge === 'add' ? 'incr' : 'max';
+      tiles.forEach((value, tile) => {
+        row.fields.push(`${series.id}:${tile}`);
+        row.values.push(value);
+        row.ops.push(op);
+      });
+    });
     rows.push(row);
   }
   return rows;

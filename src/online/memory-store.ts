@@ -1,7 +1,7 @@
 // The in-process online store: the embedded default, a served-vector overlay, and tests' reference state. The same
 // parts as the Valkey store (parts.ts), held in Maps: per entity, a part per source partition (and one, "", for
 // updates made through UpdateSink directly).
-import type { FeatureSet } from '../features/compile.ts';
+import type { FeatureSet, Series } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
 import type { UpdateSink } from '../features/update.ts';
@@ -33,16 +33,8 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartR
     return part;
   }
 
-  incr(key: string, field: string, delta: number): void {
-    this.layout.add(this.part(key, ''), field, delta);
-  }
-
-  max(key: string, field: string, value: number): void {
-    this.layout.raise(this.part(key, ''), field, value);
-  }
-
-  sadd(key: string, field: string, member: string): void {
-    this.layout.addMembers(this.part(key, ''), field, [member]);
+  update(key: string, series: Series, tile: number, value: number | string): void {
+    this.layout.fold(this.part(key, ''), series, tile, value);
   }
 
   /** Holds another store's parts of entity `key` (read only: updates here go to this store's own part). */

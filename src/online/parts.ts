@@ -27,28 +27,32 @@ interface StoredField {
   r: number;
 }
 
+/** A new tile's empty member list, replaced on its first member (slot() takes one value for every new tile). */
+const EMPTY_SET: string[] = [];
+
 /** Parsed names kept at most (then started over): read layouts repeat per tile, tile fields per batch. */
 const MAX_PARSED = 100_000;
 
 /** The parts of a feature set's entities: applying a batch's updates, pruning, and answering reads. */
 export class PartLayout {
   /** Per entity name, its numeric and distinct series by id. */
-  private readonly series = new Map<string, Map<string, Series>>();
+  private readonly series: { name: string; byId: Map<string, Series> }[] = [];
   private readonly tiles = new Map<string, { id: string; tile: number }>();
   private readonly stored = new Map<string, StoredField>();
 
   constructor(features: FeatureSet) {
     for (const g of features.groups)
-      this.series.set(g.group.entity.name, new Map(g.series.map((s) => [s.id, s] as const)));
+      this.series.push({ name: g.group.entity.name, byId: new Map(g.series.map((s) => [s.id, s] as const)) });
   }
 
   private seriesOf(key: string): Map<string, Series> {
-    const s = this.series.get(key.slice(0, key.indexOf(':')));
-    if (!s) throw new Error(`no feature group for entity ${key}`);
-    return s;
+    // Matched in place, not sliced: prune asks for every entity a batch writes.
+    const colon = key.indexOf(':');
+    for (const { name, byId } of this.series) if (name.length === colon && key.startsWith(name)) return byId;
+    throw new Error(`no feature group for entity ${key}`);
   }
 
-  /** A tile field "<series>:<tile>" parsed (remembered: a batch names the same few again and again). */
+  /** A tile field "<series>:<tile>" (a read's set fields) parsed, remembered: reads name the same few again and again. */
   private tile(field: string): { id: string; tile: number } {
     let p = this.tiles.get(field);
     if (p === undefined) {
@@ -74,37 +78,34 @@ export class PartLayout {
 
   /** Adds one batch's updates of an entity to its part. */
   apply(part: Part, u: EntityUpdates): void {
-    for (const [field, delta] of u.incr) this.add(part, field, delta);
-    for (const [field, value] of u.max) this.raise(part, field, value);
-    for (const [field, members] of u.sets) this.addMembers(part, field, members);
+    for (let i = 0; i < u.length; i += 3)
+      this.fold(part, u[i] as Series, u[i + 1] as number, u[i + 2] as number | string);
   }
 
-  /** Adds `delta` to tile `field` ("<series>:<tile>") of a part. */
-  add(part: Part, field: string, delta: number): void {
-    const { id, tile } = this.tile(field);
-    part.n[id] ??= [];
-    const pairs = part.n[id];
-    const at = slot(pairs, tile, 0);
-    pairs[at + 1] = (pairs[at + 1] as number) + delta;
-  }
-
-  /** Raises tile `field` of a part to `value` (the latest event time). */
-  raise(part: Part, field: string, value: number): void {
-    const { id, tile } = this.tile(field);
-    part.n[id] ??= [];
-    const pairs = part.n[id];
-    const at = slot(pairs, tile, value);
-    if (value > (pairs[at + 1] as number)) pairs[at + 1] = value;
-  }
-
-  /** Adds members to the set of tile `field` of a part. */
-  addMembers(part: Part, field: string, members: Iterable<string>): void {
-    const { id, tile } = this.tile(field);
-    part.s[id] ??= [];
-    const pairs = part.s[id];
-    const at = slot(pairs, tile, [] as string[]);
-    const held = pairs[at + 1] as string[];
-    for (const m of members) if (!held.includes(m)) held.push(m);
+  /** Folds one update into tile `tile` of `series` of a part, by the series' merge. */
+  fold(part: Part, series: Series, tile: number, value: number | string): void {
+    const merge = series.op.merge;
+    if (merge === 'union') {
+      part.s[series.id] ??= [];
+      const pairs = part.s[series.id] as (number | string[])[];
+      const at = slot(pairs, tile, EMPTY_SET);
+      let held = pairs[at + 1] as string[];
+      if (held === EMPTY_SET) {
+        held = [];
+        pairs[at + 1] = held;
+      }
+      if (!held.includes(value as string)) held.push(value as string);
+      return;
+    }
+    part.n[series.id] ??= [];
+    const pairs = part.n[series.id] as number[];
+    if (merge === 'add') {
+      const at = slot(pairs, tile, 0);
+      pairs[at + 1] = (pairs[at + 1] as number) + (value as number);
+    } else {
+      const at = slot(pairs, tile, value as number);
+      if ((value as number) > (pairs[at + 1] as number)) pairs[at + 1] = value as number;
+    }
   }
 
   /**
@@ -114,7 +115,7 @@ export class PartLayout {
   prune(key: string, part: Part, before: number): void {
     const series = this.seriesOf(key);
     for (const kind of [part.n, part.s] as Record<string, unknown[]>[])
-      for (const id of Object.keys(kind)) {
+      for (const id in kind) {
         const s = series.get(id);
         const pairs = kind[id] as unknown[];
         let drop = 0;
@@ -123,7 +124,11 @@ export class PartLayout {
           while (drop < pairs.length && (pairs[drop] as number) < first) drop += 2;
         } else drop = pairs.length; // a series no longer defined
         if (drop === pairs.length) delete kind[id];
-        else if (drop > 0) pairs.splice(0, drop);
+        else if (drop > 0) {
+          // In place (splice would allocate the dropped pairs).
+          pairs.copyWithin(0, drop);
+          pairs.length -= drop;
+        }
       }
   }
 
@@ -150,7 +155,8 @@ function slot<T>(pairs: (number | T)[], tile: number, empty: T): number {
   let at = pairs.length - 2;
   while (at >= 0 && (pairs[at] as number) > tile) at -= 2;
   if (at >= 0 && pairs[at] === tile) return at;
-  pairs.splice(at + 2, 0, tile, empty);
+  if (at + 2 === pairs.length) pairs.push(tile, empty);
+  else pairs.splice(at + 2, 0, tile, empty);
   return at + 2;
 }
 

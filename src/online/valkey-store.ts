@@ -20,6 +20,13 @@ const CALL_KEYS = 1000;
 /** Parts held in process, over all source partitions, past which the least recently written are let go. */
 const MAX_HELD_PARTS = 200_000;
 
+/** A part held in process, with the batch that last wrote it and the horizon it was last pruned at. */
+interface Held {
+  part: Part;
+  written: number;
+  pruned: number;
+}
+
 type Client = (Redis | Cluster) & {
   tbLoadParts(numKeys: number, ...args: (string | number)[]): Promise<string>;
   tbWriteParts(numKeys: number, ...args: (string | number)[]): Promise<number>;
@@ -46,8 +53,10 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
   private readonly prefix: string;
   private readonly parts: PartLayout;
   /** Per source partition written from this process: its parts as last written, by entity key (see forget). */
-  private readonly held = new Map<string, Map<string, Part>>();
+  private readonly held = new Map<string, Map<string, Held>>();
   private heldCount = 0;
+  /** Batches written so far: when each held part was last written. */
+  private writes = 0;
 
   constructor(
     client: Redis | Cluster,
@@ -96,28 +105,38 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
     source: string,
     endOffset: number,
     horizon: number,
-    held: Map<string, Part>,
+    held: Map<string, Held>,
   ): Promise<void> {
     const before = horizon > 0 ? horizon - this.options.retentionMs : 0;
     const missing: string[] = [];
     for (const key of batch.entities.keys()) if (!held.has(key)) missing.push(key);
+    // Kept here too: another partition's batch, written meanwhile, may let go of held ones.
+    const loaded = new Map<string, Held>();
     if (missing.length > 0) {
-      const loaded = await this.calls(missing, (hashes) => this.client.tbLoadParts(hashes.length, ...hashes, source));
+      const parts = await this.calls(missing, (hashes) => this.client.tbLoadParts(hashes.length, ...hashes, source));
       missing.forEach((key, i) => {
-        held.set(key, (loaded[i] as Part | null) ?? emptyPart());
-        this.heldCount++;
+        loaded.set(key, { part: (parts[i] as Part | null) ?? emptyPart(), written: 0, pruned: 0 });
       });
     }
     const keys: string[] = [];
     const values: string[] = [];
+    const now = ++this.writes;
     for (const [key, u] of batch.entities) {
-      const part = held.get(key) as Part;
-      // Most recently written last: the first ones are let go when too many are held.
-      held.delete(key);
-      held.set(key, part);
+      let h = held.get(key);
+      if (h === undefined) {
+        h = loaded.get(key) as Held;
+        held.set(key, h);
+        this.heldCount++;
+      }
+      h.written = now;
+      const part = h.part;
       if (part.o >= endOffset) continue; // already holds this batch (a replay after a crash)
       this.parts.apply(part, u);
-      if (before > 0) this.parts.prune(key, part, before);
+      // Once per horizon: no batch adds a tile below it (nothing is admitted there), so nothing new to drop.
+      if (before > h.pruned) {
+        this.parts.prune(key, part, before);
+        h.pruned = before;
+      }
       part.o = endOffset;
       keys.push(this.entityHash(key));
       values.push(JSON.stringify(part));
@@ -126,16 +145,20 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
     await this.chunks(keys.length, (from, to) =>
       this.client.tbWriteParts(to - from, ...keys.slice(from, to), source, endOffset, ttl, ...values.slice(from, to)),
     );
-    if (this.heldCount > MAX_HELD_PARTS) this.letGo(held);
+    if (this.heldCount > MAX_HELD_PARTS) this.letGo();
   }
 
-  /** Lets go of the least recently written parts, from this source first, down to three quarters of the bound. */
-  private letGo(first: Map<string, Part>): void {
-    for (const held of [first, ...this.held.values()])
-      for (const key of held.keys()) {
-        if (this.heldCount <= (MAX_HELD_PARTS * 3) / 4) return;
-        held.delete(key);
-        this.heldCount--;
+  /** Lets go of the least recently written parts (over all sources) down to three quarters of the bound. */
+  private letGo(): void {
+    const when: number[] = [];
+    for (const held of this.held.values()) for (const h of held.values()) when.push(h.written);
+    when.sort((x, y) => x - y);
+    const cut = when[Math.max(0, when.length - Math.floor((MAX_HELD_PARTS * 3) / 4))] ?? 0;
+    this.heldCount = 0;
+    for (const held of this.held.values())
+      for (const [key, h] of held) {
+        if (h.written < cut) held.delete(key);
+        else this.heldCount++;
       }
   }
 

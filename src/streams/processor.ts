@@ -70,6 +70,15 @@ export function sourceTopics(namespace: string): Record<Source, string> {
   return { impression: topicOf('impression', namespace), click: topicOf('click', namespace) };
 }
 
+export interface ProcessOptions {
+  /** When given, record the vector each applied impression would have been served, read from here (served.ts). */
+  served?: PartReader;
+  /** How far an event time may run ahead of its message's log timestamp (DEFAULT_MAX_CLOCK_SKEW_MS). */
+  maxClockSkewMs?: number;
+  /** Keep each event with its coordinates and verdict for the offline store (default true). */
+  recordEvents?: boolean;
+}
+
 /**
  * Processes messages of one partition, in offset order. Mutates `admission` (the partition's event-time state);
  * run it on the admission restored from the checkpoint at `messages[0]` to reproduce a batch exactly.
@@ -83,10 +92,7 @@ export async function processBatch(
   features: FeatureSet,
   serde: EventSerde,
   admission: Admission,
-  /** When given, record the vector each applied impression would have been served (see served.ts). */
-  served?: PartReader,
-  /** How far an event time may run ahead of its message's log timestamp (DEFAULT_MAX_CLOCK_SKEW_MS). */
-  maxClockSkewMs = DEFAULT_MAX_CLOCK_SKEW_MS,
+  { served, maxClockSkewMs = DEFAULT_MAX_CLOCK_SKEW_MS, recordEvents = true }: ProcessOptions = {},
 ): Promise<BatchOutcome> {
   const out: BatchOutcome = {
     firstOffset: Number(messages[0]?.offset),
@@ -99,41 +105,45 @@ export async function processBatch(
     newestEventTime: 0,
     served: [],
   };
-  // Decode everything first: a served-vector view must be loaded before the first update is applied.
-  const decoded: { m: LogMessage; coordinates: Coordinates; event?: AdImpression | AdClick }[] = [];
-  for (const m of messages) {
-    const coordinates: Coordinates = {
-      topic,
-      partition,
-      offset: Number(m.offset),
-      ingest_time: Number(m.timestamp),
-      batch_seq: batchSeq,
-    };
+  const coordinatesOf = (m: LogMessage): Coordinates => ({
+    topic,
+    partition,
+    offset: Number(m.offset),
+    ingest_time: Number(m.timestamp),
+    batch_seq: batchSeq,
+  });
+  // Decode everything first: a served-vector view must be loaded before the first update is applied. Schemas are
+  // looked up once per batch, so each message decodes synchronously.
+  await serde.resolve(source, messages);
+  const events = new Array<AdImpression | AdClick | undefined>(messages.length);
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i] as LogMessage;
     try {
       // Judged against the message's own timestamp, not this process's clock: every replay decides alike.
-      const clock = { now: messageTime(m), maxFutureMs: maxClockSkewMs };
-      decoded.push({ m, coordinates, event: (await serde.decode(source, m.value, clock)) as AdImpression | AdClick });
+      events[i] = serde.decodeResolved(source, m.value, messageTime(m), maxClockSkewMs) as AdImpression | AdClick;
     } catch (err) {
-      if (!(err instanceof BadEventError)) throw err; // e.g. registry unreachable: retry the batch, don't dead-letter
+      if (!(err instanceof BadEventError)) throw err;
       out.counts.invalid++;
-      out.deadLetters.push({ reason: err.reason, key: m.key, value: m.value, coordinates });
+      out.deadLetters.push({ reason: err.reason, key: m.key, value: m.value, coordinates: coordinatesOf(m) });
     }
   }
   const view =
     served && source === 'impression'
-      ? await ServedView.load(features, served, decoded.map((d) => d.event as AdImpression).filter(Boolean))
+      ? await ServedView.load(features, served, events.filter((e) => e !== undefined) as AdImpression[])
       : undefined;
   const sink = view ? new TeeSink(out.tiles, view.view) : out.tiles;
 
-  for (const { m, coordinates, event } of decoded) {
+  for (let i = 0; i < messages.length; i++) {
+    const event = events[i];
     if (!event) continue;
+    const m = messages[i] as LogMessage;
     const watermark = admission.watermark;
     const verdict = admission.admit(event.event_id, event.event_time);
     out.counts[verdict]++;
     if (verdict === 'applied') {
       if (view)
         out.served.push({
-          ...coordinates,
+          ...coordinatesOf(m),
           event_id: event.event_id,
           event_time: event.event_time,
           vector: view.vector(event as AdImpression),
@@ -146,12 +156,79 @@ export async function processBatch(
         reason: `late: event_time ${new Date(event.event_time).toISOString()} is ${behind}s behind the watermark (allowed lateness ${admission.allowedLatenessMs / 1000}s)`,
         key: m.key,
         value: m.value,
-        coordinates,
+        coordinates: coordinatesOf(m),
       });
     }
-    const row = { ...event, ...coordinates, verdict };
-    if (source === 'impression') out.impressions.push(row as Recorded<AdImpression>);
-    else out.clicks.push(row as Recorded<AdClick>);
+    if (!recordEvents) continue;
+    const offset = Number(m.offset);
+    const ingest = Number(m.timestamp);
+    // Written field by field, not spread: one object of a fixed shape per event.
+    if (source === 'impression')
+      out.impressions.push(impressionRow(event as AdImpression, topic, partition, offset, ingest, batchSeq, verdict));
+    else out.clicks.push(clickRow(event as AdClick, topic, partition, offset, ingest, batchSeq, verdict));
   }
   return out;
+}
+
+function impressionRow(
+  e: AdImpression,
+  topic: string,
+  partition: number,
+  offset: number,
+  ingest_time: number,
+  batch_seq: number,
+  verdict: Verdict,
+): Recorded<AdImpression> {
+  return {
+    event_id: e.event_id,
+    event_time: e.event_time,
+    request_id: e.request_id,
+    user_id: e.user_id,
+    ad_id: e.ad_id,
+    campaign_id: e.campaign_id,
+    advertiser_id: e.advertiser_id,
+    category: e.category,
+    publisher_id: e.publisher_id,
+    device: e.device,
+    os: e.os,
+    position: e.position,
+    bid: e.bid,
+    topic,
+    partition,
+    offset,
+    ingest_time,
+    batch_seq,
+    verdict,
+  };
+}
+
+function clickRow(
+  e: AdClick,
+  topic: string,
+  partition: number,
+  offset: number,
+  ingest_time: number,
+  batch_seq: number,
+  verdict: Verdict,
+): Recorded<AdClick> {
+  return {
+    event_id: e.event_id,
+    event_time: e.event_time,
+    impression_id: e.impression_id,
+    impression_time: e.impression_time,
+    user_id: e.user_id,
+    ad_id: e.ad_id,
+    campaign_id: e.campaign_id,
+    advertiser_id: e.advertiser_id,
+    category: e.category,
+    publisher_id: e.publisher_id,
+    device: e.device,
+    os: e.os,
+    topic,
+    partition,
+    offset,
+    ingest_time,
+    batch_seq,
+    verdict,
+  };
 }

@@ -256,8 +256,7 @@ export class StreamService {
           this.deps.features,
           this.deps.serde,
           st.admission,
-          this.deps.served,
-          this.options.maxClockSkewMs,
+          { served: this.deps.served, maxClockSkewMs: this.options.maxClockSkewMs, recordEvents: !!this.deps.offline },
         );
       } catch (err) {
         // Not the data's fault (e.g. the registry is down): start over from the checkpoint after a pause.

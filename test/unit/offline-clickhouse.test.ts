@@ -6,6 +6,8 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { Series } from '../../src/features/compile.ts';
+import type { Merge } from '../../src/features/ops/op.ts';
 import { TileBatch } from '../../src/features/tile-batch.ts';
 import { ClickHouseUnavailableError, openClickHouse } from '../../src/offline/clickhouse.ts';
 import { ensureOfflineSchema } from '../../src/offline/schema.ts';
@@ -233,18 +235,21 @@ describe('offline store on the embedded ClickHouse engine', () => {
     await open();
     await ensureOfflineSchema(client);
     const sink = new OfflineSink(client);
+    // Only a series' id and merge matter to the offline rows.
+    const series = (id: string, merge: Merge) => ({ id, op: { merge } }) as unknown as Series;
+    const [count, latest, members] = [series('0.60', 'add'), series('2.60', 'max'), series('3.60', 'union')];
     const b1 = new TileBatch();
-    b1.incr('ad:ad-7', '0.60:100', 2);
-    b1.incr('ad:ad-7', '0.60:100', 3);
-    b1.max('ad:ad-7', '2.60:100', T0 + 5);
-    b1.max('ad:ad-7', '2.60:100', T0 + 1);
-    b1.sadd('ad:ad-7', '3.60:100', 'u-1');
+    b1.update('ad:ad-7', count, 100, 2);
+    b1.update('ad:ad-7', count, 100, 3);
+    b1.update('ad:ad-7', latest, 100, T0 + 5);
+    b1.update('ad:ad-7', latest, 100, T0 + 1);
+    b1.update('ad:ad-7', members, 100, 'u-1');
     const tiles1 = tileRowsOf(b1, 'impressions/0/0-9', T0);
     expect(tiles1.map((r) => r.fields)).toEqual([['0.60:100', '2.60:100']]); // merged per field; sets are not tiles
     const b2 = new TileBatch();
-    b2.incr('ad:ad-7', '0.60:100', 10);
-    b2.max('ad:ad-7', '2.60:100', T0 + 2);
-    b2.incr('user:u-1', '0.60:100', 1);
+    b2.update('ad:ad-7', count, 100, 10);
+    b2.update('ad:ad-7', latest, 100, T0 + 2);
+    b2.update('user:u-1', count, 100, 1);
     const tiles2 = tileRowsOf(b2, 'impressions/0/10-19', T0 + 1000);
     const empty = { impressions: [], clicks: [] };
     await sink.writeBatch('impressions/0/0-9', { ...empty, tiles: tiles1 });
