@@ -6,13 +6,13 @@
 // service's `processed` counter, polled every 2 ms), events per CPU-second of this whole process (all threads,
 // the embedded ClickHouse's included), and the Valkey server's CPU time over the same interval (INFO cpu).
 //
-// Latency, once a consumer is caught up: fresh copies of generated impressions (event_time now), paced at
-// --latency-rate/s, each sent on its own. An event is online when its ad's hash in Valkey carries the
-// source-partition marker "@<topic>/<partition>" at or past the event's offset (known from the produce ack): the
-// store sets it in the same Lua call that applies the batch's tiles to that entity. A poller HGETs every pending
-// marker each millisecond (pipelined, on its own connection), so a sample is late by at most ~1 ms plus a round
-// trip. The baseline is delivery to the counting consumer, measured alone before the services start. All from
-// just before send().
+// Latency, once a consumer is caught up, at two paced rates (--latency-rate, default 200/s, and --paced-rate, default
+// 10,000/s): fresh copies of generated impressions (event_time now), open loop: each has a scheduled send time, and
+// every millisecond the ones due are sent in one request (round robin over the partitions, so each one's offset is
+// known from the ack). Latencies run from the scheduled time (a sender running late is counted, not hidden). An event
+// is online when the stream's write of a batch ending at or past its offset has been acknowledged by Valkey (the
+// store's applyBatch resolved; timed in process, no polling). The baseline is delivery to the counting consumer,
+// measured alone before the services start.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,13 +25,14 @@ import { EventSerde } from '../src/events/serde.ts';
 import { type AdImpression, EVENT_KINDS } from '../src/events/types.ts';
 import { FeatureSet } from '../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
-import { entities, entityKey } from '../src/features/entities.ts';
+import type { TileBatch } from '../src/features/tile-batch.ts';
 import { createKafka, ensureTopics, withAdmin } from '../src/kafka/client.ts';
 import { KafkaEventLog, KafkaLogProducer } from '../src/kafka/event-log.ts';
 import { EventPublisher } from '../src/kafka/publish.ts';
 import { openClickHouse } from '../src/offline/clickhouse.ts';
 import { ensureOfflineSchema } from '../src/offline/schema.ts';
 import { OfflineSink } from '../src/offline/sink.ts';
+import type { TileWriter } from '../src/online/contract.ts';
 import { ValkeyStore } from '../src/online/valkey-store.ts';
 import { ValkeyCheckpoints } from '../src/streams/checkpoint.ts';
 import { StreamMetrics } from '../src/streams/metrics.ts';
@@ -55,16 +56,18 @@ const VARIANTS = [
 ] as const;
 
 interface Latency {
-  /** ms from send() to: the produce ack, the counting consumer's delivery, the ad's marker visible in Valkey. */
+  /** Probes per second. */
+  rate: number;
+  /** ms from the scheduled send to: the produce ack, the counting consumer's delivery, the write in Valkey. */
   ack: number[];
   delivered: number[];
   visible: number[];
 }
 
 interface Settings {
-  /** Latency probes: how many, sent at what rate (per second). */
-  rate: number;
-  count: number;
+  /** Latency probes: at these rates (per second), for `seconds` each. */
+  rates: number[];
+  seconds: number;
   maxBatch: number;
 }
 
@@ -74,50 +77,42 @@ interface Phase extends Measured {
   valkeyCpuSeconds: number;
 }
 
-type Run = { phase: Phase; latency: Latency };
+type Run = { phase: Phase; latency: Latency[] };
 /** Batches the service finished (its batch_seconds histogram): how many, total ms. */
 type BatchStats = { count: number; ms: number };
 type StreamRun = Run & { batches: { throughput: BatchStats; latency: BatchStats } };
 
-/** Resolves each wait when a hash field reaches an offset: while any wait is pending, one pipelined round of
- * HGETs per millisecond. Rejects a wait after `timeoutMs`. */
-class MarkerPoller {
-  private readonly pending = new Set<{ key: string; field: string; offset: number; deadline: number; done: Settle }>();
-  private polling = false;
+/** Per source partition, when (performance.now()) each batch the stream wrote to Valkey ended, in order. */
+class WriteTimes implements TileWriter {
+  readonly ends = new Map<string, { offset: number; at: number }[]>();
 
-  constructor(
-    private readonly client: Valkey,
-    private readonly timeoutMs = 30_000,
-  ) {}
+  constructor(private readonly store: TileWriter) {}
 
-  wait(key: string, field: string, offset: number): Promise<number> {
-    return new Promise((resolve, reject) => {
-      const deadline = performance.now() + this.timeoutMs;
-      this.pending.add({ key, field, offset, deadline, done: { resolve, reject } });
-      if (!this.polling) void this.poll();
-    });
+  async applyBatch(batch: TileBatch, source: string, endOffset: number, horizon?: number): Promise<void> {
+    await this.store.applyBatch(batch, source, endOffset, horizon);
+    const at = performance.now();
+    const ends = this.ends.get(source) ?? [];
+    this.ends.set(source, ends);
+    ends.push({ offset: endOffset, at });
   }
 
-  private async poll(): Promise<void> {
-    this.polling = true;
-    while (this.pending.size > 0) {
-      const round = [...this.pending];
-      const values = await Promise.all(round.map((p) => this.client.hget(p.key, p.field).catch(() => null)));
-      const now = performance.now();
-      round.forEach((p, i) => {
-        const v = values[i];
-        if (v != null && Number(v) >= p.offset) p.done.resolve(now);
-        else if (now > p.deadline) p.done.reject(new Error(`${p.key} ${p.field} never reached offset ${p.offset}`));
-        else return;
-        this.pending.delete(p);
-      });
-      await sleep(1);
+  forget(source: string): void {
+    this.store.forget(source);
+  }
+
+  /** When the write of offset `offset` of `source` was acknowledged; undefined while it is not. */
+  written(source: string, offset: number): number | undefined {
+    const ends = this.ends.get(source) ?? [];
+    let lo = 0;
+    let hi = ends.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if ((ends[mid] as { offset: number }).offset >= offset) hi = mid;
+      else lo = mid + 1;
     }
-    this.polling = false;
+    return ends[lo]?.at;
   }
 }
-
-type Settle = { resolve: (t: number) => void; reject: (e: Error) => void };
 
 class StreamBench {
   readonly ns = `bench${Date.now()}.`;
@@ -126,8 +121,8 @@ class StreamBench {
   private readonly features = new FeatureSet(DEFAULT_GROUPS);
   private readonly log = pino({ level: 'warn' }, pino.destination(2));
   private readonly valkey = new Valkey(SERVERS.valkey, { enableAutoPipelining: true });
-  private readonly poller = new MarkerPoller(this.valkey);
-  private readonly probeProducer = this.kafka.producer();
+  /** Probes are sent open loop: requests overlap, none waits for the one before. */
+  private readonly probeProducer = this.kafka.producer({ maxInFlightRequests: 64 });
   /** The baseline group; it keeps running to time the delivery of latency probes. */
   private readonly raw = this.kafka.consumer({ groupId: `${this.ns}raw`, ...CONSUMER_SETTINGS });
   private counted = 0;
@@ -173,7 +168,7 @@ class StreamBench {
   }
 
   /** The counting consumer's rate, then its delivery latency with nothing else running in the process. */
-  async baseline(): Promise<{ phase: Phase; latency: Latency }> {
+  async baseline(): Promise<Run> {
     await this.raw.connect();
     await this.raw.subscribe({ topics: Object.values(sourceTopics(this.ns)), fromBeginning: true });
     await this.raw.run({
@@ -189,20 +184,20 @@ class StreamBench {
     const phase = await this.measure('raw', events, () =>
       until('the counting consumer', () => this.counted >= events, 300_000, 1),
     );
-    this.ctx.log(`baseline: latency of ${this.settings.count} single events at ${this.settings.rate}/s`);
-    return { phase, latency: await this.latency('raw') };
+    return { phase, latency: await this.latencies('baseline', 'raw') };
   }
 
   /** The service as `tributary stream` wires it, under its own Valkey keys and group: it starts from nothing. */
   async stream(variant: (typeof VARIANTS)[number]): Promise<StreamRun> {
     const vns = `${this.ns}${variant.key}.`;
     const client = new Valkey(SERVERS.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: null });
-    const online = new ValkeyStore(client, {
+    const store = new ValkeyStore(client, {
       features: this.features,
       namespace: vns,
       ttlSeconds: Math.ceil((this.features.retentionMs + LATENESS_MS) / 1000),
       retentionMs: this.features.retentionMs,
     });
+    const online = new WriteTimes(store);
     const offline = variant.offline ? await openOffline() : undefined;
     const serde = new EventSerde(createRegistryClient(SERVERS.registry));
     await serde.prepare(EVENT_KINDS);
@@ -234,8 +229,7 @@ class StreamBench {
         ]),
       );
       const batches = await batchStats(metrics);
-      this.ctx.log(`${variant.name}: latency of ${this.settings.count} single events at ${this.settings.rate}/s`);
-      const latency = await this.latency(variant.key, (e) => online.entityHash(entityKey(entities.ad, e)));
+      const latency = await this.latencies(variant.name, variant.key, online);
       const all = await batchStats(metrics);
       return {
         phase,
@@ -263,38 +257,74 @@ class StreamBench {
     return seconds('used_cpu_user') + seconds('used_cpu_sys');
   }
 
+  private async latencies(name: string, label: string, written?: WriteTimes): Promise<Latency[]> {
+    const out: Latency[] = [];
+    for (const rate of this.settings.rates) {
+      this.ctx.log(`${name}: latency of ${rate * this.settings.seconds} events paced at ${rate}/s`);
+      out.push(await this.latency(`${label}-${rate}`, rate, written));
+    }
+    return out;
+  }
+
   /**
-   * Fresh copies of generated impressions, event_time now, sent one by one at the probe rate. With `writtenHash` (a
-   * Valkey hash the impression's batch writes), also waits for each to be applied in Valkey.
+   * Fresh copies of generated impressions, event_time now, paced open loop at `rate`/s. With `written`, also waits
+   * for each to be written to Valkey.
    */
-  private async latency(label: string, writtenHash?: (e: AdImpression) => string): Promise<Latency> {
-    const { rate, count } = this.settings;
-    const out: Latency = { ack: [], delivered: [], visible: [] };
+  private async latency(label: string, rate: number, written?: WriteTimes): Promise<Latency> {
+    const count = Math.round(rate * this.settings.seconds);
+    const out: Latency = { rate, ack: [], delivered: [], visible: [] };
     const topic = sourceTopics(this.ns).impression;
     this.delivered.clear();
     this.watching = true;
+    const probes: { scheduled: number; id: string; offset: number }[] = [];
+    const sends: Promise<void>[] = [];
     const t0 = performance.now();
-    const probe = async (i: number) => {
-      await sleep(t0 + (i * 1000) / rate - performance.now());
-      const template = this.templates[i % this.templates.length] as AdImpression;
-      const event = { ...template, event_id: `${label}-${i}`, event_time: Date.now() };
-      const sent = performance.now();
-      const [meta] = await this.probeProducer.send({
-        topic,
-        acks: -1,
-        messages: [{ key: event.user_id, value: this.serde.encode('impression', event) }],
-      });
-      out.ack.push(performance.now() - sent);
-      const id = `${topic}/${meta?.partition}`;
-      const offset = Number(meta?.baseOffset);
-      if (writtenHash) {
-        const visible = await this.poller.wait(writtenHash(event), `@${id}`, offset);
-        out.visible.push(visible - sent);
+    const scheduled = (i: number) => t0 + (i * 1000) / rate;
+    for (let next = 0; next < count; ) {
+      const due = Math.min(count, Math.floor(((performance.now() - t0) * rate) / 1000) + 1);
+      if (due > next) {
+        const first = next;
+        const messages: { key: string; value: Buffer; partition: number }[] = [];
+        for (; next < due; next++) {
+          const template = this.templates[next % this.templates.length] as AdImpression;
+          const event = { ...template, event_id: `${label}-${next}`, event_time: Date.now() };
+          const value = this.serde.encode('impression', event);
+          messages.push({ key: event.user_id, value, partition: next % PARTITIONS });
+        }
+        sends.push(
+          this.probeProducer.send({ topic, acks: -1, messages }).then((meta) => {
+            const acked = performance.now();
+            const base = new Map(meta.map((m) => [m.partition, Number(m.baseOffset)]));
+            messages.forEach((m, k) => {
+              const i = first + k;
+              // Round robin: this request's messages of one partition are consecutive offsets from its base.
+              const offset = (base.get(m.partition) as number) + Math.floor(k / PARTITIONS);
+              probes[i] = { scheduled: scheduled(i), id: `${topic}/${m.partition}`, offset };
+              out.ack.push(acked - scheduled(i));
+            });
+          }),
+        );
       }
-      await until('the counting consumer to get a probe', () => this.delivered.has(`${id}@${offset}`), 10_000);
-      out.delivered.push((this.delivered.get(`${id}@${offset}`) as number) - sent);
-    };
-    await Promise.all(Array.from({ length: count }, (_, i) => probe(i)));
+      await sleep(Math.max(0, scheduled(next) - performance.now()));
+    }
+    await Promise.all(sends);
+    const visible = (p: { id: string; offset: number }) => written?.written(p.id, p.offset);
+    if (written)
+      await until(
+        `${label}: every probe written to Valkey`,
+        () => probes.every((p) => visible(p) !== undefined),
+        60_000,
+      );
+    const deliveredAt = (p: { id: string; offset: number }) => this.delivered.get(`${p.id}@${p.offset}`);
+    await until(
+      `${label}: the counting consumer to get every probe`,
+      () => probes.every((p) => deliveredAt(p)),
+      60_000,
+    );
+    for (const p of probes) {
+      out.delivered.push((deliveredAt(p) as number) - p.scheduled);
+      if (written) out.visible.push((visible(p) as number) - p.scheduled);
+    }
     this.watching = false;
     this.published += count;
     return out;
@@ -325,13 +355,14 @@ class StreamBench {
   }
 }
 
-export const streamBench: Bench<'events' | 'latency-rate' | 'latency-seconds' | 'max-batch'> = {
+export const streamBench: Bench<'events' | 'latency-rate' | 'paced-rate' | 'latency-seconds' | 'max-batch'> = {
   name: 'stream',
   description: 'Kafka → decode → features → Valkey (+ ClickHouse), vs a kafkajs consumer that only counts',
-  options: { events: 100_000, 'latency-rate': 200, 'latency-seconds': 3, 'max-batch': 5000 },
+  options: { events: 100_000, 'latency-rate': 200, 'paced-rate': 10_000, 'latency-seconds': 3, 'max-batch': 5000 },
   async run(ctx) {
-    const { events, 'latency-rate': rate, 'latency-seconds': seconds, 'max-batch': maxBatch } = ctx.options;
-    const b = new StreamBench(ctx, { rate, count: Math.round(rate * seconds), maxBatch });
+    const { events, 'latency-seconds': seconds, 'max-batch': maxBatch } = ctx.options;
+    const rates = [ctx.options['latency-rate'], ctx.options['paced-rate']].filter((r) => r > 0);
+    const b = new StreamBench(ctx, { rates, seconds, maxBatch });
     try {
       await b.setUp();
       ctx.log(`publishing ${events} events to ${SERVERS.kafka} under namespace ${b.ns}`);
@@ -342,8 +373,10 @@ export const streamBench: Bench<'events' | 'latency-rate' | 'latency-seconds' | 
       const rows: Row[] = [
         publish('events', base.phase.events),
         publish('events/s (idempotent producer, acks=all)', publishRate),
-        publish('produce ack p50 ms (single event)', percentile(base.latency.ack, 50)),
-        publish('produce ack p99 ms (single event)', percentile(base.latency.ack, 99)),
+        ...base.latency.flatMap((l) => [
+          publish(`produce ack p50 ms @${l.rate}/s (paced)`, percentile(l.ack, 50)),
+          publish(`produce ack p99 ms @${l.rate}/s (paced)`, percentile(l.ack, 99)),
+        ]),
       ];
       const details: Record<string, unknown> = { namespace: b.ns, publishRate, baseline: base };
       for (const v of VARIANTS) {
@@ -378,8 +411,12 @@ function variantRows(name: string, { phase: run, latency, batches }: StreamRun, 
     row('peak RSS MB', run.peakRssMB, b.peakRssMB),
     row('catch-up: events per batch', run.events / batches.throughput.count),
     row('catch-up: ms per batch (fetch → checkpoint)', batches.throughput.ms / batches.throughput.count),
-    row('latency p50 ms: send → in Valkey', percentile(latency.visible, 50), percentile(base.latency.delivered, 50)),
-    row('latency p99 ms: send → in Valkey', percentile(latency.visible, 99), percentile(base.latency.delivered, 99)),
+    ...latency.flatMap((l, i) => {
+      const d = (base.latency[i] as Latency).delivered;
+      return [50, 99, 99.9].map((p) =>
+        row(`latency p${p} ms @${l.rate}/s: send → in Valkey`, percentile(l.visible, p), percentile(d, p)),
+      );
+    }),
     row('latency phase: ms per batch', batches.latency.ms / batches.latency.count),
   ];
 }

@@ -66,6 +66,7 @@ export class KafkaLogConsumer implements LogConsumer {
       // The service resolves offsets only after a batch's checkpoint commits, so the group's committed offsets
       // (advisory: lag monitoring and a fast start) never run ahead of the checkpoint.
       autoCommit: true,
+      autoCommitInterval: 1000,
       eachBatchAutoResolve: false,
       // Batches of different partitions overlap: one computes while another waits on its writes.
       partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
