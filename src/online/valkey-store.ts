@@ -20,11 +20,15 @@ const CALL_KEYS = 1000;
 /** Parts held in process, over all source partitions, past which the least recently written are let go. */
 const MAX_HELD_PARTS = 200_000;
 
-/** A part held in process, with the batch that last wrote it and the horizon it was last pruned at. */
+/**
+ * A part held in process, with the batch that last wrote it, the horizon it was last pruned at, and when (epoch ms)
+ * this process last set its hash's TTL.
+ */
 interface Held {
   part: Part;
   written: number;
   pruned: number;
+  expireSet: number;
 }
 
 type Client = (Redis | Cluster) & {
@@ -38,7 +42,10 @@ export interface ValkeyStoreOptions {
   features: FeatureSet;
   /** Key prefix (the pipeline's namespace). */
   namespace?: string;
-  /** Key TTL in seconds: entities not written this long disappear. At least the longest window plus allowed lateness. */
+  /**
+   * Key TTL in seconds: an entity not written this long disappears (a writer gives it again at most every quarter
+   * TTL, so between ¾ TTL and TTL after its last write). At least the longest window plus allowed lateness.
+   */
   ttlSeconds: number;
   /** Tiles that no read from this long before the prune horizon (applyBatch's) can ask for are dropped on write. */
   retentionMs: number;
@@ -115,12 +122,17 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
     if (missing.length > 0) {
       const parts = await this.calls(missing, (hashes) => this.client.tbLoadParts(hashes.length, ...hashes, source));
       missing.forEach((key, i) => {
-        loaded.set(key, { part: (parts[i] as Part | null) ?? emptyPart(), written: 0, pruned: 0 });
+        loaded.set(key, { part: (parts[i] as Part | null) ?? emptyPart(), written: 0, pruned: 0, expireSet: 0 });
       });
     }
+    // Hashes whose TTL this process set more than a quarter TTL ago go first, with their count: only they are
+    // given it again (a hash lives at least ¾ TTL past its last write).
     const keys: string[] = [];
     const values: string[] = [];
+    const later: { key: string; value: string }[] = [];
     const now = ++this.writes;
+    const clock = Date.now();
+    const ttlMs = this.options.ttlSeconds * 1000;
     for (const [key, u] of batch.entities) {
       let h = held.get(key);
       if (h === undefined) {
@@ -138,12 +150,28 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
         h.pruned = before;
       }
       part.o = endOffset;
-      keys.push(this.entityHash(key));
-      values.push(JSON.stringify(part));
+      if (clock - h.expireSet > ttlMs / 4) {
+        h.expireSet = clock;
+        keys.push(this.entityHash(key));
+        values.push(JSON.stringify(part));
+      } else later.push({ key: this.entityHash(key), value: JSON.stringify(part) });
+    }
+    const expiring = keys.length;
+    for (const { key, value } of later) {
+      keys.push(key);
+      values.push(value);
     }
     const ttl = this.options.ttlSeconds;
     await this.chunks(keys.length, (from, to) =>
-      this.client.tbWriteParts(to - from, ...keys.slice(from, to), source, endOffset, ttl, ...values.slice(from, to)),
+      this.client.tbWriteParts(
+        to - from,
+        ...keys.slice(from, to),
+        source,
+        endOffset,
+        ttl,
+        Math.max(0, Math.min(to, expiring) - from),
+        ...values.slice(from, to),
+      ),
     );
     if (this.heldCount > MAX_HELD_PARTS) this.letGo();
   }

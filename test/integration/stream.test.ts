@@ -55,6 +55,12 @@ describe('tributary stream', () => {
     const contexts = log.filter((r) => r.record.kind === 'impression').map((r) => r.record.event as AdImpression);
     await expectSameVectors(features, contexts, online, ref.store);
 
+    // Every entity hash carries a TTL (given with a hash's first write from a partition, not with every one).
+    const hashes = (await valkey.keys(`${ns}tb:{*`)).filter((k) => !k.includes('{ckpt|') && !k.includes('{seq|'));
+    expect(hashes.length).toBeGreaterThan(1000);
+    const ttls = await Promise.all(hashes.map((k) => valkey.ttl(k)));
+    expect(ttls.filter((t) => t <= 0)).toEqual([]);
+
     // The dead-letter topic holds each rejected message once, with its reason and original bytes.
     const letters: { reason: string; value: Buffer | null }[] = [];
     const consumer = kafka.consumer({ groupId: `${ns}dlq-reader` });
