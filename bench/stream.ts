@@ -358,7 +358,7 @@ class StreamBench {
 export const streamBench: Bench<'events' | 'latency-rate' | 'paced-rate' | 'latency-seconds' | 'max-batch'> = {
   name: 'stream',
   description: 'Kafka → decode → features → Valkey (+ ClickHouse), vs a kafkajs consumer that only counts',
-  options: { events: 100_000, 'latency-rate': 200, 'paced-rate': 10_000, 'latency-seconds': 3, 'max-batch': 5000 },
+  options: { events: 100_000, 'latency-rate': 200, 'paced-rate': 10_000, 'latency-seconds': 3, 'max-batch': 20_000 },
   async run(ctx) {
     const { events, 'latency-seconds': seconds, 'max-batch': maxBatch } = ctx.options;
     const rates = [ctx.options['latency-rate'], ctx.options['paced-rate']].filter((r) => r > 0);

@@ -92,7 +92,7 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
     features,
     group: 'demo',
     allowedLatenessMs: HOUR,
-    maxBatch: 5000,
+    maxBatch: 20_000,
     offline: ch,
     recordServed: true,
     log,

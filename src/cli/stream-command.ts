@@ -29,7 +29,7 @@ export function registerStreamCommand(program: Command, configOf: (cmd: Command)
       'events further ahead of their log timestamp go to dead letters (one bad clock must not move a watermark)',
       '10m',
     )
-    .option('--max-batch <n>', 'most events processed and written per batch', '5000')
+    .option('--max-batch <n>', 'most events processed and written per batch', '20000')
     .option('--metrics-port <port>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
     .option('--metrics-host <host>', 'address the metrics listen on (0.0.0.0 for a scraper elsewhere)', '127.0.0.1')
     .option('--no-offline', 'do not write ClickHouse')

@@ -7,7 +7,7 @@ import { getOrCreate } from '../util/map.ts';
 import { FileLog, type LogRecord } from './file-log.ts';
 
 /** Records per fetched batch, as Kafka's fetch size bounds a batch. */
-const FETCH_RECORDS = 10_000;
+const FETCH_RECORDS = 20_000;
 /** How often a consumer at the tail looks for appends by other processes. */
 const POLL_MS = 100;
 
