@@ -14,6 +14,8 @@
 // - The `database` option of createClient is ignored by the chdb connection; openClickHouse issues `USE` instead.
 import { mkdirSync } from 'node:fs';
 import { resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import { type ClickHouseClient, ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import { ServiceUnreachableError } from '../config/unreachable.ts';
@@ -66,8 +68,9 @@ async function openEmbedded(dir: string, database: string | undefined): Promise<
   try {
     // chdb 3.4 types its connection against @clickhouse/client-common 1.23.0, while @clickhouse/client 1.23.1
     // bundles its own copy of those types; the runtime contract is the same.
-    const connection = createChdbConnection({ path }) as unknown as ClientConnection;
-    client = createClient({ connection });
+    const chdb = createChdbConnection({ path });
+    client = createClient({ connection: chdb as unknown as ClientConnection });
+    embedded.set(client, chdb.chdb);
   } catch (err) {
     // A dir held by another process fails with only "Failed to create connection" here; the engine prints the
     // reason ("Cannot lock file <dir>/status") to stderr.
@@ -86,6 +89,46 @@ async function openEmbedded(dir: string, database: string | undefined): Promise<
     }
   }
   return client;
+}
+
+/** A string as a SQL literal. */
+export function sqlString(s: string): string {
+  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
+}
+
+/** The embedded engine's own API behind a client openClickHouse made (none for a server). */
+const embedded = new WeakMap<ClickHouseClient, ReturnType<typeof createChdbConnection>['chdb']>();
+
+export interface RawInsert {
+  table: string;
+  columns: readonly string[];
+  /** The rows in the format, as bytes. */
+  values: Buffer;
+  format: 'TabSeparated';
+  settings: Record<string, string | number>;
+}
+
+/**
+ * Inserts rows given as bytes. Into the embedded engine, the bytes go to its parser as they are (its connection
+ * would decode them to a string and join them to the statement); into a server, as the request body. The
+ * settings apply to this statement only.
+ */
+export async function insertRaw(client: ClickHouseClient, insert: RawInsert): Promise<void> {
+  const chdb = embedded.get(client);
+  if (chdb) {
+    await chdb.rawInsert({ ...insert, columns: [...insert.columns] });
+    return;
+  }
+  const settings = Object.entries(insert.settings)
+    .map(([k, v]) => `${k} = ${typeof v === 'number' ? v : sqlString(v)}`)
+    .join(', ');
+  const result = await client.exec({
+    query: `INSERT INTO ${insert.table} (${insert.columns.join(', ')}) SETTINGS ${settings} FORMAT ${insert.format}`,
+    values: Readable.from([insert.values]),
+  });
+  // The response body (empty for an INSERT) must be consumed to release the HTTP socket.
+  result.stream.resume();
+  await finished(result.stream);
 }
 
 /** A ClickHouse client for the offline store: the server at `url`, or the embedded engine at `dir`. */

@@ -1,13 +1,12 @@
 // Writes processed batches to the offline store: the events with their coordinates and verdicts, and the tile
 // updates the batch made. Each table gets one insert per batch, deduplicated by the batch id, so writing a batch
 // again (a retry, a replay after a crash) adds nothing.
-import { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { AdClick, AdImpression } from '../events/types.ts';
 import type { Verdict } from '../features/admission.ts';
 import type { Series } from '../features/compile.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
+import { insertRaw } from './clickhouse.ts';
 
 /**
  * Where a message sat in Kafka; `ingest_time` is its Kafka timestamp (epoch ms); `batch_seq` orders the batches
@@ -80,10 +79,6 @@ export function dateTime64(ms: number): string {
   const sec = Math.floor(r / 1000);
   const milli = r - sec * 1000;
   return `${lastDayText}${pad2(h)}:${pad2(m)}:${pad2(sec)}.${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}`;
-}
-
-function sqlString(s: string): string {
-  return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
 const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' };
@@ -159,17 +154,16 @@ export class OfflineSink {
       const { columns, line } = ROWS[part] as { columns: string; line: (row: (typeof values)[number]) => string };
       let body = '';
       for (const row of values) body += `${line(row)}\n`;
-      // The token goes in the statement's SETTINGS clause, not clickhouse_settings: on the embedded engine those
-      // become session-wide SETs that would silently dedup the client's later token-less inserts (clickhouse.ts).
-      // async_insert = 0: insert dedup by token is the synchronous path's (chdb defaults async_insert to 1).
-      const settings = `insert_deduplication_token = ${sqlString(`${batchId}:${table}`)}, async_insert = 0`;
-      const result = await this.client.exec({
-        query: `INSERT INTO ${table} (${columns}) SETTINGS ${settings} FORMAT TabSeparated`,
-        values: Readable.from([body]),
+      // The token is this statement's setting, not the session's (on the embedded engine a session-wide one would
+      // silently dedup the client's later token-less inserts: clickhouse.ts). async_insert = 0: insert dedup by
+      // token is the synchronous path's (chdb defaults async_insert to 1).
+      await insertRaw(this.client, {
+        table,
+        columns: columns.split(', '),
+        values: Buffer.from(body),
+        format: 'TabSeparated',
+        settings: { insert_deduplication_token: `${batchId}:${table}`, async_insert: 0 },
       });
-      // The response body (empty for an INSERT) must be consumed to release the HTTP socket.
-      result.stream.resume();
-      await finished(result.stream);
     }
   }
 }

@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import type { ClickHouseClient } from '@clickhouse/client';
+import { type ClickHouseClient, createClient } from '@clickhouse/client';
+import { createChdbConnection } from 'chdb/connection';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Series } from '../../src/features/compile.ts';
 import type { Merge } from '../../src/features/ops/op.ts';
@@ -185,6 +186,24 @@ describe('offline store on the embedded ClickHouse engine', () => {
     expect(await rows('clicks', 'offset')).toEqual(clicks);
     expect(await rows('feature_tile_batches', 'entity')).toEqual(tiles.map(stored));
     expect(await rows('served_vectors', 'offset')).toEqual(served.map((r) => ({ ...r, vector: [...r.vector] })));
+  });
+
+  it("inserts the same way through the client's request path, as to a server (dedup token included)", async () => {
+    await open();
+    await ensureOfflineSchema(client);
+    // A client on the same engine that insertRaw does not know as embedded: it sends what a server would get.
+    const viaRequest = createClient({ connection: createChdbConnection({ path: dir }) as never });
+    try {
+      await viaRequest.command({ query: `USE t${db}` });
+      const batch = { impressions: [impression(0), impression(1)], clicks: [click(0)], tiles: [] };
+      const sink = new OfflineSink(viaRequest);
+      await sink.writeBatch('b1', batch);
+      await sink.writeBatch('b1', batch);
+      expect(await rows('impressions', 'offset')).toEqual(batch.impressions);
+      expect(await rows('clicks', 'offset')).toEqual(batch.clicks);
+    } finally {
+      await viaRequest.close();
+    }
   });
 
   it('formats times as ClickHouse reads them, the same text as the ISO form', () => {
