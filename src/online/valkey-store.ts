@@ -127,9 +127,8 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
     }
     // Hashes whose TTL this process set more than a quarter TTL ago go first, with their count: only they are
     // given it again (a hash lives at least ¾ TTL past its last write).
-    const keys: string[] = [];
-    const values: string[] = [];
-    const later: { key: string; value: string }[] = [];
+    const expire = { keys: [] as string[], values: [] as string[] };
+    const keep = { keys: [] as string[], values: [] as string[] };
     const now = ++this.writes;
     const clock = Date.now();
     const ttlMs = this.options.ttlSeconds * 1000;
@@ -150,17 +149,14 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
         h.pruned = before;
       }
       part.o = endOffset;
-      if (clock - h.expireSet > ttlMs / 4) {
-        h.expireSet = clock;
-        keys.push(this.entityHash(key));
-        values.push(JSON.stringify(part));
-      } else later.push({ key: this.entityHash(key), value: JSON.stringify(part) });
+      const to = clock - h.expireSet > ttlMs / 4 ? expire : keep;
+      if (to === expire) h.expireSet = clock;
+      to.keys.push(this.entityHash(key));
+      to.values.push(JSON.stringify(part));
     }
-    const expiring = keys.length;
-    for (const { key, value } of later) {
-      keys.push(key);
-      values.push(value);
-    }
+    const expiring = expire.keys.length;
+    const keys = expire.keys.concat(keep.keys);
+    const values = expire.values.concat(keep.values);
     const ttl = this.options.ttlSeconds;
     await this.chunks(keys.length, (from, to) =>
       this.client.tbWriteParts(
