@@ -7,6 +7,7 @@ import type { Verdict } from '../features/admission.ts';
 import type { Series } from '../features/compile.ts';
 import type { TileBatch } from '../features/tile-batch.ts';
 import { insertRaw } from './clickhouse.ts';
+import { TsvWriter } from './tsv.ts';
 
 /**
  * Where a message sat in Kafka; `ingest_time` is its Kafka timestamp (epoch ms); `batch_seq` orders the batches
@@ -54,80 +55,54 @@ export interface OfflineBatch {
   served?: readonly ServedRow[];
 }
 
-/** The day (epoch days) dateTime64 formatted last, and its 'YYYY-MM-DD ' text: rows of a batch share a few days. */
-let lastDay = Number.NaN;
-let lastDayText = '';
-
-const pad2 = (n: number) => (n < 10 ? `0${n}` : `${n}`);
-
-/**
- * Epoch ms as 'YYYY-MM-DD hh:mm:ss.sss' (UTC, which is the columns' zone). Not the bare number: a text format reads
- * an integer into DateTime64(3) as ms ticks up to engine 26.7, but ClickHouse PR #108091 (2026) changes it to
- * seconds, so a number would be read differently by newer servers. This text parses the same everywhere.
- */
+/** Epoch ms as DateTime64(3) text (TsvWriter.time), for rows built as objects. */
 export function dateTime64(ms: number): string {
-  const day = Math.floor(ms / 86_400_000);
-  if (day !== lastDay) {
-    lastDay = day;
-    lastDayText = `${new Date(day * 86_400_000).toISOString().slice(0, 10)} `;
-  }
-  let r = ms - day * 86_400_000;
-  const h = Math.floor(r / 3_600_000);
-  r -= h * 3_600_000;
-  const m = Math.floor(r / 60_000);
-  r -= m * 60_000;
-  const sec = Math.floor(r / 1000);
-  const milli = r - sec * 1000;
-  return `${lastDayText}${pad2(h)}:${pad2(m)}:${pad2(sec)}.${milli < 10 ? '00' : milli < 100 ? '0' : ''}${milli}`;
+  return new TsvWriter(32).time(ms).bytes().toString('latin1');
 }
 
-const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' };
+const coordinates = (w: TsvWriter, r: KafkaCoordinates) =>
+  w.str(r.topic).tab().int(r.partition).tab().int(r.offset).tab().time(r.ingest_time).tab().int(r.batch_seq);
 
-/** A string as a TabSeparated field: backslash, tab, newline, carriage return and NUL escaped. */
-function tsv(s: string): string {
-  return /[\\\t\n\r\0]/.test(s) ? s.replace(/[\\\t\n\r\0]/g, (c) => ESCAPES[c] as string) : s;
-}
-
-/**
- * An Array(String) as a TabSeparated field: quoted elements with backslash escapes (the engine reads an array's
- * text in one pass: its elements are not field-escaped first).
- */
-const textArray = (xs: readonly string[]) => `[${xs.map((x) => `'${tsv(x).replace(/'/g, "\\'")}'`).join(',')}]`;
-
-/** Nullable columns as TabSeparated fields (\N for null). */
-const optText = (v: string | null | undefined) => (v == null ? '\\N' : tsv(v));
-const optNumber = (v: number | null | undefined) => (v == null ? '\\N' : String(v));
-
-const coordinates = (r: KafkaCoordinates) =>
-  `${tsv(r.topic)}\t${r.partition}\t${r.offset}\t${dateTime64(r.ingest_time)}\t${r.batch_seq}`;
-
-/**
- * Per table: its columns, and a row as one TabSeparated line in that order (text the embedded engine takes inline,
- * built without an object per row).
- */
+/** Per table: its columns, and a row written as one TabSeparated line in that order. */
 const ROWS: {
-  [T in keyof OfflineBatch]-?: { columns: string; line: (row: NonNullable<OfflineBatch[T]>[number]) => string };
+  [T in keyof OfflineBatch]-?: {
+    columns: string;
+    line: (w: TsvWriter, row: NonNullable<OfflineBatch[T]>[number]) => void;
+  };
 } = {
   served: {
     columns: 'event_id, event_time, topic, partition, offset, ingest_time, batch_seq, vector',
-    line: (r) => `${tsv(r.event_id)}\t${dateTime64(r.event_time)}\t${coordinates(r)}\t[${r.vector.join(',')}]`,
+    line: (w, r) => {
+      w.str(r.event_id).tab().time(r.event_time).tab();
+      coordinates(w, r).tab().numbers(r.vector).end();
+    },
   },
   impressions: {
     columns:
       'event_id, event_time, request_id, user_id, ad_id, campaign_id, advertiser_id, category, publisher_id, device, os, position, bid, topic, partition, offset, ingest_time, batch_seq, verdict',
-    line: (r) =>
-      `${tsv(r.event_id)}\t${dateTime64(r.event_time)}\t${optText(r.request_id)}\t${tsv(r.user_id)}\t${tsv(r.ad_id)}\t${tsv(r.campaign_id)}\t${tsv(r.advertiser_id)}\t${tsv(r.category)}\t${tsv(r.publisher_id)}\t${tsv(r.device)}\t${tsv(r.os)}\t${optNumber(r.position)}\t${optNumber(r.bid)}\t${coordinates(r)}\t${r.verdict}`,
+    line: (w, r) => {
+      w.str(r.event_id).tab().time(r.event_time).tab().optStr(r.request_id).tab().str(r.user_id).tab();
+      w.str(r.ad_id).tab().str(r.campaign_id).tab().str(r.advertiser_id).tab().str(r.category).tab();
+      w.str(r.publisher_id).tab().str(r.device).tab().str(r.os).tab().optNum(r.position).tab().optNum(r.bid).tab();
+      coordinates(w, r).tab().ascii(r.verdict).end();
+    },
   },
   clicks: {
     columns:
       'event_id, event_time, impression_id, impression_time, user_id, ad_id, campaign_id, advertiser_id, category, publisher_id, device, os, topic, partition, offset, ingest_time, batch_seq, verdict',
-    line: (r) =>
-      `${tsv(r.event_id)}\t${dateTime64(r.event_time)}\t${tsv(r.impression_id)}\t${dateTime64(r.impression_time)}\t${tsv(r.user_id)}\t${tsv(r.ad_id)}\t${tsv(r.campaign_id)}\t${tsv(r.advertiser_id)}\t${tsv(r.category)}\t${tsv(r.publisher_id)}\t${tsv(r.device)}\t${tsv(r.os)}\t${coordinates(r)}\t${r.verdict}`,
+    line: (w, r) => {
+      w.str(r.event_id).tab().time(r.event_time).tab().str(r.impression_id).tab().time(r.impression_time).tab();
+      w.str(r.user_id).tab().str(r.ad_id).tab().str(r.campaign_id).tab().str(r.advertiser_id).tab();
+      w.str(r.category).tab().str(r.publisher_id).tab().str(r.device).tab().str(r.os).tab();
+      coordinates(w, r).tab().ascii(r.verdict).end();
+    },
   },
   tiles: {
     columns: 'entity, tile_fields, tile_values, tile_ops, batch, written_at',
-    line: (r) =>
-      `${tsv(r.entity)}\t${textArray(r.fields)}\t[${r.values.join(',')}]\t${textArray(r.ops)}\t${tsv(r.batch)}\t${dateTime64(r.written_at)}`,
+    line: (w, r) => {
+      w.str(r.entity).tab().strings(r.fields).tab().numbers(r.values).tab().strings(r.ops).tab();
+      w.str(r.batch).tab().time(r.written_at).end();
+    },
   },
 };
 
@@ -151,16 +126,19 @@ export class OfflineSink {
       const values = rows[part] ?? [];
       if (values.length === 0) continue;
       const table = TABLE[part];
-      const { columns, line } = ROWS[part] as { columns: string; line: (row: (typeof values)[number]) => string };
-      let body = '';
-      for (const row of values) body += `${line(row)}\n`;
+      const { columns, line } = ROWS[part] as {
+        columns: string;
+        line: (w: TsvWriter, row: (typeof values)[number]) => void;
+      };
+      const w = new TsvWriter(values.length * 256);
+      for (const row of values) line(w, row);
       // The token is this statement's setting, not the session's (on the embedded engine a session-wide one would
       // silently dedup the client's later token-less inserts: clickhouse.ts). async_insert = 0: insert dedup by
       // token is the synchronous path's (chdb defaults async_insert to 1).
       await insertRaw(this.client, {
         table,
         columns: columns.split(', '),
-        values: Buffer.from(body),
+        values: w.bytes(),
         format: 'TabSeparated',
         settings: { insert_deduplication_token: `${batchId}:${table}`, async_insert: 0 },
       });
