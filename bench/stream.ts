@@ -195,7 +195,8 @@ class StreamBench {
       features: this.features,
       namespace: vns,
       ttlSeconds: Math.ceil((this.features.retentionMs + LATENESS_MS) / 1000),
-      retentionMs: this.features.retentionMs,
+      // As `tributary stream` keeps it (streams/open.ts): the present only.
+      retentionMs: 0,
     });
     const online = new WriteTimes(store);
     const offline = variant.offline ? await openOffline() : undefined;
