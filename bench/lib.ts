@@ -26,6 +26,8 @@ export interface BenchContext<K extends string = string> {
   log(message: string): void;
   /** Starts measuring a phase; `label` names its CPU profile when `--cpu-prof DIR` is given. */
   meter(label: string): Promise<Meter>;
+  /** `--cpu-prof DIR`, for a bench that measures another process (which then writes its profiles there). */
+  profileDir?: string;
 }
 
 export interface Bench<K extends string = string> {

@@ -67,7 +67,7 @@ const details: Record<string, unknown> = {};
 for (const bench of selected) {
   const options = optionsOf(bench);
   log(`${bench.name}: ${bench.description} ${JSON.stringify(options)}`);
-  const out = await bench.run({ options, log, meter });
+  const out = await bench.run({ options, log, meter, profileDir });
   rows.push(...out.rows);
   details[bench.name] = { options, ...out.details };
 }

@@ -1,44 +1,33 @@
 // The streaming benchmark. Under a fresh namespace (3 partitions) it publishes a generated log, then measures:
 // - baseline: a kafkajs consumer group with StreamService's consumer settings that only counts messages;
-// - the real StreamService, wired as `tributary stream` wires it (ValkeyStore, ValkeyCheckpoints, StreamMetrics,
-//   OfflineSink on the embedded ClickHouse in a temp dir), once without and once with the offline sink.
+// - the real StreamService, wired as `tributary stream` wires it, in a process of its own (stream-process.ts), once
+//   without and once with the offline sink (the embedded ClickHouse in a temp dir).
 // Throughput is wall-clock events/s from the moment the group has joined until every event is processed (the
-// service's `processed` counter, polled every 2 ms), events per CPU-second of this whole process (all threads,
-// the embedded ClickHouse's included), and the Valkey server's CPU time over the same interval (INFO cpu).
+// service's `processed` counter, polled every 2 ms), events per CPU-second of the stream's process (all threads,
+// the embedded ClickHouse's included; the counting consumer's: this process's), and the Valkey server's CPU time
+// over the same interval (INFO cpu).
 //
 // Latency, once a consumer is caught up, at two paced rates (--latency-rate, default 200/s, and --paced-rate, default
 // 10,000/s): fresh copies of generated impressions (event_time now), open loop: each has a scheduled send time, and
 // every millisecond the ones due are sent in one request (round robin over the partitions, so each one's offset is
 // known from the ack). Latencies run from the scheduled time (a sender running late is counted, not hidden). An event
 // is online when the stream's write of a batch ending at or past its offset has been acknowledged by Valkey (the
-// store's applyBatch resolved; timed in process, no polling). The baseline is delivery to the counting consumer,
-// measured alone before the services start.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+// store's applyBatch resolved, reported by the stream process with its clock's epoch time). The baseline is delivery
+// to the counting consumer, measured alone before the stream starts.
+import { fork } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { Valkey } from 'iovalkey';
-import pino from 'pino';
 import { allTopics } from '../src/events/catalog.ts';
 import { generate } from '../src/events/generator.ts';
 import { createRegistryClient } from '../src/events/registry.ts';
 import { EventSerde } from '../src/events/serde.ts';
 import { type AdImpression, EVENT_KINDS } from '../src/events/types.ts';
-import { FeatureSet } from '../src/features/compile.ts';
-import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
-import type { TileBatch } from '../src/features/tile-batch.ts';
 import { createKafka, ensureTopics, withAdmin } from '../src/kafka/client.ts';
-import { KafkaEventLog, KafkaLogProducer } from '../src/kafka/event-log.ts';
+import { KafkaLogProducer } from '../src/kafka/event-log.ts';
 import { EventPublisher } from '../src/kafka/publish.ts';
-import { openClickHouse } from '../src/offline/clickhouse.ts';
-import { ensureOfflineSchema } from '../src/offline/schema.ts';
-import { OfflineSink } from '../src/offline/sink.ts';
-import type { TileWriter } from '../src/online/contract.ts';
-import { ValkeyStore } from '../src/online/valkey-store.ts';
-import { ValkeyCheckpoints } from '../src/streams/checkpoint.ts';
-import { StreamMetrics } from '../src/streams/metrics.ts';
 import { sourceTopics } from '../src/streams/processor.ts';
-import { StreamService } from '../src/streams/service.ts';
 import { type Bench, type BenchContext, type Measured, percentile, type Row, SERVERS, sleep, until } from './lib.ts';
+import type { FromStream, ToStream } from './stream-process.ts';
 
 const PARTITIONS = 3;
 /** `tributary stream`'s default --allowed-lateness. */
@@ -82,22 +71,47 @@ type Run = { phase: Phase; latency: Latency[] };
 type BatchStats = { count: number; ms: number };
 type StreamRun = Run & { batches: { throughput: BatchStats; latency: BatchStats } };
 
-/** Per source partition, when (performance.now()) each batch the stream wrote to Valkey ended, in order. */
-class WriteTimes implements TileWriter {
-  readonly ends = new Map<string, { offset: number; at: number }[]>();
+/** The stream under measurement in its own process (stream-process.ts), and when it wrote each batch to Valkey. */
+class StreamProcess {
+  private readonly child = fork(fileURLToPath(new URL('./stream-process.ts', import.meta.url)), [], {
+    execArgv: ['--import', 'tsx'],
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  });
+  /** Per source partition, when (this process's performance.now()) each batch's write was acknowledged, in order. */
+  private readonly ends = new Map<string, { offset: number; at: number }[]>();
+  private readonly waiting: {
+    type: FromStream['type'];
+    resolve: (m: FromStream) => void;
+    reject: (e: Error) => void;
+  }[] = [];
+  private failure?: Error;
 
-  constructor(private readonly store: TileWriter) {}
-
-  async applyBatch(batch: TileBatch, source: string, endOffset: number, horizon?: number): Promise<void> {
-    await this.store.applyBatch(batch, source, endOffset, horizon);
-    const at = performance.now();
-    const ends = this.ends.get(source) ?? [];
-    this.ends.set(source, ends);
-    ends.push({ offset: endOffset, at });
+  constructor() {
+    this.child.on('message', (m: FromStream) => {
+      if (m.type === 'written') {
+        const ends = this.ends.get(m.source) ?? [];
+        this.ends.set(m.source, ends);
+        ends.push({ offset: m.offset, at: m.at - performance.timeOrigin });
+      } else if (m.type === 'failed') this.fail(new Error(`the stream process failed: ${m.message}`));
+      else {
+        const i = this.waiting.findIndex((w) => w.type === m.type);
+        if (i >= 0) this.waiting.splice(i, 1)[0]?.resolve(m);
+      }
+    });
+    this.child.on('exit', (code) => this.fail(new Error(`the stream process exited (${code})`)));
   }
 
-  forget(source: string): void {
-    this.store.forget(source);
+  private fail(err: Error) {
+    this.failure ??= err;
+    for (const w of this.waiting.splice(0)) w.reject(err);
+  }
+
+  ask<T extends FromStream['type']>(message: ToStream, reply: T): Promise<Extract<FromStream, { type: T }>> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ type: reply, resolve: resolve as (m: FromStream) => void, reject });
+      this.child.send(message);
+    });
   }
 
   /** When the write of offset `offset` of `source` was acknowledged; undefined while it is not. */
@@ -112,14 +126,17 @@ class WriteTimes implements TileWriter {
     }
     return ends[lo]?.at;
   }
+
+  async stop(): Promise<void> {
+    if (!this.failure) await this.ask({ type: 'stop' }, 'stopped').catch(() => undefined);
+    this.child.kill();
+  }
 }
 
 class StreamBench {
   readonly ns = `bench${Date.now()}.`;
   private readonly kafka = createKafka(SERVERS.kafka, 'tributary-bench');
   private readonly serde = new EventSerde(createRegistryClient(SERVERS.registry));
-  private readonly features = new FeatureSet(DEFAULT_GROUPS);
-  private readonly log = pino({ level: 'warn' }, pino.destination(2));
   private readonly valkey = new Valkey(SERVERS.valkey, { enableAutoPipelining: true });
   /** Probes are sent open loop: requests overlap, none waits for the one before. */
   private readonly probeProducer = this.kafka.producer({ maxInFlightRequests: 64 });
@@ -187,60 +204,39 @@ class StreamBench {
     return { phase, latency: await this.latencies('baseline', 'raw') };
   }
 
-  /** The service as `tributary stream` wires it, under its own Valkey keys and group: it starts from nothing. */
+  /** The service as `tributary stream` wires it, in its own process, under its own keys and group: from nothing. */
   async stream(variant: (typeof VARIANTS)[number]): Promise<StreamRun> {
-    const vns = `${this.ns}${variant.key}.`;
-    const client = new Valkey(SERVERS.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: null });
-    const store = new ValkeyStore(client, {
-      features: this.features,
-      namespace: vns,
-      ttlSeconds: Math.ceil((this.features.retentionMs + LATENESS_MS) / 1000),
-      // As `tributary stream` keeps it (streams/open.ts): the present only.
-      retentionMs: 0,
-    });
-    const online = new WriteTimes(store);
-    const offline = variant.offline ? await openOffline() : undefined;
-    const serde = new EventSerde(createRegistryClient(SERVERS.registry));
-    await serde.prepare(EVENT_KINDS);
-    const metrics = new StreamMetrics();
-    const service = new StreamService(
-      {
-        eventLog: new KafkaEventLog(this.kafka, SERVERS.kafka),
-        serde,
-        features: this.features,
-        online,
-        offline: offline?.sink,
-        checkpoints: new ValkeyCheckpoints(client, vns),
-        metrics,
-        log: this.log,
-      },
-      { namespace: this.ns, groupId: vns, allowedLatenessMs: LATENESS_MS, maxBatch: this.settings.maxBatch },
-    );
+    const groupId = `${this.ns}${variant.key}.`;
+    const stream = new StreamProcess();
     try {
-      await service.start();
+      await stream.ask(
+        {
+          type: 'start',
+          namespace: this.ns,
+          groupId,
+          offline: variant.offline,
+          maxBatch: this.settings.maxBatch,
+          latenessMs: LATENESS_MS,
+        },
+        'started',
+      );
       const events = this.published;
       this.ctx.log(`${variant.name}: consuming ${events} events`);
-      // A stream that stopped on a permanent failure ends the run with its reason, not a 300 s wait.
-      const stopped = service.failed.then((err) => Promise.reject(err));
-      stopped.catch(() => undefined);
-      const phase = await this.measure(variant.key, events, () =>
-        Promise.race([
-          until(`${variant.name} to process ${events} events`, () => service.processed >= events, 300_000),
-          stopped,
-        ]),
-      );
-      const batches = await batchStats(metrics);
-      const latency = await this.latencies(variant.name, variant.key, online);
-      const all = await batchStats(metrics);
+      const valkeyCpu0 = await this.valkeyCpu();
+      await stream.ask({ type: 'meter', label: variant.key, profileDir: this.ctx.profileDir }, 'metered');
+      await stream.ask({ type: 'reach', events }, 'reached');
+      const { type: _, ...m } = await stream.ask({ type: 'measure' }, 'measured');
+      const phase = { ...m, events, valkeyCpuSeconds: (await this.valkeyCpu()) - valkeyCpu0 };
+      const { type: __, ...batches } = await stream.ask({ type: 'batches' }, 'batches');
+      const latency = await this.latencies(variant.name, variant.key, stream);
+      const { type: ___, ...all } = await stream.ask({ type: 'batches' }, 'batches');
       return {
         phase,
         latency,
         batches: { throughput: batches, latency: { count: all.count - batches.count, ms: all.ms - batches.ms } },
       };
     } finally {
-      await service.stop();
-      client.disconnect();
-      await offline?.close();
+      await stream.stop();
     }
   }
 
@@ -258,7 +254,7 @@ class StreamBench {
     return seconds('used_cpu_user') + seconds('used_cpu_sys');
   }
 
-  private async latencies(name: string, label: string, written?: WriteTimes): Promise<Latency[]> {
+  private async latencies(name: string, label: string, written?: StreamProcess): Promise<Latency[]> {
     const out: Latency[] = [];
     for (const rate of this.settings.rates) {
       this.ctx.log(`${name}: latency of ${rate * this.settings.seconds} events paced at ${rate}/s`);
@@ -271,7 +267,7 @@ class StreamBench {
    * Fresh copies of generated impressions, event_time now, paced open loop at `rate`/s. With `written`, also waits
    * for each to be written to Valkey.
    */
-  private async latency(label: string, rate: number, written?: WriteTimes): Promise<Latency> {
+  private async latency(label: string, rate: number, written?: StreamProcess): Promise<Latency> {
     const count = Math.round(rate * this.settings.seconds);
     const out: Latency = { rate, ack: [], delivered: [], visible: [] };
     const topic = sourceTopics(this.ns).impression;
@@ -393,13 +389,6 @@ export const streamBench: Bench<'events' | 'latency-rate' | 'paced-rate' | 'late
   },
 };
 
-/** The histogram's batch count and total ms so far. */
-async function batchStats(metrics: StreamMetrics): Promise<BatchStats> {
-  const { values } = await metrics.batchSeconds.get();
-  const of = (name: string) => values.find((v) => v.metricName === name)?.value ?? 0;
-  return { count: of('tributary_stream_batch_seconds_count'), ms: of('tributary_stream_batch_seconds_sum') * 1000 };
-}
-
 /** The stream's numbers beside the counting consumer's: throughput, CPU, memory; Valkey visibility vs delivery. */
 function variantRows(name: string, { phase: run, latency, batches }: StreamRun, base: Run): Row[] {
   const b = base.phase;
@@ -420,18 +409,4 @@ function variantRows(name: string, { phase: run, latency, batches }: StreamRun, 
     }),
     row('latency phase: ms per batch', batches.latency.ms / batches.latency.count),
   ];
-}
-
-/** The embedded ClickHouse in a temp dir, with the offline schema, as `tributary stream` opens it. */
-async function openOffline() {
-  const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-ch-'));
-  const client = await openClickHouse({ dir });
-  await ensureOfflineSchema(client);
-  return {
-    sink: new OfflineSink(client),
-    close: async () => {
-      await client.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
 }
