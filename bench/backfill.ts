@@ -27,7 +27,11 @@ const features = new FeatureSet(DEFAULT_GROUPS);
 
 type Options = 'events' | 'baseline-events';
 
-async function replayAll(records: AsyncIterable<ReplayRecord> | readonly ReplayRecord[], state: ReplayStateKind) {
+/** The replay engine over `records`, a vector per applied impression (summed into a checksum, so it is used). */
+export async function replayAll(
+  records: AsyncIterable<ReplayRecord> | readonly ReplayRecord[],
+  state: ReplayStateKind,
+) {
   const replay = new Replay(features, LATENESS_MS, { state, partitions: 1 });
   const F = features.names.length;
   let n = 0;

@@ -15,17 +15,25 @@
 // store's applyBatch resolved, reported by the stream process with its clock's epoch time). The baseline is delivery
 // to the counting consumer, measured alone before the stream starts.
 import { fork } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Valkey } from 'iovalkey';
+import type { ReplayRecord } from '../src/backfill/replay.ts';
 import { allTopics } from '../src/events/catalog.ts';
 import { generate } from '../src/events/generator.ts';
 import { createRegistryClient } from '../src/events/registry.ts';
 import { EventSerde } from '../src/events/serde.ts';
-import { type AdImpression, EVENT_KINDS } from '../src/events/types.ts';
+import { type AdClick, type AdImpression, EVENT_KINDS } from '../src/events/types.ts';
 import { createKafka, ensureTopics, withAdmin } from '../src/kafka/client.ts';
 import { KafkaLogProducer } from '../src/kafka/event-log.ts';
 import { EventPublisher } from '../src/kafka/publish.ts';
-import { sourceTopics } from '../src/streams/processor.ts';
+import { openClickHouse } from '../src/offline/clickhouse.ts';
+import { ensureOfflineSchema } from '../src/offline/schema.ts';
+import { type ClickRow, type ImpressionRow, OfflineSink } from '../src/offline/sink.ts';
+import { clickRow, impressionRow, sourceTopics } from '../src/streams/processor.ts';
+import { replayAll } from './backfill.ts';
 import { type Bench, type BenchContext, type Measured, percentile, type Row, SERVERS, sleep, until } from './lib.ts';
 import type { FromStream, ToStream } from './stream-process.ts';
 
@@ -148,6 +156,8 @@ class StreamBench {
   /** Messages in the source topics so far. */
   private published = 0;
   private templates: AdImpression[] = [];
+  /** The published impressions and clicks, for the engine and the offline write measured alone. */
+  private records: ReplayRecord[] = [];
 
   constructor(
     private readonly ctx: BenchContext,
@@ -168,6 +178,10 @@ class StreamBench {
     const days = 3;
     const start = Date.now() - days * 86400_000;
     const log = generate({ start, days, impressionsPerDay: Math.ceil(total / days) }).slice(0, total);
+    this.records = [];
+    for (const { record } of log)
+      if (record.kind === 'impression' || record.kind === 'click')
+        this.records.push({ source: record.kind, partition: 'file/0', event: record.event } as ReplayRecord);
     this.templates = log
       .filter((r) => r.record.kind === 'impression')
       .slice(0, 5000)
@@ -327,6 +341,43 @@ class StreamBench {
     return out;
   }
 
+  /** The replay engine (src/backfill) over the same events in memory: the work the stream's features are. */
+  async engine(): Promise<Phase> {
+    await replayAll(this.records.slice(0, 20_000), 'rings'); // warm up
+    const meter = await this.ctx.meter('engine');
+    await replayAll(this.records, 'rings');
+    return { ...(await meter.stop()), events: this.records.length, valkeyCpuSeconds: 0 };
+  }
+
+  /**
+   * The offline write alone: the same events as rows, written by the stream's OfflineSink into an embedded ClickHouse
+   * of this process in batches of the stream's catch-up size (the engine's threads counted).
+   */
+  async offlineWrite(batch: number): Promise<Phase> {
+    const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-ch-'));
+    const client = await openClickHouse({ dir });
+    try {
+      await ensureOfflineSchema(client);
+      const sink = new OfflineSink(client);
+      const topics = sourceTopics(this.ns);
+      const meter = await this.ctx.meter('offline-write');
+      for (let b = 0; b < this.records.length; b += batch) {
+        const impressions: ImpressionRow[] = [];
+        const clicks: ClickRow[] = [];
+        this.records.slice(b, b + batch).forEach(({ source, event }, i) => {
+          const at = [topics[source], 0, b + i, event.event_time, 1, 'applied'] as const;
+          if (source === 'impression') impressions.push(impressionRow(event as AdImpression, ...at));
+          else clicks.push(clickRow(event as AdClick, ...at));
+        });
+        await sink.writeBatch(`b${b}`, { impressions, clicks, tiles: [] });
+      }
+      return { ...(await meter.stop()), events: this.records.length, valkeyCpuSeconds: 0 };
+    } finally {
+      await client.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
   /** Deletes what the run made: the namespace's topics and consumer groups, its Valkey keys and checkpoints. */
   async tearDown(): Promise<void> {
     const kafka = async () => {
@@ -375,10 +426,20 @@ export const streamBench: Bench<'events' | 'latency-rate' | 'paced-rate' | 'late
           publish(`produce ack p99 ms @${l.rate}/s (paced)`, percentile(l.ack, 99)),
         ]),
       ];
-      const details: Record<string, unknown> = { namespace: b.ns, publishRate, baseline: base };
+      ctx.log('yardsticks: the replay engine, and the offline write alone, over the same events');
+      const engine = await b.engine();
+      const offline = await b.offlineWrite(10_000);
+      const usPerEvent = (p: Phase) => (p.cpuSeconds / p.events) * 1e6;
+      const yardstick = (metric: string, value: number): Row => ({ benchmark: 'stream: yardsticks', metric, value });
+      rows.push(
+        yardstick('replay engine, same events in memory: events per CPU-second', engine.events / engine.cpuSeconds),
+        yardstick('counting consumer: µs CPU per event', usPerEvent(base.phase)),
+        yardstick('offline write alone (rows → embedded ClickHouse): µs CPU per event', usPerEvent(offline)),
+      );
+      const details: Record<string, unknown> = { namespace: b.ns, publishRate, baseline: base, engine, offline };
       for (const v of VARIANTS) {
         const run = await b.stream(v);
-        rows.push(...variantRows(v.name, run, base));
+        rows.push(...variantRows(v.name, run, base, engine));
         details[v.key] = run;
       }
       return { rows, details };
@@ -390,14 +451,16 @@ export const streamBench: Bench<'events' | 'latency-rate' | 'paced-rate' | 'late
 };
 
 /** The stream's numbers beside the counting consumer's: throughput, CPU, memory; Valkey visibility vs delivery. */
-function variantRows(name: string, { phase: run, latency, batches }: StreamRun, base: Run): Row[] {
+function variantRows(name: string, { phase: run, latency, batches }: StreamRun, base: Run, engine: Phase): Row[] {
   const b = base.phase;
   const row = (metric: string, value: number, baseline?: number): Row => ({ benchmark: name, metric, value, baseline });
   return [
     row('events/s (wall clock)', run.events / run.seconds, b.events / b.seconds),
     row('events per CPU-second', run.events / run.cpuSeconds, b.events / b.cpuSeconds),
+    row('events per CPU-second vs the replay engine', run.events / run.cpuSeconds, engine.events / engine.cpuSeconds),
     row('CPU cores busy (CPU-s / wall-s)', run.cpuSeconds / run.seconds, b.cpuSeconds / b.seconds),
     row('Valkey server CPU cores busy', run.valkeyCpuSeconds / run.seconds),
+    row('Valkey server µs CPU per event', (run.valkeyCpuSeconds / run.events) * 1e6),
     row('peak RSS MB', run.peakRssMB, b.peakRssMB),
     row('catch-up: events per batch', run.events / batches.throughput.count),
     row('catch-up: ms per batch (fetch → checkpoint)', batches.throughput.ms / batches.throughput.count),

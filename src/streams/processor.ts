@@ -170,7 +170,8 @@ export async function processBatch(
   return out;
 }
 
-function impressionRow(
+/** An impression as the offline store records it (field by field: one fixed shape). */
+export function impressionRow(
   e: AdImpression,
   topic: string,
   partition: number,
@@ -202,7 +203,8 @@ function impressionRow(
   };
 }
 
-function clickRow(
+/** A click as the offline store records it. */
+export function clickRow(
   e: AdClick,
   topic: string,
   partition: number,
