@@ -72,6 +72,8 @@ interface Phase extends Measured {
   events: number;
   /** CPU time the Valkey server used meanwhile (INFO cpu: all its clients, not just ours). */
   valkeyCpuSeconds: number;
+  /** What the Valkey server's data grew by meanwhile (INFO memory, used_memory), bytes. */
+  valkeyBytes?: number;
 }
 
 type Run = { phase: Phase; latency: Latency[] };
@@ -237,10 +239,16 @@ class StreamBench {
       const events = this.published;
       this.ctx.log(`${variant.name}: consuming ${events} events`);
       const valkeyCpu0 = await this.valkeyCpu();
+      const valkeyBytes0 = await this.valkeyBytes();
       await stream.ask({ type: 'meter', label: variant.key, profileDir: this.ctx.profileDir }, 'metered');
       await stream.ask({ type: 'reach', events }, 'reached');
       const { type: _, ...m } = await stream.ask({ type: 'measure' }, 'measured');
-      const phase = { ...m, events, valkeyCpuSeconds: (await this.valkeyCpu()) - valkeyCpu0 };
+      const phase = {
+        ...m,
+        events,
+        valkeyCpuSeconds: (await this.valkeyCpu()) - valkeyCpu0,
+        valkeyBytes: (await this.valkeyBytes()) - valkeyBytes0,
+      };
       const { type: __, ...batches } = await stream.ask({ type: 'batches' }, 'batches');
       const latency = await this.latencies(variant.name, variant.key, stream);
       const { type: ___, ...all } = await stream.ask({ type: 'batches' }, 'batches');
@@ -260,6 +268,10 @@ class StreamBench {
     await run();
     const m = await meter.stop();
     return { ...m, events, valkeyCpuSeconds: (await this.valkeyCpu()) - valkeyCpu0 };
+  }
+
+  private async valkeyBytes(): Promise<number> {
+    return Number(/^used_memory:(\d+)/m.exec(await this.valkey.info('memory'))?.[1] ?? 0);
   }
 
   private async valkeyCpu(): Promise<number> {
@@ -461,6 +473,7 @@ function variantRows(name: string, { phase: run, latency, batches }: StreamRun, 
     row('CPU cores busy (CPU-s / wall-s)', run.cpuSeconds / run.seconds, b.cpuSeconds / b.seconds),
     row('Valkey server CPU cores busy', run.valkeyCpuSeconds / run.seconds),
     row('Valkey server µs CPU per event', (run.valkeyCpuSeconds / run.events) * 1e6),
+    row('Valkey data MB per million events (its growth)', ((run.valkeyBytes ?? 0) / 2 ** 20) * (1e6 / run.events)),
     row('peak RSS MB', run.peakRssMB, b.peakRssMB),
     row('catch-up: events per batch', run.events / batches.throughput.count),
     row('catch-up: ms per batch (fetch → checkpoint)', batches.throughput.ms / batches.throughput.count),
