@@ -29,12 +29,13 @@ export type ClickRow = RecordedRow<AdClick>;
 export type TileOp = 'incr' | 'max';
 
 /**
- * One entity's tile updates of one batch: per field, a delta ('incr') or a candidate maximum ('max'). `written_at`
- * is epoch ms.
+ * One entity's tile updates of one batch: per (series, tile), a delta ('incr') or a candidate maximum ('max'); the
+ * table's tile_fields are "<series>:<tile>". `written_at` is epoch ms.
  */
 export interface TileRow {
   entity: string;
-  fields: string[];
+  series: string[];
+  tiles: number[];
   values: number[];
   ops: TileOp[];
   batch: string;
@@ -100,7 +101,15 @@ const ROWS: {
   tiles: {
     columns: 'entity, tile_fields, tile_values, tile_ops, batch, written_at',
     line: (w, r) => {
-      w.str(r.entity).tab().strings(r.fields).tab().numbers(r.values).tab().strings(r.ops).tab();
+      w.str(r.entity).tab().open();
+      for (let i = 0; i < r.series.length; i++) {
+        if (i > 0) w.comma();
+        w.quoted(r.series[i] as string, true)
+          .ascii(':')
+          .int(r.tiles[i] as number)
+          .unquote();
+      }
+      w.close().tab().numbers(r.values).tab().strings(r.ops).tab();
       w.str(r.batch).tab().time(r.written_at).end();
     },
   },
@@ -119,9 +128,11 @@ export class OfflineSink {
   /**
    * Inserts each non-empty part of a batch, one insert per table with insert_deduplication_token
    * `${batchId}:${table}`: writing the same batch id again (within the tables' last 10000 inserts) inserts nothing.
-   * Tables are written in turn, not atomically; a failed write should be retried with the same id.
+   * Tables are written concurrently, not atomically; a failed write should be retried with the same id.
    */
   async writeBatch(batchId: string, rows: OfflineBatch): Promise<void> {
+    // Each table's text is made while the one before is being inserted (the engine parses off the event loop).
+    const inserts: Promise<void>[] = [];
     for (const part of Object.keys(TABLE) as (keyof OfflineBatch)[]) {
       const values = rows[part] ?? [];
       if (values.length === 0) continue;
@@ -135,52 +146,62 @@ export class OfflineSink {
       // The token is this statement's setting, not the session's (on the embedded engine a session-wide one would
       // silently dedup the client's later token-less inserts: clickhouse.ts). async_insert = 0: insert dedup by
       // token is the synchronous path's (chdb defaults async_insert to 1).
-      await insertRaw(this.client, {
-        table,
-        columns: columns.split(', '),
-        values: w.bytes(),
-        format: 'TabSeparated',
-        settings: { insert_deduplication_token: `${batchId}:${table}`, async_insert: 0 },
-      });
+      inserts.push(
+        insertRaw(this.client, {
+          table,
+          columns: columns.split(', '),
+          values: w.bytes(),
+          format: 'TabSeparated',
+          settings: { insert_deduplication_token: `${batchId}:${table}`, async_insert: 0 },
+        }),
+      );
     }
+    // Every insert ends before a failure is reported: a retry never runs beside an insert of the same token.
+    for (const r of await Promise.allSettled(inserts)) if (r.status === 'rejected') throw r.reason;
   }
 }
 
 /**
- * feature_tile_batches rows for a batch's updates: one per entity, each field ("<series>:<tile>") merged over the
- * batch. Set members (the distinct-count features) are not recorded: the table holds numbers only, and distinct
- * counts can be recomputed exactly from the event tables.
+ * feature_tile_batches rows for a batch's updates: one per entity, each (series, tile) merged over the batch. Set
+ * members (the distinct-count features) are not recorded: the table holds numbers only, and distinct counts can be
+ * recomputed exactly from the event tables.
  */
 export function tileRowsOf(updates: TileBatch, batch: string, writtenAt: number = Date.now()): TileRow[] {
   const rows: TileRow[] = [];
-  const merged = new Map<Series, Map<number, number>>();
+  // Per series, the index of its newest tile's entry in the entity's row.
+  const newest = new Map<string, number>();
   for (const [entity, u] of updates.entities) {
-    merged.clear();
+    const row: TileRow = { entity, series: [], tiles: [], values: [], ops: [], batch, written_at: writtenAt };
+    const { series, tiles, values, ops } = row;
+    newest.clear();
     for (let i = 0; i < u.length; i += 3) {
-      const series = u[i] as Series;
-      const merge = series.op.merge;
+      const s = u[i] as Series;
+      const merge = s.op.merge;
       if (merge === 'union') continue;
-      let tiles = merged.get(series);
-      if (tiles === undefined) {
-        tiles = new Map();
-        merged.set(series, tiles);
-      }
       const tile = u[i + 1] as number;
       const value = u[i + 2] as number;
-      const held = tiles.get(tile);
-      tiles.set(tile, held === undefined ? value : merge === 'add' ? held + value : Math.max(held, value));
+      // Updates come in event order: mostly the series' newest tile, or a newer one; an older one is searched for.
+      const n = newest.get(s.id);
+      let j = -1;
+      if (n !== undefined) {
+        const t = tiles[n] as number;
+        if (t === tile) j = n;
+        else if (t > tile)
+          for (let k = tiles.length - 1; k >= 0; k--)
+            if (tiles[k] === tile && series[k] === s.id) {
+              j = k;
+              break;
+            }
+      }
+      if (j < 0) {
+        if (n === undefined || (tiles[n] as number) < tile) newest.set(s.id, tiles.length);
+        series.push(s.id);
+        tiles.push(tile);
+        values.push(value);
+        ops.push(merge === 'add' ? 'incr' : 'max');
+      } else values[j] = merge === 'add' ? (values[j] as number) + value : Math.max(values[j] as number, value);
     }
-    if (merged.size === 0) continue;
-    const row: TileRow = { entity, fields: [], values: [], ops: [], batch, written_at: writtenAt };
-    merged.forEach((tiles, series) => {
-      const op: TileOp = series.op.merge === 'add' ? 'incr' : 'max';
-      tiles.forEach((value, tile) => {
-        row.fields.push(`${series.id}:${tile}`);
-        row.values.push(value);
-        row.ops.push(op);
-      });
-    });
-    rows.push(row);
+    if (series.length > 0) rows.push(row);
   }
   return rows;
 }

@@ -72,9 +72,10 @@ function click(offset: number): ClickRow {
   };
 }
 
-const tile = (entity: string, field: string, value: number, op: 'incr' | 'max', batch: string): TileRow => ({
+const tile = (entity: string, series: string, value: number, op: 'incr' | 'max', batch: string): TileRow => ({
   entity,
-  fields: [field],
+  series: [series],
+  tiles: [29401234],
   values: [value],
   ops: [op],
   batch,
@@ -82,9 +83,9 @@ const tile = (entity: string, field: string, value: number, op: 'incr' | 'max', 
 });
 
 /** A tile row as the table gives it back (its columns' names). */
-const stored = ({ fields, values, ops, ...rest }: TileRow) => ({
+const stored = ({ series, tiles, values, ops, ...rest }: TileRow) => ({
   ...rest,
-  tile_fields: fields,
+  tile_fields: series.map((s, i) => `${s}:${tiles[i]}`),
   tile_values: values,
   tile_ops: ops,
 });
@@ -162,12 +163,13 @@ describe('offline store on the embedded ClickHouse engine', () => {
     const clicks = [click(0), { ...click(1), impression_id: odd }];
     const tiles = [
       {
-        ...tile('ad:ad-0', '0.60:29401234', 3, 'incr', 'b1'),
-        fields: ['0.60:29401234', '1.60:29401234', "odd 'field' \\ \t"],
+        ...tile('ad:ad-0', '0.60', 3, 'incr', 'b1'),
+        series: ['0.60', '1.60', "odd 'series' \\ \t"],
+        tiles: [29401234, 29401234, -3],
         values: [3, T0, -1],
         ops: ['incr', 'max', 'incr'] as TileOp[],
       },
-      tile(`user:${odd}`, '2.60:29401234', -5, 'incr', 'b1'),
+      tile(`user:${odd}`, '2.60', -5, 'incr', 'b1'),
     ];
     const served = [{ ...impression(3), vector: Float64Array.from([0.1, 1e-7, 3, 0.1 + 0.2, -2.5e300]) }].map(
       ({ event_id, event_time, topic, partition, offset, ingest_time, batch_seq, vector }) => ({
@@ -263,8 +265,18 @@ describe('offline store on the embedded ClickHouse engine', () => {
     b1.update('ad:ad-7', latest, 100, T0 + 5);
     b1.update('ad:ad-7', latest, 100, T0 + 1);
     b1.update('ad:ad-7', members, 100, 'u-1');
+    b1.update('ad:ad-7', count, 99, 4); // a late event's older tile, then both again
+    b1.update('ad:ad-7', count, 100, 1);
+    b1.update('ad:ad-7', count, 99, 1);
     const tiles1 = tileRowsOf(b1, 'impressions/0/0-9', T0);
-    expect(tiles1.map((r) => r.fields)).toEqual([['0.60:100', '2.60:100']]); // merged per field; sets are not tiles
+    // Merged per (series, tile); sets are not tiles.
+    expect(tiles1.map((r) => [r.series, r.tiles, r.values])).toEqual([
+      [
+        ['0.60', '2.60', '0.60'],
+        [100, 100, 99],
+        [6, T0 + 5, 5],
+      ],
+    ]);
     const b2 = new TileBatch();
     b2.update('ad:ad-7', count, 100, 10);
     b2.update('ad:ad-7', latest, 100, T0 + 2);
@@ -280,7 +292,8 @@ describe('offline store on the embedded ClickHouse engine', () => {
       clickhouse_settings: { output_format_json_quote_64bit_integers: 0 },
     });
     expect(await rs.json()).toEqual([
-      { entity: 'ad:ad-7', field: '0.60:100', op: 'incr', value: 15, written_at: T0 + 1000 },
+      { entity: 'ad:ad-7', field: '0.60:100', op: 'incr', value: 16, written_at: T0 + 1000 },
+      { entity: 'ad:ad-7', field: '0.60:99', op: 'incr', value: 5, written_at: T0 },
       { entity: 'ad:ad-7', field: '2.60:100', op: 'max', value: T0 + 5, written_at: T0 + 1000 },
       { entity: 'user:u-1', field: '0.60:100', op: 'incr', value: 1, written_at: T0 + 1000 },
     ]);
