@@ -1,8 +1,11 @@
 // Shared by the benchmarks: where the servers are, options, measuring a phase (wall time, process CPU time, peak
 // RSS, optionally a CPU profile), percentiles, and the results table.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import { openClickHouse } from '../src/offline/clickhouse.ts';
+import { ensureOfflineSchema } from '../src/offline/schema.ts';
 
 /** The servers of `npm run services start`, moved by the same env vars as the services and the tests. */
 export const SERVERS = {
@@ -10,6 +13,20 @@ export const SERVERS = {
   valkey: `redis://127.0.0.1:${process.env.VALKEY_PORT ?? '6379'}`,
   registry: `http://127.0.0.1:${process.env.REGISTRY_PORT ?? '8081'}/apis/ccompat/v7`,
 };
+
+/** An embedded ClickHouse in a fresh temp dir with the offline schema, as `tributary stream` opens it; close removes it. */
+export async function tempOfflineStore() {
+  const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-ch-'));
+  const client = await openClickHouse({ dir });
+  await ensureOfflineSchema(client);
+  return {
+    client,
+    close: async () => {
+      await client.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
 
 /** One line of the table; ratio = value / baseline, a baseline measured in the same run. */
 export interface Row {

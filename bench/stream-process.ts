@@ -3,9 +3,6 @@
 // the embedded ClickHouse in a temp dir. Its own process so that its CPU, memory and event loop are its own: the
 // bench's producer and probes run beside it, as other processes would. It reports over IPC when Valkey acknowledged
 // each batch's write (epoch ms), how far it got, and what a phase cost it.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Valkey } from 'iovalkey';
 import pino from 'pino';
 import { createRegistryClient } from '../src/events/registry.ts';
@@ -16,15 +13,13 @@ import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
 import type { TileBatch } from '../src/features/tile-batch.ts';
 import { createKafka } from '../src/kafka/client.ts';
 import { KafkaEventLog } from '../src/kafka/event-log.ts';
-import { openClickHouse } from '../src/offline/clickhouse.ts';
-import { ensureOfflineSchema } from '../src/offline/schema.ts';
 import { OfflineSink } from '../src/offline/sink.ts';
 import type { TileWriter } from '../src/online/contract.ts';
 import { ValkeyStore } from '../src/online/valkey-store.ts';
 import { ValkeyCheckpoints } from '../src/streams/checkpoint.ts';
 import { StreamMetrics } from '../src/streams/metrics.ts';
 import { StreamService } from '../src/streams/service.ts';
-import { Meter, SERVERS } from './lib.ts';
+import { Meter, SERVERS, tempOfflineStore } from './lib.ts';
 
 /** What the bench asks of the stream process. */
 export type ToStream =
@@ -82,14 +77,9 @@ async function start(m: Extract<ToStream, { type: 'start' }>) {
   });
   let offline: OfflineSink | undefined;
   if (m.offline) {
-    const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-ch-'));
-    const ch = await openClickHouse({ dir });
-    await ensureOfflineSchema(ch);
-    offline = new OfflineSink(ch);
-    closers.push(async () => {
-      await ch.close();
-      rmSync(dir, { recursive: true, force: true });
-    });
+    const ch = await tempOfflineStore();
+    offline = new OfflineSink(ch.client);
+    closers.push(ch.close);
   }
   const serde = new EventSerde(createRegistryClient(SERVERS.registry));
   await serde.prepare(EVENT_KINDS);

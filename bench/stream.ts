@@ -15,9 +15,6 @@
 // store's applyBatch resolved, reported by the stream process with its clock's epoch time). The baseline is delivery
 // to the counting consumer, measured alone before the stream starts.
 import { fork } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Valkey } from 'iovalkey';
 import type { ReplayRecord } from '../src/backfill/replay.ts';
@@ -29,12 +26,20 @@ import { type AdClick, type AdImpression, EVENT_KINDS } from '../src/events/type
 import { createKafka, ensureTopics, withAdmin } from '../src/kafka/client.ts';
 import { KafkaLogProducer } from '../src/kafka/event-log.ts';
 import { EventPublisher } from '../src/kafka/publish.ts';
-import { openClickHouse } from '../src/offline/clickhouse.ts';
-import { ensureOfflineSchema } from '../src/offline/schema.ts';
 import { type ClickRow, type ImpressionRow, OfflineSink } from '../src/offline/sink.ts';
 import { clickRow, impressionRow, sourceTopics } from '../src/streams/processor.ts';
 import { replayAll } from './backfill.ts';
-import { type Bench, type BenchContext, type Measured, percentile, type Row, SERVERS, sleep, until } from './lib.ts';
+import {
+  type Bench,
+  type BenchContext,
+  type Measured,
+  percentile,
+  type Row,
+  SERVERS,
+  sleep,
+  tempOfflineStore,
+  until,
+} from './lib.ts';
 import type { FromStream, ToStream } from './stream-process.ts';
 
 const PARTITIONS = 3;
@@ -366,11 +371,9 @@ class StreamBench {
    * of this process in batches of the stream's catch-up size (the engine's threads counted).
    */
   async offlineWrite(batch: number): Promise<Phase> {
-    const dir = mkdtempSync(join(tmpdir(), 'tributary-bench-ch-'));
-    const client = await openClickHouse({ dir });
+    const ch = await tempOfflineStore();
     try {
-      await ensureOfflineSchema(client);
-      const sink = new OfflineSink(client);
+      const sink = new OfflineSink(ch.client);
       const topics = sourceTopics(this.ns);
       const meter = await this.ctx.meter('offline-write');
       for (let b = 0; b < this.records.length; b += batch) {
@@ -385,8 +388,7 @@ class StreamBench {
       }
       return { ...(await meter.stop()), events: this.records.length, valkeyCpuSeconds: 0 };
     } finally {
-      await client.close();
-      rmSync(dir, { recursive: true, force: true });
+      await ch.close();
     }
   }
 

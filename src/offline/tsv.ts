@@ -25,13 +25,9 @@ export class TsvWriter {
     this.buf = Buffer.allocUnsafe(bytes);
   }
 
-  /** The rows written so far (a view: valid until the next write after reset()). */
+  /** The rows written so far (a view of the writer's buffer). */
   bytes(): Buffer {
     return this.buf.subarray(0, this.pos);
-  }
-
-  reset(): void {
-    this.pos = 0;
   }
 
   private room(n: number): void {
@@ -41,16 +37,19 @@ export class TsvWriter {
     this.buf = grown;
   }
 
-  tab(): this {
+  private byte(c: number): this {
     this.room(1);
-    this.buf[this.pos++] = 0x09;
+    this.buf[this.pos++] = c;
     return this;
+  }
+
+  tab(): this {
+    return this.byte(0x09);
   }
 
   /** Ends a row. */
   end(): void {
-    this.room(1);
-    this.buf[this.pos++] = 0x0a;
+    this.byte(0x0a);
   }
 
   /** A string field, escaped. */
@@ -136,37 +135,27 @@ export class TsvWriter {
 
   /** Pieces of an array field written element by element: open(), elements with comma() between, close(). */
   open(): this {
-    this.room(1);
-    this.buf[this.pos++] = 0x5b;
-    return this;
+    return this.byte(0x5b);
   }
 
   comma(): this {
-    this.room(1);
-    this.buf[this.pos++] = 0x2c;
-    return this;
+    return this.byte(0x2c);
   }
 
   close(): this {
-    this.room(1);
-    this.buf[this.pos++] = 0x5d;
-    return this;
+    return this.byte(0x5d);
   }
 
   /** A quoted array element: the quote written, then `s` escaped, then (unless `more` follows) the closing quote. */
   quoted(s: string, more = false): this {
-    this.room(1);
-    this.buf[this.pos++] = 0x27;
+    this.byte(0x27);
     this.escaped(s, QUOTED_ESCAPE);
-    if (!more) this.unquote();
-    return this;
+    return more ? this : this.unquote();
   }
 
   /** Ends a quoted element begun with quoted(s, true). */
   unquote(): this {
-    this.room(1);
-    this.buf[this.pos++] = 0x27;
-    return this;
+    return this.byte(0x27);
   }
 
   /** Text known to need no escapes (digits, names of our own). */
@@ -202,10 +191,7 @@ export class TsvWriter {
   }
 
   private nullField(): this {
-    this.room(2);
-    this.buf[this.pos++] = 0x5c;
-    this.buf[this.pos++] = 0x4e;
-    return this;
+    return this.byte(0x5c).byte(0x4e);
   }
 
   private escaped(s: string, escapes: Uint8Array): void {
