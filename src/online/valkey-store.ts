@@ -17,7 +17,7 @@ const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.m
 /** Hashes per script call: Valkey runs one script at a time, so no call holds it up long. */
 const CALL_KEYS = 1000;
 
-/** Parts held in process, over all source partitions, past which the least recently written are let go. */
+/** Parts held in process by default, over all source partitions, past which the least recently written are let go. */
 const MAX_HELD_PARTS = 200_000;
 
 /**
@@ -51,6 +51,8 @@ export interface ValkeyStoreOptions {
   retentionMs: number;
   /** Reads of these entities go through a tracked cache (see read-cache.ts). */
   cache?: { tracked: TrackedReadCache; entities: ReadonlySet<string> };
+  /** Parts held in process (over all source partitions) past which the least recently written are let go. */
+  heldParts?: number;
 }
 
 export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
@@ -64,6 +66,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
   private heldCount = 0;
   /** Batches written so far: when each held part was last written. */
   private writes = 0;
+  private readonly maxHeld: number;
 
   constructor(
     client: Redis | Cluster,
@@ -79,6 +82,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
     this.client = client as Client;
     this.prefix = `${options.namespace ?? ''}tb:`;
     this.parts = new PartLayout(options.features);
+    this.maxHeld = options.heldParts ?? MAX_HELD_PARTS;
     options.cache?.tracked.bind(this.prefix);
   }
 
@@ -115,15 +119,21 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
     held: Map<string, Held>,
   ): Promise<void> {
     const before = horizon > 0 ? horizon - this.options.retentionMs : 0;
+    // The batch's held parts, taken now: while the missing ones load, another partition's batch may let go of
+    // them (they stay this source's latest, and are held again below).
+    const mine: (Held | undefined)[] = [];
     const missing: string[] = [];
-    for (const key of batch.entities.keys()) if (!held.has(key)) missing.push(key);
-    // Kept here too: another partition's batch, written meanwhile, may let go of held ones.
-    const loaded = new Map<string, Held>();
+    for (const key of batch.entities.keys()) {
+      const h = held.get(key);
+      mine.push(h);
+      if (h === undefined) missing.push(key);
+    }
     if (missing.length > 0) {
       const parts = await this.calls(missing, (hashes) => this.client.tbLoadParts(hashes.length, ...hashes, source));
-      missing.forEach((key, i) => {
-        loaded.set(key, { part: (parts[i] as Part | null) ?? emptyPart(), written: 0, pruned: 0, expireSet: 0 });
-      });
+      let m = 0;
+      for (let i = 0; i < mine.length; i++)
+        if (mine[i] === undefined)
+          mine[i] = { part: (parts[m++] as Part | null) ?? emptyPart(), written: 0, pruned: 0, expireSet: 0 };
     }
     // Hashes whose TTL this process set more than a quarter TTL ago go first, with their count: only they are
     // given it again (a hash lives at least ¾ TTL past its last write).
@@ -132,10 +142,10 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
     const now = ++this.writes;
     const clock = Date.now();
     const ttlMs = this.options.ttlSeconds * 1000;
+    let i = 0;
     for (const [key, u] of batch.entities) {
-      let h = held.get(key);
-      if (h === undefined) {
-        h = loaded.get(key) as Held;
+      const h = mine[i++] as Held;
+      if (held.get(key) !== h) {
         held.set(key, h);
         this.heldCount++;
       }
@@ -169,7 +179,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
         ...values.slice(from, to),
       ),
     );
-    if (this.heldCount > MAX_HELD_PARTS) this.letGo();
+    if (this.heldCount > this.maxHeld) this.letGo();
   }
 
   /** Lets go of the least recently written parts (over all sources) down to three quarters of the bound. */
@@ -177,7 +187,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
     const when: number[] = [];
     for (const held of this.held.values()) for (const h of held.values()) when.push(h.written);
     when.sort((x, y) => x - y);
-    const cut = when[Math.max(0, when.length - Math.floor((MAX_HELD_PARTS * 3) / 4))] ?? 0;
+    const cut = when[Math.max(0, when.length - Math.floor((this.maxHeld * 3) / 4))] ?? 0;
     this.heldCount = 0;
     for (const held of this.held.values())
       for (const [key, h] of held) {

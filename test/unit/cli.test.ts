@@ -264,7 +264,7 @@ describe('tributary CLI', () => {
     expect(r.stderr).not.toMatch(/npm warn/i);
   });
 
-  it('refuses a demo whose port is taken before doing any work', async () => {
+  it('refuses a demo whose port is taken before doing any work', { timeout: 30_000 }, async () => {
     const taken = createServer().listen(0, '127.0.0.1');
     await once(taken, 'listening');
     const { port } = taken.address() as AddressInfo;
