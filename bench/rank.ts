@@ -3,7 +3,8 @@
 // features of a generated log (its tiles applied through ValkeyStore, as the stream writes them) and a model
 // trained by the real backfill + `train`.
 // autocannon drives it with one connection (each request alone) and at saturation (--connections, no rate); a
-// paced, open-loop generator (bench/paced-load.ts) drives the fixed rate (--rate): autocannon's rate mode sends
+// paced, open-loop generator drives the fixed rate (--rate): oha (Rust, bench/oha-load.ts) when scripts/tools/oha.sh
+// has installed it, else bench/paced-load.ts (Node); the table names the one that ran. autocannon's rate mode sends
 // each second's quota in a burst when the second starts, which measures bursts, not a rate. --candidates per
 // request; the baseline is the same run with --baseline-candidates.
 // Time shares come from the server's own histograms (tributary_rank_stage_seconds: the Valkey read, vector
@@ -30,6 +31,7 @@ import { ValkeyStore } from '../src/online/valkey-store.ts';
 import { rankBody, replayRecords, trainAndRegister } from '../test/support/models.ts';
 import { freePort } from '../test/support/services.ts';
 import { type Bench, type Row, SERVERS, sleep } from './lib.ts';
+import { findOha, ohaLoad } from './oha-load.ts';
 import type { PacedLoad, PacedResult } from './paced-load.ts';
 
 type Options =
@@ -41,7 +43,8 @@ type Options =
   | 'connections'
   | 'timeout-ms'
   | 'live-rate'
-  | 'workers';
+  | 'workers'
+  | 'node-generator';
 
 /**
  * Live traffic while the phases run, as the stream would write it: every 100 ms a batch of impressions (copies of
@@ -156,9 +159,9 @@ async function phase(
   base: string,
   valkey: Valkey,
   bodies: string[],
-  o: { seconds: number; connections: number; rate?: number },
+  o: { seconds: number; connections: number; rate?: number; generator?: Generator },
 ): Promise<PhaseResult> {
-  if (o.rate) return paced(base, valkey, bodies, { ...o, rate: o.rate });
+  if (o.rate) return paced(base, valkey, bodies, { ...o, rate: o.rate, generator: o.generator ?? { name: 'node' } });
   const before = await stageTotals(base, valkey);
   let i = 0;
   const result = await autocannon({
@@ -237,15 +240,39 @@ async function untilReady(base: string, child: ChildProcess, name: string): Prom
   }
 }
 
-/** The paced phase (bench/paced-load.ts) in a worker thread, with the server's stage times over it. */
+/** The paced phase's generator: oha when installed (scripts/tools/oha.sh), else bench/paced-load.ts. */
+type Generator = { name: 'oha'; bin: string } | { name: 'node' };
+
+/** The paced phase, with the server's stage times over it and the generator's CPU counted as the bench's. */
 async function paced(
   base: string,
   valkey: Valkey,
   bodies: string[],
-  o: { seconds: number; connections: number; rate: number },
+  o: { seconds: number; connections: number; rate: number; generator: Generator },
 ): Promise<PhaseResult> {
   const before = await stageTotals(base, valkey);
   const load: PacedLoad = { url: `${base}/v1/rank`, bodies, ...o };
+  const r = o.generator.name === 'oha' ? await ohaLoad(o.generator.bin, load) : await nodeLoad(load);
+  const quantile = (xs: number[], q: number) => xs[Math.min(xs.length - 1, Math.floor(q * xs.length))] ?? 0;
+  const at = (q: number) => quantile(r.latencies, q);
+  const stages = stagesBetween(before, await stageTotals(base, valkey));
+  // oha's CPU is a child's: added to this process's.
+  const served = r.latencies.length || 1;
+  if ('cpuSeconds' in r) stages.cpuMs.bench += ((r.cpuSeconds as number) / served) * 1000;
+  return {
+    rps: r.latencies.length / r.elapsedSeconds,
+    p50: at(0.5),
+    p99: at(0.99),
+    p999: at(0.999),
+    sendLagP99: quantile(r.sendLags, 0.99),
+    non2xx: r.non2xx,
+    errors: r.errors,
+    ...stages,
+  };
+}
+
+/** bench/paced-load.ts in a worker thread (its own heap: this process's GC does not pause its clock). */
+async function nodeLoad(load: PacedLoad): Promise<PacedResult> {
   // tsx's loader, registered inside the worker (a worker does not inherit it).
   const file = JSON.stringify(new URL('./paced-load.ts', import.meta.url).href);
   const worker = new Worker(`import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${file}); })`, {
@@ -257,18 +284,7 @@ async function paced(
     worker.once('error', reject);
   });
   await worker.terminate();
-  const quantile = (xs: number[], q: number) => xs[Math.min(xs.length - 1, Math.floor(q * xs.length))] ?? 0;
-  const at = (q: number) => quantile(r.latencies, q);
-  return {
-    rps: r.latencies.length / r.elapsedSeconds,
-    p50: at(0.5),
-    p99: at(0.99),
-    p999: at(0.999),
-    sendLagP99: quantile(r.sendLags, 0.99),
-    non2xx: r.non2xx,
-    errors: r.errors,
-    ...stagesBetween(before, await stageTotals(base, valkey)),
-  };
+  return r;
 }
 
 /**
@@ -331,12 +347,21 @@ export const rankBench: Bench<Options> = {
     'timeout-ms': 1000,
     'live-rate': 1000,
     workers: 2,
+    // 1: the paced phases use the Node generator even where oha is installed.
+    'node-generator': 0,
   },
   async run(ctx) {
     const o = ctx.options;
     const ns = `bench-rank-${Date.now()}.`;
     const valkey = new Valkey(SERVERS.valkey, { enableAutoPipelining: true });
     const { registry, main, baseline, live } = await prepare(ctx, o, ns, valkey);
+    const oha = o['node-generator'] ? undefined : findOha();
+    const generator: Generator = oha ? { name: 'oha', bin: oha } : { name: 'node' };
+    ctx.log(
+      oha
+        ? `paced load: oha (${oha})`
+        : 'paced load: the Node generator (bench/paced-load.ts; scripts/tools/oha.sh installs oha)',
+    );
     const port = await freePort();
     const base = `http://127.0.0.1:${port}`;
     // biome-ignore format: one argument per flag reads best
@@ -358,7 +383,7 @@ export const rankBench: Bench<Options> = {
       // as fast as it goes.
       const phases = {
         alone: { connections: 1 },
-        rate: { connections: Math.max(o.connections, 32), rate: o.rate },
+        rate: { connections: Math.max(o.connections, 32), rate: o.rate, generator },
         max: { connections: o.connections },
       };
       type PhaseKey = keyof typeof phases;
@@ -378,7 +403,11 @@ export const rankBench: Bench<Options> = {
         await phase(stub, valkey, main, { seconds: 2, connections: 4 }); // warming up, as the server was
         return phase(stub, valkey, main, { seconds: o.seconds, ...phases.rate });
       });
-      const suffix: Record<PhaseKey, string> = { alone: 'alone', rate: `@${o.rate}/s`, max: 'saturated' };
+      const suffix: Record<PhaseKey, string> = {
+        alone: 'alone',
+        rate: `@${o.rate}/s (${generator.name})`,
+        max: 'saturated',
+      };
       const result = (key: string) => results[key] as PhaseResult;
       /** Rows of one benchmark label: a metric of `value`'s phase beside the same metric of `baseline`'s. */
       const compare =
@@ -426,7 +455,7 @@ export const rankBench: Bench<Options> = {
         floor('server CPU ms/req', (p) => p.cpuMs.server),
         floor('load + live writes CPU ms/req', (p) => p.cpuMs.bench),
       );
-      return { rows, details: { namespace: ns, results } };
+      return { rows, details: { namespace: ns, generator: generator.name, results } };
     } finally {
       ctx.log(`live writes: ${live.stop()} impressions written`);
       server.kill('SIGTERM');
