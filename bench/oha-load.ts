@@ -55,7 +55,7 @@ export async function ohaLoad(bin: string, load: PacedLoad): Promise<PacedResult
       const ms = Number(f[4]) * 1000;
       const status = Number(f[6]);
       starts.push(start);
-      end = Math.max(end, start + ms);
+      if (Number.isFinite(ms)) end = Math.max(end, start + ms);
       if (!Number.isFinite(ms) || !status) errors++;
       else if (status < 200 || status > 299) non2xx++;
       else latencies.push(ms);

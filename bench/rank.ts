@@ -194,6 +194,8 @@ async function phase(
 function stagesBetween(
   before: StageTotals,
   after: StageTotals,
+  /** CPU the bench spent outside this process meanwhile (a native load generator). */
+  childCpuSeconds = 0,
 ): Pick<PhaseResult, 'stageMs' | 'cpuMs' | 'gcMs' | 'defaulted' | 'cacheHitShare' | 'invalidations'> {
   const n = after.count - before.count || 1;
   const ms = (s: keyof StageTotals['seconds']) => ((after.seconds[s] - before.seconds[s]) / n) * 1000;
@@ -204,7 +206,7 @@ function stagesBetween(
     cpuMs: {
       server: ((after.cpu.server - before.cpu.server) / n) * 1000,
       valkey: ((after.cpu.valkey - before.cpu.valkey) / n) * 1000,
-      bench: ((after.cpu.bench - before.cpu.bench) / n) * 1000,
+      bench: ((after.cpu.bench - before.cpu.bench + childCpuSeconds) / n) * 1000,
     },
     gcMs: ((after.gc - before.gc) / n) * 1000,
     defaulted: after.defaulted - before.defaulted,
@@ -252,13 +254,11 @@ async function paced(
 ): Promise<PhaseResult> {
   const before = await stageTotals(base, valkey);
   const load: PacedLoad = { url: `${base}/v1/rank`, bodies, ...o };
-  const r = o.generator.name === 'oha' ? await ohaLoad(o.generator.bin, load) : await nodeLoad(load);
+  // oha's CPU is a child's, counted beside this process's; the Node generator's is this process's own.
+  const { cpuSeconds = 0, ...r }: PacedResult & { cpuSeconds?: number } =
+    o.generator.name === 'oha' ? await ohaLoad(o.generator.bin, load) : await nodeLoad(load);
   const quantile = (xs: number[], q: number) => xs[Math.min(xs.length - 1, Math.floor(q * xs.length))] ?? 0;
   const at = (q: number) => quantile(r.latencies, q);
-  const stages = stagesBetween(before, await stageTotals(base, valkey));
-  // oha's CPU is a child's: added to this process's.
-  const served = r.latencies.length || 1;
-  if ('cpuSeconds' in r) stages.cpuMs.bench += ((r.cpuSeconds as number) / served) * 1000;
   return {
     rps: r.latencies.length / r.elapsedSeconds,
     p50: at(0.5),
@@ -267,7 +267,7 @@ async function paced(
     sendLagP99: quantile(r.sendLags, 0.99),
     non2xx: r.non2xx,
     errors: r.errors,
-    ...stages,
+    ...stagesBetween(before, await stageTotals(base, valkey), cpuSeconds),
   };
 }
 
