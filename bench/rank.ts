@@ -25,8 +25,8 @@ import { generate } from '../src/events/generator.ts';
 import type { AdImpression } from '../src/events/types.ts';
 import { FeatureSet } from '../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
-import { TileBatch } from '../src/features/tile-batch.ts';
 import { ModelRegistry } from '../src/model/registry.ts';
+import { applyLog } from '../src/online/part-writer.ts';
 import { ValkeyStore } from '../src/online/valkey-store.ts';
 import { rankBody, replayRecords, trainAndRegister } from '../test/support/models.ts';
 import { freePort } from '../test/support/services.ts';
@@ -61,7 +61,6 @@ class LiveWriter {
 
   constructor(
     private readonly store: ValkeyStore,
-    private readonly features: FeatureSet,
     private readonly templates: readonly AdImpression[],
     private readonly readTime: number,
     private readonly rate: number,
@@ -73,16 +72,18 @@ class LiveWriter {
     this.timer = setInterval(() => {
       if (this.busy) return; // Valkey is behind: skip a beat rather than pile up
       this.busy = true;
-      const tiles = new TileBatch();
+      const events: AdImpression[] = [];
       for (let i = 0; i < perBatch; i++, this.written++) {
         const t = this.templates[(this.written * 7919) % this.templates.length] as AdImpression;
         const late = (this.written % 1000) / 1000 < LATE_SHARE;
         const event_time = this.readTime - (late ? 60_000 : 0) + (this.written % 50_000);
-        this.features.apply('impression', { ...t, event_id: `live-${this.written}`, event_time }, tiles);
+        events.push({ ...t, event_id: `live-${this.written}`, event_time });
       }
-      void this.store.applyBatch(tiles, 'bench-live/0', ++this.batches, this.readTime).finally(() => {
-        this.busy = false;
-      });
+      void this.store
+        .applyBatch({ source: 'impression', events }, 'bench-live/0', ++this.batches, this.readTime)
+        .finally(() => {
+          this.busy = false;
+        });
     }, 100);
   }
 
@@ -309,11 +310,8 @@ async function prepare(
     ttlSeconds: 3600,
     retentionMs: 0, // as the stream writes: reads at or after the horizon
   });
-  const tiles = new TileBatch();
-  for (const { record } of log)
-    if (record.kind === 'impression' || record.kind === 'click') features.apply(record.kind, record.event, tiles);
   const end = Math.max(...impressions.map((i) => i.event_time));
-  await store.applyBatch(tiles, 'bench/0', 0, end);
+  await applyLog(store, log, 'bench', end);
 
   ctx.log('training a model (backfill + train)');
   const registry = new ModelRegistry(mkdtempSync(join(tmpdir(), 'bench-models-')));
@@ -330,7 +328,7 @@ async function prepare(
       }
       return JSON.stringify(rankBody(`bench-${k}`, at, ads.values(), end + 60_000));
     });
-  const live = new LiveWriter(store, features, impressions, end + 60_000, o['live-rate']);
+  const live = new LiveWriter(store, impressions, end + 60_000, o['live-rate']);
   return { registry, main: bodiesOf(o.candidates), baseline: bodiesOf(o['baseline-candidates']), live };
 }
 

@@ -10,11 +10,11 @@ import { EventSerde } from '../src/events/serde.ts';
 import { EVENT_KINDS } from '../src/events/types.ts';
 import { FeatureSet } from '../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
-import type { TileBatch } from '../src/features/tile-batch.ts';
 import { createKafka } from '../src/kafka/client.ts';
 import { KafkaEventLog } from '../src/kafka/event-log.ts';
 import { OfflineSink } from '../src/offline/sink.ts';
 import type { TileWriter } from '../src/online/contract.ts';
+import type { AdmittedEvents } from '../src/online/part-writer.ts';
 import { ValkeyStore } from '../src/online/valkey-store.ts';
 import { ValkeyCheckpoints } from '../src/streams/checkpoint.ts';
 import { StreamMetrics } from '../src/streams/metrics.ts';
@@ -49,7 +49,7 @@ const now = () => performance.timeOrigin + performance.now();
 class ReportWrites implements TileWriter {
   constructor(private readonly store: TileWriter) {}
 
-  async applyBatch(batch: TileBatch, source: string, endOffset: number, horizon?: number): Promise<void> {
+  async applyBatch(batch: AdmittedEvents, source: string, endOffset: number, horizon?: number): Promise<void> {
     await this.store.applyBatch(batch, source, endOffset, horizon);
     send({ type: 'written', source, offset: endOffset, at: now() });
   }

@@ -14,7 +14,7 @@ import type { AdClick, AdImpression } from '../events/types.ts';
 import { finishGroup } from './assemble.ts';
 import type { CompiledGroup, FeatureSet, Series } from './compile.ts';
 import type { Source } from './define.ts';
-import { KEY_FIELDS } from './entities.ts';
+import { KEY_FIELDS, KEY_SEPARATOR } from './entities.ts';
 import { type EntityIndex, PairIndex, SingleIndex } from './entity-index.ts';
 import { tileOf } from './window.ts';
 
@@ -74,6 +74,31 @@ interface GroupLayout {
   readonly updates: Record<Source, Int32Array>;
   /** The read's tile per rings, for the event being processed. */
   readonly tiles: Int32Array;
+  /** Per entity: its fields' column ids (its key), and the step that last touched it or that it sits out. */
+  entityIds: Int32Array<ArrayBuffer>;
+  touchedIn: Int32Array<ArrayBuffer>;
+  frozenIn: Int32Array<ArrayBuffer>;
+  /** Per entity and rings: the newest tile held. */
+  newest: Int32Array<ArrayBuffer>;
+  /** Entities touched since the last export. */
+  readonly touched: number[];
+  /** Per rings r and lane l: the series at r * MAX_LANES + l. */
+  readonly seriesAt: Int32Array;
+  /** Per series: its id as a JSON string. */
+  readonly ids: string[];
+}
+
+/** An entity of a group by number, with its key (entities.ts's entityKey). */
+export interface EntityRef {
+  readonly group: number;
+  readonly entity: number;
+  readonly key: string;
+}
+
+/** A stored part (online/parts.ts): per series id, flat (tile, value) or (tile, members) pairs in tile order. */
+export interface PartTiles {
+  n: Record<string, number[]>;
+  s: Record<string, (number | string[])[]>;
 }
 
 /**
@@ -100,6 +125,9 @@ export interface StepChunk {
  */
 const INITIAL_RING = 1;
 
+/** Lanes a rings may hold (series of one tile width in one group). */
+const MAX_LANES = 64;
+
 export class TileRings {
   private readonly layouts: GroupLayout[];
   /** The event columns that key entities or hold distinct members, and per column its values' ids. */
@@ -115,6 +143,13 @@ export class TileRings {
   /** The low watermark (StepChunk) of the event being processed. */
   private low = Number.NEGATIVE_INFINITY;
   private readonly members = new MemberLists();
+  /** Per column: its values by id (the dictionaries reversed), for entity keys and distinct members. */
+  private readonly names: string[][];
+  /** Steps so far: entities touched (or sitting out) in this one carry its number. */
+  private stamp = 1;
+  /** Per group: the entity of each event of the chunk last located. */
+  private located: Int32Array[] = [];
+  private locatedChunk: StepChunk | undefined;
 
   constructor(readonly features: FeatureSet) {
     const columns: (keyof SourceEvent)[] = [];
@@ -180,22 +215,214 @@ export class TileRings {
         raw: new Float64Array(g.slots.length),
         updates: { impression: updatesOf('impression'), click: updatesOf('click') },
         tiles: new Int32Array(rings.length),
+        entityIds: new Int32Array(0),
+        touchedIn: new Int32Array(0),
+        frozenIn: new Int32Array(0),
+        newest: new Int32Array(0),
+        touched: [],
+        seriesAt: (() => {
+          const at = new Int32Array(MAX_LANES * tileWidths.length);
+          g.series.forEach((_, s) => {
+            at[(ringsOf[s] as number) * MAX_LANES + (laneOf[s] as number)] = s;
+          });
+          return at;
+        })(),
+        ids: g.series.map((s) => JSON.stringify(s.id)),
       };
     });
-    for (const { group } of features.groups)
+    for (const { group, series } of features.groups) {
       if (group.entity.fields.length > 2) throw new Error(`${group.entity.name}: entities have at most two fields`);
+      for (const w of new Set(series.map((s) => s.tileMs)))
+        if (series.filter((s) => s.tileMs === w).length > MAX_LANES)
+          throw new Error(`${group.entity.name}: more than ${MAX_LANES} series of one tile width`);
+    }
     this.columns = columns;
     this.dictionaries = columns.map(() => new Map());
+    this.names = columns.map(() => []);
+    this.located = this.layouts.map(() => new Int32Array(0));
     this.keyOf = Int32Array.from(columns, (c) => (KEY_FIELDS as readonly string[]).indexOf(c));
   }
 
   /**
-   * Steps the chunk's events: for each, reads its vector at its event time (impressions), then applies its
-   * updates. Reading first keeps the point-in-time rule; the event's own tile is outside every window anyway.
+   * Steps the chunk's events: for each, reads its vector at its event time (impressions) into `out`, then applies
+   * its updates. Reading first keeps the point-in-time rule; the event's own tile is outside every window anyway.
+   * Without `out`, only applies them (the stream's state: see locate and exportTouched).
    */
-  stepChunk(c: StepChunk, out: Float64Array): void {
+  stepChunk(c: StepChunk, out?: Float64Array): void {
+    if (this.locatedChunk !== c) this.locate(c);
+    this.locatedChunk = undefined;
+    for (let gi = 0; gi < this.layouts.length; gi++)
+      this.stepGroup(this.layouts[gi] as GroupLayout, c, out, this.located[gi] as Int32Array);
+    this.stamp++;
+  }
+
+  /**
+   * Finds (or numbers) every entity the chunk's events belong to, before it is stepped; answers those first seen
+   * here, so that what a store holds of them can be loaded (loadPart) before their first update.
+   */
+  locate(c: StepChunk): EntityRef[] {
     this.intern(c);
-    for (let gi = 0; gi < this.layouts.length; gi++) this.stepGroup(this.layouts[gi] as GroupLayout, c, out);
+    const width = this.columns.length;
+    const found: EntityRef[] = [];
+    for (let gi = 0; gi < this.layouts.length; gi++) {
+      const layout = this.layouts[gi] as GroupLayout;
+      const k0 = layout.keys[0] as number;
+      const k1 = layout.keys[1] as number;
+      if ((this.located[gi] as Int32Array).length < c.length) this.located[gi] = new Int32Array(c.length * 2);
+      const entities = this.located[gi] as Int32Array;
+      const { ids } = this;
+      for (let i = 0; i < c.length; i++) {
+        const next = layout.entities;
+        const a = ids[i * width + k0] as number;
+        const b = ids[i * width + k1] as number;
+        const ent = layout.index.get(a, b, next);
+        if (ent === next) {
+          this.newEntity(layout);
+          layout.entityIds[2 * ent] = a;
+          layout.entityIds[2 * ent + 1] = b;
+          found.push({ group: gi, entity: ent, key: this.entityKeyOf(layout, ent) });
+        }
+        entities[i] = ent;
+      }
+    }
+    this.locatedChunk = c;
+    return found;
+  }
+
+  /** Entity ent's key, "<entity name>:<id>[|<id>]" as entities.ts's entityKey makes it. */
+  private entityKeyOf(layout: GroupLayout, ent: number): string {
+    const first = (this.names[layout.keys[0] as number] as string[])[layout.entityIds[2 * ent] as number];
+    if (layout.g.group.entity.fields.length === 1) return `${layout.g.group.entity.name}:${first}`;
+    const second = (this.names[layout.keys[1] as number] as string[])[layout.entityIds[2 * ent + 1] as number];
+    return `${layout.g.group.entity.name}:${first}${KEY_SEPARATOR}${second}`;
+  }
+
+  /** Leaves an entity out of the next step (its stored state already holds the chunk: a batch replayed). */
+  freeze(e: EntityRef): void {
+    (this.layouts[e.group] as GroupLayout).frozenIn[e.entity] = this.stamp;
+  }
+
+  /**
+   * Adds a stored part's tiles into an entity (tiles by each series' merge, so several parts load as their
+   * merge); tiles no read at or after `before` can ask for are left out.
+   */
+  loadPart(e: EntityRef, part: PartTiles, before = Number.NEGATIVE_INFINITY): void {
+    const layout = this.layouts[e.group] as GroupLayout;
+    const ent = e.entity;
+    layout.g.series.forEach((series, s) => {
+      const stored = series.op.merge === 'union' ? part.s[series.id] : part.n[series.id];
+      if (stored === undefined) return;
+      const r = layout.ringsOf[s] as number;
+      const rings = layout.rings[r] as Rings;
+      const lane = layout.laneOf[s] as number;
+      const kind = rings.kind[lane] as number;
+      const first = tileOf(before, rings.tileMs) - series.maxTiles;
+      for (let i = 0; i < stored.length; i += 2) {
+        const tile = stored[i] as number;
+        if (tile < first) continue;
+        const at = this.claim(layout, r, ent, tile) * rings.lanes + lane;
+        this.touch(layout, r, ent, tile);
+        const value = stored[i + 1] as number | string[];
+        if (kind === DISTINCT) {
+          const col = layout.memberColumn[s] as number;
+          for (const m of value as string[])
+            rings.values[at] = this.members.add(rings.values[at] as number, this.idOf(col, m));
+        } else if (kind === LATEST) {
+          if ((value as number) > (rings.values[at] as number)) rings.values[at] = value as number;
+        } else rings.values[at] = (rings.values[at] as number) + (value as number);
+      }
+    });
+  }
+
+  /** Column col's id of value v (interned on first sight). */
+  private idOf(col: number, v: string): number {
+    const dictionary = this.dictionaries[col] as Map<string, number>;
+    let id = dictionary.get(v);
+    if (id === undefined) {
+      id = dictionary.size;
+      dictionary.set(v, id);
+      (this.names[col] as string[])[id] = v;
+    }
+    return id;
+  }
+
+  /** Records that ring r of entity ent holds `tile` (the newest, for exports). */
+  private touch(layout: GroupLayout, r: number, ent: number, tile: number): void {
+    const at = ent * layout.rings.length + r;
+    if (tile > (layout.newest[at] as number)) layout.newest[at] = tile;
+  }
+
+  /** How many entities these rings hold, over all groups. */
+  get size(): number {
+    let n = 0;
+    for (const layout of this.layouts) n += layout.entities;
+    return n;
+  }
+
+  /**
+   * Each entity stepped since the last call, as its part's JSON (online/parts.ts's Part, batch end `o`): its tiles
+   * that a read at or after `before` can ask for. The text is made here, not through objects and JSON.stringify:
+   * it is most of what the stream computes per batch.
+   */
+  exportTouched(before: number, o: number, emit: (key: string, json: string) => void): void {
+    for (const layout of this.layouts) {
+      const nr = layout.rings.length;
+      const nSeries = layout.g.series.length;
+      const pairs = new Array<string>(nSeries);
+      const firsts = layout.g.series.map((series) => tileOf(before, series.tileMs) - series.maxTiles);
+      for (const ent of layout.touched) {
+        pairs.fill('');
+        for (let r = 0; r < nr; r++) {
+          const rings = layout.rings[r] as Rings;
+          const ring = rings.ringOf[2 * ent] as number;
+          const mask = rings.ringOf[2 * ent + 1] as number;
+          const to = layout.newest[ent * nr + r] as number;
+          const from = tileOf(before, rings.tileMs) - rings.maxTiles;
+          if (to === EMPTY || to < from) continue;
+          // In tile order: walked from `from` when the ring spans the range, else the ring's tiles sorted.
+          let tiles: number[];
+          if (to - from <= mask) {
+            tiles = [];
+            for (let tile = from; tile <= to; tile++) if (rings.tags[ring + (tile & mask)] === tile) tiles.push(tile);
+          } else {
+            tiles = [];
+            for (let at = ring; at <= ring + mask; at++) {
+              const tag = rings.tags[at] as number;
+              if (tag !== EMPTY && tag >= from) tiles.push(tag);
+            }
+            tiles.sort((x, y) => x - y);
+          }
+          for (const tile of tiles) {
+            const at = ring + (tile & mask);
+            for (let lane = 0; lane < rings.lanes; lane++) {
+              const v = rings.values[at * rings.lanes + lane] as number;
+              const kind = rings.kind[lane] as number;
+              // A lane of a claimed tile that no event updated holds its empty value: not a tile of that series.
+              if (kind === LATEST ? v === Number.NEGATIVE_INFINITY : v === 0) continue;
+              const s = layout.seriesAt[r * MAX_LANES + lane] as number;
+              if (tile < (firsts[s] as number)) continue;
+              const text =
+                kind === DISTINCT
+                  ? `${tile},${JSON.stringify(this.members.list(v).map((m) => (this.names[layout.memberColumn[s] as number] as string[])[m]))}`
+                  : `${tile},${v}`;
+              const held = pairs[s] as string;
+              pairs[s] = held === '' ? text : `${held},${text}`;
+            }
+          }
+        }
+        let n = '';
+        let sets = '';
+        for (let s = 0; s < nSeries; s++) {
+          const text = pairs[s] as string;
+          if (text === '') continue;
+          const entry = `${layout.ids[s]}:[${text}]`;
+          if ((layout.g.series[s] as Series).op.merge === 'union') sets = sets === '' ? entry : `${sets},${entry}`;
+          else n = n === '' ? entry : `${n},${entry}`;
+        }
+        emit(this.entityKeyOf(layout, ent), `{"o":${o},"n":{${n}},"s":{${sets}}}`);
+      }
+      layout.touched.length = 0;
+    }
   }
 
   /** Each event's ids per column: handed by the source (key fields), else interned here. */
@@ -221,35 +448,34 @@ export class TileRings {
         if (id === undefined) {
           id = dictionary.size;
           dictionary.set(value, id);
+          (this.names[col] as string[])[id] = value;
         }
         ids[i * width + col] = id;
       }
     }
   }
 
-  /** One group's pass over the chunk. */
-  private stepGroup(layout: GroupLayout, c: StepChunk, out: Float64Array): void {
+  /** One group's pass over the chunk, its events' entities located. */
+  private stepGroup(layout: GroupLayout, c: StepChunk, out: Float64Array | undefined, entities: Int32Array): void {
     const width = this.columns.length;
-    const k0 = layout.keys[0] as number;
-    const k1 = layout.keys[1] as number;
-    if (this.entities.length < c.length) this.entities = new Int32Array(c.length * 2);
-    const { ids, entities } = this;
-    for (let i = 0; i < c.length; i++) {
-      const next = layout.entities;
-      const ent = layout.index.get(ids[i * width + k0] as number, ids[i * width + k1] as number, next);
-      if (ent === next) this.newEntity(layout);
-      entities[i] = ent;
-    }
+    const { ids } = this;
     const F = this.features.names.length;
     const { rings, tiles } = layout;
     for (let i = 0; i < c.length; i++) {
       const e = c.events[i] as SourceEvent;
       const source = c.sources[i] as Source;
       const ent = entities[i] as number;
+      if (out === undefined) {
+        if (layout.frozenIn[ent] === this.stamp) continue;
+        if (layout.touchedIn[ent] !== this.stamp) {
+          layout.touchedIn[ent] = this.stamp;
+          layout.touched.push(ent);
+        }
+      }
       const t = c.time[i] as number;
       this.low = c.lowWatermark[i] as number;
       for (let r = 0; r < rings.length; r++) tiles[r] = tileOf(t, (rings[r] as Rings).tileMs);
-      if (source === 'impression') this.read(layout, ent, t, out, (c.row[i] as number) * F);
+      if (source === 'impression' && out !== undefined) this.read(layout, ent, t, out, (c.row[i] as number) * F);
       // Named properties, not keyed by the source string (a slow, megamorphic access; as Replay's counts).
       const updates = source === 'impression' ? layout.updates.impression : layout.updates.click;
       let claimed = -1;
@@ -267,6 +493,7 @@ export class TileRings {
         const tile = tiles[r] as number;
         if (r !== claimed) {
           position = this.claim(layout, r, ent, tile);
+          this.touch(layout, r, ent, tile);
           claimed = r;
         }
         const at = position * ring.lanes + lane;
@@ -288,6 +515,10 @@ export class TileRings {
       const state = new Float64Array(capacity * layout.stride);
       state.set(layout.state);
       layout.state = state;
+      layout.entityIds = grown(layout.entityIds, 2 * capacity);
+      layout.touchedIn = grown(layout.touchedIn, capacity);
+      layout.frozenIn = grown(layout.frozenIn, capacity);
+      layout.newest = grown(layout.newest, capacity * n);
       for (const rings of layout.rings) {
         const ringOf = new Int32Array(2 * capacity);
         ringOf.set(rings.ringOf);
@@ -300,6 +531,7 @@ export class TileRings {
     }
     const base = ent * layout.stride;
     layout.state.fill(Number.NaN, base, base + n);
+    layout.newest.fill(EMPTY, ent * n, ent * n + n);
   }
 
   /** The pool position of `tile` in entity ent's ring r, taking it over from an older tile that is no longer
@@ -359,6 +591,40 @@ export class TileRings {
     const cursorAt = ent * layout.stride + r;
     const c = layout.state[cursorAt] as number;
     if (tile < c && tile >= c - rings.maxTiles) layout.state[cursorAt] = Number.NaN;
+  }
+
+  /**
+   * Each entity stepped since the last call, with its numeric tiles in ring order (per tile, its series' values):
+   * a batch's own merged updates when the rings held nothing before it (the offline tile history).
+   */
+  exportNumbers(emit: (key: string, series: Series[], tiles: number[], values: number[]) => void): void {
+    for (const layout of this.layouts) {
+      const nr = layout.rings.length;
+      for (const ent of layout.touched) {
+        const series: Series[] = [];
+        const tiles: number[] = [];
+        const values: number[] = [];
+        for (let r = 0; r < nr; r++) {
+          const rings = layout.rings[r] as Rings;
+          const ring = rings.ringOf[2 * ent] as number;
+          const mask = rings.ringOf[2 * ent + 1] as number;
+          for (let at = ring; at <= ring + mask; at++) {
+            const tile = rings.tags[at] as number;
+            if (tile === EMPTY) continue;
+            for (let lane = 0; lane < rings.lanes; lane++) {
+              const kind = rings.kind[lane] as number;
+              const v = rings.values[at * rings.lanes + lane] as number;
+              if (kind === DISTINCT || (kind === LATEST ? v === Number.NEGATIVE_INFINITY : v === 0)) continue;
+              series.push(layout.g.series[layout.seriesAt[r * MAX_LANES + lane] as number] as Series);
+              tiles.push(tile);
+              values.push(v);
+            }
+          }
+        }
+        if (series.length > 0) emit(this.entityKeyOf(layout, ent), series, tiles, values);
+      }
+      layout.touched.length = 0;
+    }
   }
 
   /** The group's features for entity ent at time t into out[at + feature]. */
@@ -465,9 +731,12 @@ function log2(size: number): number {
   return 31 - Math.clz32(size);
 }
 
+/** A tile was needed after these rings dropped it (a state started again holds it: see part-writer.ts). */
+export class TileDroppedError extends Error {}
+
 function lost(layout: GroupLayout, rings: Rings, tile: number): never {
   const tileMs = layout.g.series.find((_, s) => layout.rings[layout.ringsOf[s] as number] === rings)?.tileMs;
-  throw new Error(
+  throw new TileDroppedError(
     `${layout.g.group.entity.name} series of ${(tileMs ?? 0) / 1000}s tiles: tile ${tile} was needed after it ` +
       'was dropped (a partition started far behind the others); give the replay its partition count',
   );
@@ -556,6 +825,15 @@ class MemberLists {
     this.member[node] = m;
     this.next[node] = head;
     return node + 1;
+  }
+
+  /** List `head`'s members, oldest first. */
+  list(head: number): number[] {
+    if (head === 0) return [];
+    if (head < 0) return [-head - 1];
+    const out: number[] = [];
+    for (let n = head; n !== 0; n = this.next[n - 1] as number) out.push(this.member[n - 1] as number);
+    return out.reverse();
   }
 
   /** Frees list `head`'s nodes for reuse. */

@@ -4,8 +4,9 @@
 import type { ClickHouseClient } from '@clickhouse/client';
 import type { AdClick, AdImpression } from '../events/types.ts';
 import type { Verdict } from '../features/admission.ts';
-import type { Series } from '../features/compile.ts';
-import type { TileBatch } from '../features/tile-batch.ts';
+import type { FeatureSet } from '../features/compile.ts';
+import { TileRings } from '../features/tile-rings.ts';
+import { type AdmittedEvents, chunkOf } from '../online/part-writer.ts';
 import { insertRaw } from './clickhouse.ts';
 import { TsvWriter } from './tsv.ts';
 
@@ -162,46 +163,30 @@ export class OfflineSink {
 }
 
 /**
- * feature_tile_batches rows for a batch's updates: one per entity, each (series, tile) merged over the batch. Set
- * members (the distinct-count features) are not recorded: the table holds numbers only, and distinct counts can be
- * recomputed exactly from the event tables.
+ * feature_tile_batches rows for a batch's admitted events: one per entity, each (series, tile) merged over the batch
+ * by the engine (a state of the batch alone). Set members (the distinct-count features) are not recorded: the
+ * table holds numbers only, and distinct counts can be recomputed exactly from the event tables.
  */
-export function tileRowsOf(updates: TileBatch, batch: string, writtenAt: number = Date.now()): TileRow[] {
+export function tileRowsOf(
+  features: FeatureSet,
+  admitted: AdmittedEvents,
+  batch: string,
+  writtenAt: number = Date.now(),
+): TileRow[] {
   const rows: TileRow[] = [];
-  // Per series, the index of its newest tile's entry in the entity's row.
-  const newest = new Map<string, number>();
-  for (const [entity, u] of updates.entities) {
-    const row: TileRow = { entity, series: [], tiles: [], values: [], ops: [], batch, written_at: writtenAt };
-    const { series, tiles, values, ops } = row;
-    newest.clear();
-    for (let i = 0; i < u.length; i += 3) {
-      const s = u[i] as Series;
-      const merge = s.op.merge;
-      if (merge === 'union') continue;
-      const tile = u[i + 1] as number;
-      const value = u[i + 2] as number;
-      // Updates come in event order: mostly the series' newest tile, or a newer one; an older one is searched for.
-      const n = newest.get(s.id);
-      let j = -1;
-      if (n !== undefined) {
-        const t = tiles[n] as number;
-        if (t === tile) j = n;
-        else if (t > tile)
-          for (let k = tiles.length - 1; k >= 0; k--)
-            if (tiles[k] === tile && series[k] === s.id) {
-              j = k;
-              break;
-            }
-      }
-      if (j < 0) {
-        if (n === undefined || (tiles[n] as number) < tile) newest.set(s.id, tiles.length);
-        series.push(s.id);
-        tiles.push(tile);
-        values.push(value);
-        ops.push(merge === 'add' ? 'incr' : 'max');
-      } else values[j] = merge === 'add' ? (values[j] as number) + value : Math.max(values[j] as number, value);
-    }
-    if (series.length > 0) rows.push(row);
-  }
+  if (admitted.events.length === 0) return rows;
+  const rings = new TileRings(features);
+  rings.stepChunk(chunkOf(admitted, Number.NEGATIVE_INFINITY));
+  rings.exportNumbers((entity, series, tiles, values) => {
+    rows.push({
+      entity,
+      series: series.map((s) => s.id),
+      tiles,
+      values,
+      ops: series.map((s) => (s.op.merge === 'add' ? 'incr' : 'max')),
+      batch,
+      written_at: writtenAt,
+    });
+  });
   return rows;
 }

@@ -3,20 +3,23 @@
 // updates made through UpdateSink directly).
 import type { FeatureSet, Series } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
-import type { TileBatch } from '../features/tile-batch.ts';
 import type { UpdateSink } from '../features/update.ts';
 import type { FeatureReader, PartReader, TileWriter } from './contract.ts';
+import { type AdmittedEvents, type PartStore, PartWriter } from './part-writer.ts';
 import { emptyPart, type Part, PartLayout } from './parts.ts';
 
 const NONE: Part[] = [];
 
-export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartReader {
+export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartReader, PartStore {
   private readonly layout: PartLayout;
-  /** Per entity key, its parts by source. */
-  private readonly entities = new Map<string, Map<string, Part>>();
+  /** Per entity key, its parts by source (as written, JSON, until read). */
+  private readonly entities = new Map<string, Map<string, Part | string>>();
+  private readonly writer: PartWriter;
 
   constructor(features: FeatureSet) {
     this.layout = new PartLayout(features);
+    // The only copy: nothing is let go.
+    this.writer = new PartWriter(features, this, Number.POSITIVE_INFINITY);
   }
 
   private part(key: string, source: string): Part {
@@ -29,6 +32,9 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartR
     if (part === undefined) {
       part = emptyPart();
       parts.set(source, part);
+    } else if (typeof part === 'string') {
+      part = JSON.parse(part) as Part;
+      parts.set(source, part);
     }
     return part;
   }
@@ -39,29 +45,45 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartR
 
   /** Holds another store's parts of entity `key` (read only: updates here go to this store's own part). */
   hold(key: string, parts: readonly Part[]): void {
-    const held = this.entities.get(key) ?? new Map<string, Part>();
+    const held = this.entities.get(key) ?? new Map<string, Part | string>();
     parts.forEach((p, i) => {
       held.set(`@${i}`, p);
     });
     this.entities.set(key, held);
   }
 
-  applyBatch(batch: TileBatch, source: string, endOffset: number): Promise<void> {
-    for (const [key, u] of batch.entities) {
-      const part = this.part(key, source);
-      if (part.o >= endOffset) continue; // already applied (a replay)
-      this.layout.apply(part, u);
-      part.o = endOffset;
-    }
+  applyBatch(batch: AdmittedEvents, source: string, endOffset: number, horizon = 0): Promise<void> {
+    return this.writer.apply(batch, source, endOffset, horizon);
+  }
+
+  loadParts(keys: readonly string[], source: string): Promise<(Part | null)[]> {
+    return Promise.resolve(keys.map((k) => (this.entities.get(k)?.has(source) ? this.part(k, source) : null)));
+  }
+
+  writeParts(keys: readonly string[], parts: readonly string[], source: string, endOffset: number): Promise<void> {
+    keys.forEach((key, i) => {
+      let held = this.entities.get(key);
+      if (held === undefined) {
+        held = new Map();
+        this.entities.set(key, held);
+      }
+      const stored = held.get(source);
+      const end = stored === undefined ? -1 : typeof stored === 'string' ? markerOf(stored) : stored.o;
+      if (end < endOffset) held.set(source, parts[i] as string);
+    });
     return Promise.resolve();
   }
 
-  /** Nothing to read again: this store is the only copy. */
-  forget(): void {}
+  forget(source: string): void {
+    this.writer.forget(source);
+  }
 
   private partsOf(key: string): Part[] {
     const parts = this.entities.get(key);
-    return parts ? [...parts.values()] : NONE;
+    if (!parts) return NONE;
+    const out: Part[] = [];
+    for (const source of parts.keys()) out.push(this.part(key, source));
+    return out;
   }
 
   readSync(requests: readonly ReadRequest[]): ReadResult[] {
@@ -75,4 +97,9 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartR
   readParts(keys: readonly string[]): Promise<Part[][]> {
     return Promise.resolve(keys.map((k) => this.partsOf(k)));
   }
+}
+
+/** The batch end marker of a part's JSON (its leading "o"). */
+function markerOf(json: string): number {
+  return Number(json.slice(5, json.indexOf(',', 5)));
 }

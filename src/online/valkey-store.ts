@@ -6,9 +6,9 @@ import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'iovalkey';
 import type { FeatureSet } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
-import type { TileBatch } from '../features/tile-batch.ts';
 import type { FeatureReader, PartReader, TileWriter } from './contract.ts';
-import { emptyPart, type Part, PartLayout } from './parts.ts';
+import { type AdmittedEvents, type PartStore, PartWriter } from './part-writer.ts';
+import { type Part, PartLayout } from './parts.ts';
 import { TrackedReadCache } from './read-cache.ts';
 
 /** A script of lua/ (each says what it takes and does). */
@@ -17,20 +17,8 @@ const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.m
 /** Hashes per script call: Valkey runs one script at a time, so no call holds it up long. */
 const CALL_KEYS = 1000;
 
-/** Parts held in process by default, over all source partitions, past which the least recently written are let go. */
-const MAX_HELD_PARTS = 200_000;
-
-/**
- * A part held in process, with the batch that last wrote it, the horizon it was last pruned at, and when (epoch ms)
- * this process last set its hash's TTL. The part is kept as the JSON last written (parsed again when a batch touches
- * it): a string is a tenth of the part's objects in memory, and one object for the collector to trace, not dozens.
- */
-interface Held {
-  part: Part | string;
-  written: number;
-  pruned: number;
-  expireSet: number;
-}
+/** Hashes whose TTL this process remembers setting, at most (then it sets them again). */
+const MAX_EXPIRE_SET = 1_000_000;
 
 type Client = (Redis | Cluster) & {
   tbLoadParts(numKeys: number, ...args: (string | number)[]): Promise<string>;
@@ -52,22 +40,19 @@ export interface ValkeyStoreOptions {
   retentionMs: number;
   /** Reads of these entities go through a tracked cache (see read-cache.ts). */
   cache?: { tracked: TrackedReadCache; entities: ReadonlySet<string> };
-  /** Parts held in process (over all source partitions) past which the least recently written are let go. */
-  heldParts?: number;
+  /** Entities held in process (over all source partitions) past which a partition's state is read again. */
+  heldEntities?: number;
 }
 
-export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
+export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartStore {
   private readonly client: Client;
   /** The read cache's (tracked) connection: what a cached read misses is read through it, the rest not. */
   private readonly cacheReader: Client | undefined;
   private readonly prefix: string;
   private readonly parts: PartLayout;
-  /** Per source partition written from this process: its parts as last written, by entity key (see forget). */
-  private readonly held = new Map<string, Map<string, Held>>();
-  private heldCount = 0;
-  /** Batches written so far: when each held part was last written. */
-  private writes = 0;
-  private readonly maxHeld: number;
+  private readonly writer: PartWriter;
+  /** When (epoch ms) this process last set each hash's TTL. */
+  private readonly expireSet = new Map<string, number>();
 
   constructor(
     client: Redis | Cluster,
@@ -83,7 +68,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
     this.client = client as Client;
     this.prefix = `${options.namespace ?? ''}tb:`;
     this.parts = new PartLayout(options.features);
-    this.maxHeld = options.heldParts ?? MAX_HELD_PARTS;
+    this.writer = new PartWriter(options.features, this, options.heldEntities);
     options.cache?.tracked.bind(this.prefix);
   }
 
@@ -93,87 +78,43 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
   }
 
   forget(source: string): void {
-    this.heldCount -= this.held.get(source)?.size ?? 0;
-    this.held.delete(source);
+    this.writer.forget(source);
   }
 
-  async applyBatch(batch: TileBatch, source: string, endOffset: number, horizon = 0): Promise<void> {
-    let held = this.held.get(source);
-    if (!held) {
-      held = new Map();
-      this.held.set(source, held);
-    }
-    try {
-      await this.write(batch, source, endOffset, horizon, held);
-    } catch (err) {
-      // Some parts may be written, others not, and those held were changed: read them all again next time.
-      this.forget(source);
-      throw err;
-    }
+  applyBatch(batch: AdmittedEvents, source: string, endOffset: number, horizon = 0): Promise<void> {
+    return this.writer.apply(batch, source, endOffset, horizon > 0 ? horizon - this.options.retentionMs : 0);
   }
 
-  private async write(
-    batch: TileBatch,
-    source: string,
-    endOffset: number,
-    horizon: number,
-    held: Map<string, Held>,
-  ): Promise<void> {
-    const before = horizon > 0 ? horizon - this.options.retentionMs : 0;
-    // The batch's held parts, taken now: while the missing ones load, another partition's batch may let go of
-    // them (they stay this source's latest, and are held again below).
-    const mine: (Held | undefined)[] = [];
-    const missing: string[] = [];
-    for (const key of batch.entities.keys()) {
-      const h = held.get(key);
-      mine.push(h);
-      if (h === undefined) missing.push(key);
-    }
-    if (missing.length > 0) {
-      const parts = await this.calls(missing, (hashes) => this.client.tbLoadParts(hashes.length, ...hashes, source));
-      let m = 0;
-      for (let i = 0; i < mine.length; i++)
-        if (mine[i] === undefined)
-          mine[i] = { part: (parts[m++] as Part | null) ?? emptyPart(), written: 0, pruned: 0, expireSet: 0 };
-    }
-    // Hashes whose TTL this process set more than a quarter TTL ago go first, with their count: only they are
-    // given it again (a hash lives at least ¾ TTL past its last write).
+  async loadParts(keys: readonly string[], source: string): Promise<(Part | null)[]> {
+    return (await this.calls(keys, (hashes) =>
+      this.client.tbLoadParts(hashes.length, ...hashes, source),
+    )) as (Part | null)[];
+  }
+
+  async writeParts(keys: readonly string[], parts: readonly string[], source: string, endOffset: number) {
+    // Hashes whose TTL this process set more than a quarter TTL ago (or never) go first, with their count: only
+    // they are given it again (a hash lives at least ¾ TTL past its last write).
     const expire = { keys: [] as string[], values: [] as string[] };
     const keep = { keys: [] as string[], values: [] as string[] };
-    const now = ++this.writes;
     const clock = Date.now();
     const ttlMs = this.options.ttlSeconds * 1000;
-    let i = 0;
-    for (const [key, u] of batch.entities) {
-      const h = mine[i++] as Held;
-      if (held.get(key) !== h) {
-        held.set(key, h);
-        this.heldCount++;
-      }
-      h.written = now;
-      const part = typeof h.part === 'string' ? (JSON.parse(h.part) as Part) : h.part;
-      if (part.o >= endOffset) continue; // already holds this batch (a replay after a crash)
-      this.parts.apply(part, u);
-      // Once per horizon: no batch adds a tile below it (nothing is admitted there), so nothing new to drop.
-      if (before > h.pruned) {
-        this.parts.prune(key, part, before);
-        h.pruned = before;
-      }
-      part.o = endOffset;
-      const to = clock - h.expireSet > ttlMs / 4 ? expire : keep;
-      if (to === expire) h.expireSet = clock;
-      to.keys.push(this.entityHash(key));
-      h.part = JSON.stringify(part);
-      to.values.push(h.part);
+    if (this.expireSet.size > MAX_EXPIRE_SET) this.expireSet.clear();
+    for (let i = 0; i < keys.length; i++) {
+      const hash = this.entityHash(keys[i] as string);
+      const set = this.expireSet.get(hash);
+      const to = set === undefined || clock - set > ttlMs / 4 ? expire : keep;
+      if (to === expire) this.expireSet.set(hash, clock);
+      to.keys.push(hash);
+      to.values.push(parts[i] as string);
     }
     const expiring = expire.keys.length;
-    const keys = expire.keys.concat(keep.keys);
+    const hashes = expire.keys.concat(keep.keys);
     const values = expire.values.concat(keep.values);
     const ttl = this.options.ttlSeconds;
-    await this.chunks(keys.length, (from, to) =>
+    await this.chunks(hashes.length, (from, to) =>
       this.client.tbWriteParts(
         to - from,
-        ...keys.slice(from, to),
+        ...hashes.slice(from, to),
         source,
         endOffset,
         ttl,
@@ -181,21 +122,6 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader {
         ...values.slice(from, to),
       ),
     );
-    if (this.heldCount > this.maxHeld) this.letGo();
-  }
-
-  /** Lets go of the least recently written parts (over all sources) down to three quarters of the bound. */
-  private letGo(): void {
-    const when: number[] = [];
-    for (const held of this.held.values()) for (const h of held.values()) when.push(h.written);
-    when.sort((x, y) => x - y);
-    const cut = when[Math.max(0, when.length - Math.floor((this.maxHeld * 3) / 4))] ?? 0;
-    this.heldCount = 0;
-    for (const held of this.held.values())
-      for (const [key, h] of held) {
-        if (h.written < cut) held.delete(key);
-        else this.heldCount++;
-      }
   }
 
   /** Calls over items [0, n) in slices of a bounded size (one item each on a Cluster: a call's keys share a slot). */

@@ -7,8 +7,6 @@ import { DEFAULT_MAX_CLOCK_SKEW_MS } from '../events/validate.ts';
 import type { Admission, Verdict } from '../features/admission.ts';
 import type { FeatureSet } from '../features/compile.ts';
 import type { Source } from '../features/define.ts';
-import { TeeSink } from '../features/tee-sink.ts';
-import { TileBatch } from '../features/tile-batch.ts';
 import type { ServedRow } from '../offline/sink.ts';
 import { ServedView } from './served.ts';
 
@@ -23,6 +21,7 @@ export type { KafkaCoordinates as Coordinates } from '../offline/sink.ts';
 
 import type { KafkaCoordinates as Coordinates } from '../offline/sink.ts';
 import type { PartReader } from '../online/contract.ts';
+import type { AdmittedEvents } from '../online/part-writer.ts';
 
 export type Recorded<E> = E & Coordinates & { verdict: Verdict };
 
@@ -51,7 +50,8 @@ export function deadLetterMessage(d: DeadLetter) {
 export interface BatchOutcome {
   firstOffset: number;
   lastOffset: number;
-  tiles: TileBatch;
+  /** The events applied, in log order: what the stores' state steps through. */
+  admitted: AdmittedEvents;
   impressions: Recorded<AdImpression>[];
   clicks: Recorded<AdClick>[];
   deadLetters: DeadLetter[];
@@ -97,7 +97,7 @@ export async function processBatch(
   const out: BatchOutcome = {
     firstOffset: Number(messages[0]?.offset),
     lastOffset: Number(messages[messages.length - 1]?.offset),
-    tiles: new TileBatch(),
+    admitted: { source, events: [] },
     impressions: [],
     clicks: [],
     deadLetters: [],
@@ -131,7 +131,9 @@ export async function processBatch(
     served && source === 'impression'
       ? await ServedView.load(features, served, events.filter((e) => e !== undefined) as AdImpression[])
       : undefined;
-  const sink = view ? new TeeSink(out.tiles, view.view) : out.tiles;
+  const admitted = out.admitted.events as (AdImpression | AdClick)[];
+  /** Per applied impression with a served vector to record: its message. */
+  const servedOf: LogMessage[] = [];
 
   for (let i = 0; i < messages.length; i++) {
     const event = events[i];
@@ -141,14 +143,8 @@ export async function processBatch(
     const verdict = admission.admit(event.event_id, event.event_time);
     out.counts[verdict]++;
     if (verdict === 'applied') {
-      if (view)
-        out.served.push({
-          ...coordinatesOf(m),
-          event_id: event.event_id,
-          event_time: event.event_time,
-          vector: view.vector(event as AdImpression),
-        });
-      features.apply(source, event, sink);
+      if (view) servedOf.push(m);
+      admitted.push(event);
       if (event.event_time > out.newestEventTime) out.newestEventTime = event.event_time;
     } else if (verdict === 'late') {
       const behind = Math.round((watermark - event.event_time) / 1000);
@@ -166,6 +162,19 @@ export async function processBatch(
     if (source === 'impression')
       out.impressions.push(impressionRow(event as AdImpression, topic, partition, offset, ingest, batchSeq, verdict));
     else out.clicks.push(clickRow(event as AdClick, topic, partition, offset, ingest, batchSeq, verdict));
+  }
+  if (view && admitted.length > 0) {
+    const F = features.names.length;
+    const vectors = view.vectors(admitted as AdImpression[]);
+    servedOf.forEach((m, i) => {
+      const event = admitted[i] as AdImpression;
+      out.served.push({
+        ...coordinatesOf(m),
+        event_id: event.event_id,
+        event_time: event.event_time,
+        vector: vectors.subarray(i * F, (i + 1) * F),
+      });
+    });
   }
   return out;
 }

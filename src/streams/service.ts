@@ -280,7 +280,7 @@ export class StreamService {
       const written = await Promise.all([
         attempt('dead-letter', this.deadLetter(id, outcome.deadLetters)),
         attempt('clickhouse', () => this.writeOffline(batchId, outcome)),
-        attempt('valkey', () => this.deps.online.applyBatch(outcome.tiles, id, outcome.lastOffset, horizon)),
+        attempt('valkey', () => this.deps.online.applyBatch(outcome.admitted, id, outcome.lastOffset, horizon)),
       ]);
       if (written.includes(undefined)) return;
       const committed = await attempt('checkpoint', () =>
@@ -354,7 +354,7 @@ export class StreamService {
     await this.deps.offline.writeBatch(batchId, {
       impressions: o.impressions,
       clicks: o.clicks,
-      tiles: tileRowsOf(o.tiles, batchId),
+      tiles: tileRowsOf(this.deps.features, o.admitted, batchId),
     });
   }
 

@@ -15,8 +15,8 @@ import { generate } from '../../src/events/generator.ts';
 import type { AdImpression } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
-import { TileBatch } from '../../src/features/tile-batch.ts';
 import { ModelRegistry } from '../../src/model/registry.ts';
+import { applyLog } from '../../src/online/part-writer.ts';
 import { ValkeyStore } from '../../src/online/valkey-store.ts';
 import { allowed, type Examples, refused, type Schema } from '../property/json-schema-arbitrary.ts';
 import { replayRecords, trainAndRegister } from '../support/models.ts';
@@ -111,9 +111,6 @@ beforeAll(async () => {
   const log = generate({ seed: 5, days: 1, impressionsPerDay: 2000 });
   const impressions = log.filter((r) => r.record.kind === 'impression').map((r) => r.record.event as AdImpression);
   const valkey = new Valkey(VALKEY_URL);
-  const tiles = new TileBatch();
-  for (const { record } of log)
-    if (record.kind === 'impression' || record.kind === 'click') features.apply(record.kind, record.event, tiles);
   const end = Math.max(...impressions.map((i) => i.event_time));
   const store = new ValkeyStore(valkey, {
     features,
@@ -121,7 +118,7 @@ beforeAll(async () => {
     ttlSeconds: 3600,
     retentionMs: features.retentionMs,
   });
-  await store.applyBatch(tiles, 'fuzz/0', 0, end);
+  await applyLog(store, log, 'fuzz', end);
   valkey.disconnect();
   const registry = new ModelRegistry(join(dir, 'models'));
   await registry.promote(await trainAndRegister(registry, features, replayRecords(log), 1));

@@ -9,7 +9,7 @@ import type { AdImpression } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import type { ReadResult } from '../../src/features/read-plan.ts';
-import { TileBatch } from '../../src/features/tile-batch.ts';
+import { applyLog } from '../../src/online/part-writer.ts';
 import { sharedEntityCache } from '../../src/online/read-cache.ts';
 import { ValkeyStore } from '../../src/online/valkey-store.ts';
 import { VALKEY_URL } from '../support/services.ts';
@@ -39,12 +39,9 @@ describe('tracked read cache', () => {
   }, async () => {
     const log = generate({ seed: 21, days: 1, impressionsPerDay: 6000 });
     const impressions = log.filter((r) => r.record.kind === 'impression').map((r) => r.record.event as AdImpression);
-    const tiles = new TileBatch();
-    for (const { record } of log)
-      if (record.kind === 'impression' || record.kind === 'click') features.apply(record.kind, record.event, tiles);
     const end = Math.max(...impressions.map((i) => i.event_time));
     let batch = 0;
-    await store.applyBatch(tiles, 'test/0', ++batch, end);
+    await applyLog(store, log, 'test', end, ++batch);
     await until('tracking to be on', () => cache.tracked.active, 5_000);
 
     // Rankings at t: a user and 40 candidate ads each; several share candidates, so the cache gets hits.
@@ -81,9 +78,8 @@ describe('tracked read cache', () => {
       ]![adIndex]!;
     const late = (n: number) => {
       const template = impressions.find((i) => `ad:${i.ad_id}` === ad) as AdImpression;
-      const b = new TileBatch();
-      features.apply('impression', { ...template, event_id: `late-${n}`, event_time: t - 60_000 }, b);
-      return store.applyBatch(b, 'test/0', ++batch, end);
+      const events = [{ ...template, event_id: `late-${n}`, event_time: t - 60_000 }];
+      return store.applyBatch({ source: 'impression', events }, 'test/impression', ++batch, end);
     };
     const before = await vectorOf();
     const invalidations = cache.tracked.stats.invalidations;

@@ -204,7 +204,7 @@ async function check(serde: EventSerde, inputs: Input[], maxBatch: number): Prom
       serde,
       new Admission(LATENESS_MS),
     );
-    await reference.applyBatch(out.tiles, `${p.topic}/${p.partition}`, out.lastOffset);
+    await reference.applyBatch(out.admitted, `${p.topic}/${p.partition}`, out.lastOffset);
     for (const k of Object.keys(counts) as (keyof typeof counts)[]) counts[k] += out.counts[k];
     for (const d of out.deadLetters) letters.set(`${p.topic}/${p.partition}/${d.coordinates.offset}`, d.reason);
   }

@@ -1,12 +1,13 @@
-// The Valkey store's held parts on a real Valkey: a batch whose held parts are let go by another partition's batch
-// while its missing ones load still writes every entity, and the store answers as the in-process reference does.
+// The stream's state in Valkey (part-writer.ts over the Valkey store) on a real server: several source partitions,
+// each's rings started over at a small bound (its entities read back from Valkey again and again), a batch retried
+// by the same process and replayed by a restarted one (both must sit it out where Valkey holds it already): the
+// readable state equals that of one in-process store that saw each event once.
 import { Valkey } from 'iovalkey';
-import { afterAll, describe, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { generate } from '../../src/events/generator.ts';
 import type { AdClick, AdImpression } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
-import { TileBatch } from '../../src/features/tile-batch.ts';
 import { MemoryStore } from '../../src/online/memory-store.ts';
 import { ValkeyStore } from '../../src/online/valkey-store.ts';
 import { VALKEY_URL } from '../support/services.ts';
@@ -23,59 +24,53 @@ afterAll(async () => {
 });
 
 describe('Valkey store', () => {
-  it('writes a batch whose held parts another partition let go of while it loaded', async () => {
+  it('answers as one store of every event after bounded state, retries and a restart replaying a batch', async () => {
     const log = generate({ seed: 5, days: 1, impressionsPerDay: 4000 });
     const events = log.flatMap(({ record }) =>
       record.kind === 'impression' || record.kind === 'click'
         ? [{ kind: record.kind, event: record.event as AdImpression | AdClick }]
         : [],
     );
-    const batchOf = (from: number, to: number) => {
-      const b = new TileBatch();
-      for (const { kind, event } of events.slice(from, to)) features.apply(kind, event, b);
-      return b;
-    };
-    const a1 = batchOf(0, 10);
-    const c1 = batchOf(10, 2010);
-    const a2 = batchOf(0, 11); // a1's entities, held, and one event's new ones, to load
-    // Bound: a1's parts fit; c1's push it over, so c1's write lets go of the oldest (a1's).
-    // a2's load is answered only once c1's batch is written: a slow reply, from Valkey, to the store's own script.
-    let armed = false;
-    let release = () => {};
-    const c1Written = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    type Loads = { tbLoadParts: (...args: unknown[]) => Promise<string> };
-    const gated = new Proxy(client, {
-      get(target, prop) {
-        if (prop === 'tbLoadParts')
-          return async (...args: unknown[]) => {
-            const reply = await (target as unknown as Loads).tbLoadParts(...args);
-            if (armed && args.includes('a/0')) await c1Written;
-            return reply;
-          };
-        const value = Reflect.get(target, prop, target);
-        return typeof value === 'function' ? value.bind(target) : value;
-      },
-    });
-    const store = new ValkeyStore(gated, {
+    const reference = new MemoryStore(features);
+    for (const { kind, event } of events) features.apply(kind, event, reference);
+
+    // First half: the rings start over after almost every batch; second half: they hold everything.
+    const options = (bounded: boolean) => ({
       features,
       namespace: ns,
       ttlSeconds: 3600,
       retentionMs: features.retentionMs,
-      heldParts: a1.entities.size + 10,
+      heldEntities: bounded ? 300 : 1_000_000,
     });
-    const reference = new MemoryStore(features);
-    const both = (batch: TileBatch, source: string, end: number) => {
-      reference.applyBatch(batch, source, end);
-      return store.applyBatch(batch, source, end);
-    };
-    await both(a1, 'a/0', 1);
-    armed = true;
-    const second = both(a2, 'a/0', 2);
-    await both(c1, 'c/0', 1);
-    release();
-    await second;
+    let store = new ValkeyStore(client, options(true));
+    // Two impression partitions and one of clicks, in batches of 250, interleaved.
+    const partitions = [
+      { source: 'impression' as const, name: 'imp/0', events: [] as (AdImpression | AdClick)[] },
+      { source: 'impression' as const, name: 'imp/1', events: [] as (AdImpression | AdClick)[] },
+      { source: 'click' as const, name: 'clk/0', events: [] as (AdImpression | AdClick)[] },
+    ];
+    let n = 0;
+    for (const { kind, event } of events) (kind === 'click' ? partitions[2] : partitions[n++ % 2])?.events.push(event);
+    const BATCH = 250;
+    const batches = Math.max(...partitions.map((p) => Math.ceil(p.events.length / BATCH)));
+    for (let b = 0; b < batches; b++) {
+      if (b === Math.floor(batches / 2)) store = new ValkeyStore(client, options(false));
+      for (const p of partitions) {
+        const batch = { source: p.source, events: p.events.slice(b * BATCH, (b + 1) * BATCH) };
+        if (batch.events.length === 0) continue;
+        const end = b * BATCH + batch.events.length - 1;
+        await store.applyBatch(batch, p.name, end);
+        if (b % 5 === 1) await store.applyBatch(batch, p.name, end); // retried by this process
+        if (b % 7 === 3) {
+          store = new ValkeyStore(client, options(b < batches / 2)); // a restart replays its batch in flight
+          await store.applyBatch(batch, p.name, end);
+        }
+      }
+    }
+    // Each partition wrote its own part of an ad seen on all three.
+    const hashes = await client.keys(`${ns}tb:{ad:*`);
+    const fields = await Promise.all(hashes.map((h) => client.hkeys(h)));
+    expect(fields.some((f) => f.filter((x) => !x.startsWith('@')).length === 3)).toBe(true);
 
     const impressions = events.filter((e) => e.kind === 'impression').map((e) => e.event as AdImpression);
     await expectSameVectors(features, impressions, store, reference);

@@ -156,7 +156,7 @@ export async function referenceState(parts: ReadBack[], namespace: string, featu
       serde,
       new Admission(LATENESS_MS),
     );
-    await store.applyBatch(out.tiles, `${p.topic}/${p.partition}`, out.lastOffset);
+    await store.applyBatch(out.admitted, `${p.topic}/${p.partition}`, out.lastOffset);
     for (const k of Object.keys(counts) as (keyof typeof counts)[]) counts[k] += out.counts[k];
     reasons.push(...out.deadLetters.map((d) => d.reason));
   }

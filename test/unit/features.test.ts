@@ -6,7 +6,6 @@ import type { AdClick, AdImpression } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { entityKey } from '../../src/features/entities.ts';
-import { TileBatch } from '../../src/features/tile-batch.ts';
 import { MemoryStore } from '../../src/online/memory-store.ts';
 import { getOrCreate } from '../../src/util/map.ts';
 
@@ -83,11 +82,11 @@ describe('feature set', () => {
     for (const { kind, event } of events) fs.apply(kind, event, store);
     // The same events in batches, each written merged per stored field (as the stream writes Valkey).
     const batched = new MemoryStore(fs);
-    for (let i = 0; i < events.length; i += 700) {
-      const batch = new TileBatch();
-      for (const { kind, event } of events.slice(i, i + 700)) fs.apply(kind, event, batch);
-      await batched.applyBatch(batch, 'p', i);
-    }
+    for (let i = 0; i < events.length; i += 700)
+      for (const source of ['impression', 'click'] as const) {
+        const batch = events.slice(i, i + 700).filter((e) => e.kind === source);
+        await batched.applyBatch({ source, events: batch.map((e) => e.event) }, `p/${source}`, i);
+      }
 
     const byEntity = new Map<string, typeof events>();
     for (const r of events) {

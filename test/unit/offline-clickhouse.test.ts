@@ -7,9 +7,11 @@ import { promisify } from 'node:util';
 import { type ClickHouseClient, createClient } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { Series } from '../../src/features/compile.ts';
-import type { Merge } from '../../src/features/ops/op.ts';
-import { TileBatch } from '../../src/features/tile-batch.ts';
+import { generate } from '../../src/events/generator.ts';
+import type { AdImpression } from '../../src/events/types.ts';
+import { FeatureSet } from '../../src/features/compile.ts';
+import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
+import { tileOf } from '../../src/features/window.ts';
 import { ClickHouseUnavailableError, openClickHouse } from '../../src/offline/clickhouse.ts';
 import { ensureOfflineSchema } from '../../src/offline/schema.ts';
 import {
@@ -252,36 +254,56 @@ describe('offline store on the embedded ClickHouse engine', () => {
     ]);
   });
 
+  it("tile rows hold a batch's updates merged per entity, series and tile", () => {
+    const features = new FeatureSet(DEFAULT_GROUPS);
+    const template = generate({ seed: 3, days: 1, impressionsPerDay: 50 }).find((r) => r.record.kind === 'impression')
+      ?.record.event as AdImpression;
+    const at = (event_time: number, n: number) => ({ ...template, ad_id: 'ad-7', event_id: `e${n}`, event_time });
+    const events = [at(T0, 1), at(T0 + 1, 2), at(T0 - 60_000, 3), at(T0 + 2, 4)];
+    const rows = tileRowsOf(features, { source: 'impression', events }, 'b', T0);
+    const ad = rows.find((r) => r.entity === 'ad:ad-7');
+    const impressions = features.groups[0]?.series.find((s) => s.agg.name === 'impressions' && s.tileMs === 60_000);
+    const counts = new Map<number, number>();
+    ad?.series.forEach((id, i) => {
+      if (id === impressions?.id) counts.set(ad.tiles[i] as number, ad.values[i] as number);
+    });
+    expect(counts).toEqual(
+      new Map([
+        [tileOf(T0, 60_000), 3],
+        [tileOf(T0 - 60_000, 60_000), 1],
+      ]),
+    );
+    expect(ad?.ops.every((op) => op === 'incr')).toBe(true);
+    // Every entity of each event, one row each; no distinct members (the user's distinct ads) among the series.
+    expect(rows.length).toBe(new Set(rows.map((r) => r.entity)).size);
+    const users = features.groups.find((g) => g.group.entity.name === 'user');
+    const distinct = new Set(users?.series.filter((s) => s.op.merge === 'union').map((s) => s.id));
+    expect(distinct.size).toBeGreaterThan(0);
+    const user = rows.find((r) => r.entity === `user:${template.user_id}`);
+    expect(user?.series.length).toBeGreaterThan(0);
+    expect(user?.series.some((id) => distinct.has(id))).toBe(false);
+  });
+
   it('feature_tiles_current sums incr tiles and maxes max tiles', async () => {
     await open();
     await ensureOfflineSchema(client);
     const sink = new OfflineSink(client);
-    // Only a series' id and merge matter to the offline rows.
-    const series = (id: string, merge: Merge) => ({ id, op: { merge } }) as unknown as Series;
-    const [count, latest, members] = [series('0.60', 'add'), series('2.60', 'max'), series('3.60', 'union')];
-    const b1 = new TileBatch();
-    b1.update('ad:ad-7', count, 100, 2);
-    b1.update('ad:ad-7', count, 100, 3);
-    b1.update('ad:ad-7', latest, 100, T0 + 5);
-    b1.update('ad:ad-7', latest, 100, T0 + 1);
-    b1.update('ad:ad-7', members, 100, 'u-1');
-    b1.update('ad:ad-7', count, 99, 4); // a late event's older tile, then both again
-    b1.update('ad:ad-7', count, 100, 1);
-    b1.update('ad:ad-7', count, 99, 1);
-    const tiles1 = tileRowsOf(b1, 'impressions/0/0-9', T0);
-    // Merged per (series, tile); sets are not tiles.
-    expect(tiles1.map((r) => [r.series, r.tiles, r.values])).toEqual([
-      [
-        ['0.60', '2.60', '0.60'],
-        [100, 100, 99],
-        [6, T0 + 5, 5],
-      ],
-    ]);
-    const b2 = new TileBatch();
-    b2.update('ad:ad-7', count, 100, 10);
-    b2.update('ad:ad-7', latest, 100, T0 + 2);
-    b2.update('user:u-1', count, 100, 1);
-    const tiles2 = tileRowsOf(b2, 'impressions/0/10-19', T0 + 1000);
+    const row = (entity: string, series: string[], tiles: number[], values: number[], ops: TileOp[]) => ({
+      entity,
+      series,
+      tiles,
+      values,
+      ops,
+      batch: '',
+      written_at: 0,
+    });
+    const tiles1 = [
+      { ...row('ad:ad-7', ['0.60', '2.60', '0.60'], [100, 100, 99], [6, T0 + 5, 5], ['incr', 'max', 'incr']) },
+    ].map((r) => ({ ...r, batch: 'impressions/0/0-9', written_at: T0 }));
+    const tiles2 = [
+      row('ad:ad-7', ['0.60', '2.60'], [100, 100], [10, T0 + 2], ['incr', 'max']),
+      row('user:u-1', ['0.60'], [100], [1], ['incr']),
+    ].map((r) => ({ ...r, batch: 'impressions/0/10-19', written_at: T0 + 1000 }));
     const empty = { impressions: [], clicks: [] };
     await sink.writeBatch('impressions/0/0-9', { ...empty, tiles: tiles1 });
     await sink.writeBatch('impressions/0/10-19', { ...empty, tiles: tiles2 });

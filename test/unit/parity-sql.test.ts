@@ -377,7 +377,7 @@ describe('paritySql on a generated, streamed log', () => {
       await sink.writeBatch(batchId, {
         impressions: out.impressions,
         clicks: out.clicks,
-        tiles: tileRowsOf(out.tiles, batchId),
+        tiles: tileRowsOf(features, out.admitted, batchId),
       });
       for (const r of [...out.impressions, ...out.clicks])
         verdicts.set(`${r.topic}/${r.partition}/${r.offset}`, r.verdict);
@@ -405,7 +405,7 @@ describe('paritySql on a generated, streamed log', () => {
           expect(reference.has(imp.event_id)).toBe(false);
           reference.set(imp.event_id, v as Float64Array);
         }
-        await store.applyBatch(out.tiles, `${topic}/${partition}`, Number(m.offset));
+        await store.applyBatch(out.admitted, `${topic}/${partition}`, Number(m.offset));
       }
     }
     // The scenario has all three verdicts in numbers.

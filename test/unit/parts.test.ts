@@ -1,54 +1,66 @@
-// The parts layout's pure core (src/online/parts.ts) against the in-process store: events split over several
-// source partitions, each applied to its own parts in batches, pruned at a horizon, answer every read at or after
-// the horizon as one store holding them all does.
+// The stream's state (online/part-writer.ts: the engine's rings per source partition, written as parts) against one
+// in-process store of every event: events split over several source partitions, each written in batches through
+// its own rings, restarted from what was written, and pruned at a horizon, answer every read at or after the
+// horizon as the store that saw each event once does.
 import { describe, expect, it } from 'vitest';
 import { generate } from '../../src/events/generator.ts';
 import type { AdClick, AdImpression } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
+import type { Source } from '../../src/features/define.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
-import { TileBatch } from '../../src/features/tile-batch.ts';
 import { MemoryStore } from '../../src/online/memory-store.ts';
-import { emptyPart, type Part, PartLayout } from '../../src/online/parts.ts';
+import { type PartStore, PartWriter } from '../../src/online/part-writer.ts';
+import { type Part, PartLayout } from '../../src/online/parts.ts';
 
 const features = new FeatureSet(DEFAULT_GROUPS);
 const layout = new PartLayout(features);
 
+/** Parts as Valkey keeps them: JSON per (entity, source partition), a part replaced only by a later batch's. */
+class JsonParts implements PartStore {
+  readonly stored = new Map<string, Map<string, string>>();
+  loadParts(keys: readonly string[], source: string): Promise<(Part | null)[]> {
+    return Promise.resolve(keys.map((k) => JSON.parse(this.stored.get(k)?.get(source) ?? 'null') as Part | null));
+  }
+  writeParts(keys: readonly string[], parts: readonly string[], source: string, endOffset: number): Promise<void> {
+    keys.forEach((key, i) => {
+      const held = this.stored.get(key) ?? new Map<string, string>();
+      this.stored.set(key, held);
+      const before = held.get(source);
+      if (before === undefined || (JSON.parse(before) as Part).o < endOffset) held.set(source, parts[i] as string);
+    });
+    return Promise.resolve();
+  }
+}
+
 describe('parts', () => {
-  it('answer reads at or after the horizon as one store of every event does, across partitions, batches and prunes', () => {
+  it('answer reads at or after the horizon as one store of every event does, across partitions, batches, restarts and prunes', async () => {
     const log = generate({ seed: 5, days: 3, impressionsPerDay: 3000 });
     const events = log
       .filter((r) => r.record.kind === 'impression' || r.record.kind === 'click')
-      .map((r) => ({ kind: r.record.kind as 'impression' | 'click', e: r.record.event as AdImpression | AdClick }));
+      .map((r) => ({ kind: r.record.kind as Source, e: r.record.event as AdImpression | AdClick }));
     const reference = new MemoryStore(features);
+    for (const { kind, e } of events) features.apply(kind, e, reference);
     const PARTITIONS = 3;
     const BATCH = 500;
     const end = Math.max(...events.map((x) => x.e.event_time));
     const horizon = end - 6 * 3600_000;
-    // Three partitions, each's parts written batch by batch (JSON round trip, as Valkey keeps them), pruned at the
-    // horizon once the batches have passed it (as the stream's slowest watermark moves).
-    const write = (prune: boolean) => {
-      const stored = new Map<string, Map<number, string>>();
-      for (let p = 0; p < PARTITIONS; p++) {
-        const mine = events.filter((_, i) => i % PARTITIONS === p);
-        for (let b = 0; b < mine.length; b += BATCH) {
-          const batch = new TileBatch();
-          for (const { kind, e } of mine.slice(b, b + BATCH)) features.apply(kind, e, batch);
-          for (const [key, u] of batch.entities) {
-            const byPartition = stored.get(key) ?? new Map<number, string>();
-            stored.set(key, byPartition);
-            const held = byPartition.get(p);
-            const part: Part = held ? JSON.parse(held) : emptyPart();
-            layout.apply(part, u);
-            part.o = b;
-            if (prune && b > mine.length / 2) layout.prune(key, part, horizon);
-            byPartition.set(p, JSON.stringify(part));
+    // Three partitions of each source, written batch by batch; the writer restarts now and then (its state read
+    // back from the parts), and the batches past the middle prune at the horizon (as the slowest watermark moves).
+    const write = async (prune: boolean) => {
+      const store = new JsonParts();
+      let writer = new PartWriter(features, store);
+      for (const source of ['impression', 'click'] as const)
+        for (let p = 0; p < PARTITIONS; p++) {
+          const mine = events.filter((x, i) => x.kind === source && i % PARTITIONS === p).map((x) => x.e);
+          for (let b = 0; b < mine.length; b += BATCH) {
+            if (b % (3 * BATCH) === BATCH) writer = new PartWriter(features, store);
+            const before = prune && b > mine.length / 2 ? horizon : 0;
+            await writer.apply({ source, events: mine.slice(b, b + BATCH) }, `${source}/${p}`, b, before);
           }
         }
-      }
-      return stored;
+      return store.stored;
     };
-    const stored = write(true);
-    for (const { kind, e } of events) features.apply(kind, e, reference);
+    const stored = await write(true);
 
     const contexts = events.filter((x) => x.kind === 'impression').map((x) => x.e as AdImpression);
     let checked = 0;
@@ -67,10 +79,10 @@ describe('parts', () => {
     }
     expect(checked).toBe(2000);
     // Pruning dropped most one-minute and five-minute tiles, or the test proves nothing about it.
-    const tiles = (stored: Map<string, Map<number, string>>) =>
+    const tiles = (stored: Map<string, Map<string, string>>) =>
       [...stored.values()]
         .flatMap((m) => [...m.values()])
         .reduce((n, json) => n + Object.values((JSON.parse(json) as Part).n).flat().length, 0);
-    expect(tiles(stored)).toBeLessThan(tiles(write(false)) * 0.8);
+    expect(tiles(stored)).toBeLessThan(tiles(await write(false)) * 0.8);
   });
 });
