@@ -1,6 +1,6 @@
 // The backfill benchmark, on one generated log (late, out-of-order and duplicate events included), no servers:
 // - engine: the replay (admission + tile rings + a vector per applied impression) over records already decoded in
-//   memory; on a prefix of the log, beside the reference MemoryStore path of the same Replay (too slow for all);
+//   memory; on a prefix of the log, beside the tests' per-event reference state in the same Replay (too slow for all);
 // - from the event-log file (NDJSON), from the column file (with key ids) and from the embedded ClickHouse (the
 //   stream's raw-event tables, loaded with the log first), each end to end: source decoding + engine; and each
 //   source alone;
@@ -11,7 +11,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { sqlFeatures } from '../src/backfill/parity-sql.ts';
-import { inChunks, Replay, type ReplayRecord, type ReplayStateKind } from '../src/backfill/replay.ts';
+import { inChunks, Replay, type ReplayRecord } from '../src/backfill/replay.ts';
 import { fromClickHouse, fromEventFile } from '../src/backfill/sources.ts';
 import { writeEventFile } from '../src/events/event-file.ts';
 import { generate } from '../src/events/generator.ts';
@@ -20,6 +20,7 @@ import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
 import { openClickHouse } from '../src/offline/clickhouse.ts';
 import { ensureOfflineSchema } from '../src/offline/schema.ts';
 import { type ClickRow, type ImpressionRow, OfflineSink } from '../src/offline/sink.ts';
+import { ReferenceState } from '../test/support/reference.ts';
 import type { Bench, BenchContext, Measured, Row } from './lib.ts';
 
 const LATENESS_MS = 3600_000;
@@ -30,9 +31,12 @@ type Options = 'events' | 'baseline-events';
 /** The replay engine over `records`, a vector per applied impression (summed into a checksum, so it is used). */
 export async function replayAll(
   records: AsyncIterable<ReplayRecord> | readonly ReplayRecord[],
-  state: ReplayStateKind,
+  state: 'rings' | 'reference',
 ) {
-  const replay = new Replay(features, LATENESS_MS, { state, partitions: 1 });
+  const replay = new Replay(features, LATENESS_MS, {
+    state: state === 'reference' ? new ReferenceState(features) : undefined,
+    partitions: 1,
+  });
   const F = features.names.length;
   let n = 0;
   let checksum = 0; // keeps the vectors observably used
@@ -104,15 +108,15 @@ export const backfillBench: Bench<Options> = {
       const engine = await phase('engine', n, () => replayAll(records, 'rings'));
       const prefix = records.slice(0, Math.min(n, options['baseline-events']));
       const enginePrefix = await phase('engine-prefix', prefix.length, () => replayAll(prefix, 'rings'));
-      const memory = await phase('memory-store-prefix', prefix.length, () => replayAll(prefix, 'memory'));
+      const memory = await phase('reference-prefix', prefix.length, () => replayAll(prefix, 'reference'));
       rows.push({
         benchmark: 'backfill',
-        metric: `engine events/s, first ${prefix.length} events (vs MemoryStore path)`,
+        metric: `engine events/s, first ${prefix.length} events (vs per-event reference)`,
         value: enginePrefix,
         baseline: memory,
       });
       rows.push({ benchmark: 'backfill', metric: `engine events/s, all ${n} events`, value: engine });
-      cpuRow('engine events per CPU-s, all (vs MemoryStore path, prefix)', 'engine', 'memory-store-prefix');
+      cpuRow('engine events per CPU-s, all (vs per-event reference, prefix)', 'engine', 'reference-prefix');
       /** A source read alone, then feeding the engine: events/s beside the engine's, and per CPU-second. */
       const sourceRows = async (name: string, key: string, open: () => AsyncIterable<ReplayRecord>, cpuNote = '') => {
         const alone = await phase(`${key}-source`, n, () => count(open()));

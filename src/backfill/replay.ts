@@ -4,9 +4,7 @@
 import type { AdClick, AdImpression } from '../events/types.ts';
 import { Admission, type Verdict } from '../features/admission.ts';
 import type { FeatureSet } from '../features/compile.ts';
-import type { Source } from '../features/define.ts';
 import { type StepChunk, TileRings } from '../features/tile-rings.ts';
-import { MemoryStore } from '../online/memory-store.ts';
 
 /**
  * One record of the log. A source that dictionary-encodes its key fields (the column file) also hands their
@@ -18,8 +16,11 @@ export type ReplayRecord = (
   | { source: 'click'; partition: string; event: AdClick }
 ) & { ids?: Int32Array; idsAt?: number };
 
-/** Feature state a replay reads (impressions' vectors into `out`) and then updates with each admitted event. */
-interface ReplayState {
+/**
+ * Feature state a replay reads (impressions' vectors into `out`) and then updates with each admitted event: the
+ * engine's tile rings; tests give a reference of their own.
+ */
+export interface ReplayState {
   stepChunk(c: StepChunk, out: Float64Array): void;
 }
 
@@ -31,32 +32,6 @@ export interface ReplayChunk {
   readonly vectors: Float64Array;
   readonly emitted: Uint8Array;
 }
-
-/**
- * The reference state: the in-process online store read through FeatureSet.plan/assemble, as serving reads it.
- * ~200× slower than the tile rings; kept as the baseline they are tested and benchmarked against.
- */
-class MemoryState implements ReplayState {
-  readonly store: MemoryStore;
-  constructor(private readonly features: FeatureSet) {
-    this.store = new MemoryStore(features);
-  }
-
-  stepChunk(c: StepChunk, out: Float64Array): void {
-    for (let i = 0; i < c.length; i++) {
-      const e = c.events[i] as AdImpression | AdClick;
-      const source = c.sources[i] as Source;
-      if (source === 'impression') {
-        const plan = this.features.plan([e], e.event_time);
-        const vector = this.features.assemble(plan, this.store.readSync(plan.requests))[0] as Float64Array;
-        out.set(vector, (c.row[i] as number) * vector.length);
-      }
-      this.features.apply(source, e, this.store);
-    }
-  }
-}
-
-export type ReplayStateKind = 'rings' | 'memory';
 
 /** Records per applyChunk call for streaming callers: enough to amortise a chunk's passes, small enough to stay in
  * cache (its vectors: 4096 × 58 doubles ≈ 1.9 MB). */
@@ -114,7 +89,7 @@ export class Replay {
     readonly features: FeatureSet,
     readonly allowedLatenessMs: number,
     options: {
-      state?: ReplayStateKind;
+      state?: ReplayState;
       /**
        * How many partitions the log holds: once each has been seen, tiles older than every partition's watermark
        * by a whole window are dropped. Left out, none is ever dropped: exact for any log, but the state then grows
@@ -124,12 +99,7 @@ export class Replay {
     } = {},
   ) {
     this.partitions = options.partitions ?? Number.POSITIVE_INFINITY;
-    this.state = options.state === 'memory' ? new MemoryState(features) : new TileRings(features);
-  }
-
-  /** The reference state's store (state 'memory'): readable at any moment for any entity, e.g. by tests. */
-  get store(): MemoryStore | undefined {
-    return this.state instanceof MemoryState ? this.state.store : undefined;
+    this.state = options.state ?? new TileRings(features);
   }
 
   /** The lowest watermark over partitions: no later record of a known partition is older. */

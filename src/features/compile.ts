@@ -2,14 +2,12 @@
 // give and how those are finished. Pure: stores implement UpdateSink (update.ts) and answer ReadRequests
 // (read-plan.ts).
 import { createHash } from 'node:crypto';
-import type { AdClick, AdImpression } from '../events/types.ts';
 import { Assembler, type Finish, finishOf } from './assemble.ts';
 import type { Aggregation, FeatureGroup, Source } from './define.ts';
 import type { KeyFields } from './entities.ts';
 import { type Op, opOf } from './ops/index.ts';
 import type { ReadPlan, ReadResult } from './read-plan.ts';
 import { ReadPlanner } from './read-plan.ts';
-import { EventUpdater, type UpdateSink } from './update.ts';
 import type { Window } from './window.ts';
 
 export type FeatureKind = Aggregation['op'] | 'ratio';
@@ -143,7 +141,6 @@ export class FeatureSet {
   readonly groups: readonly CompiledGroup[];
   /** Per source, the series its events update, grouped by group in group order. */
   readonly bySource: Record<Source, readonly { group: number; index: number; series: Series }[]>;
-  private readonly updater: EventUpdater;
   private readonly planner: ReadPlanner;
   private readonly assembler: Assembler;
 
@@ -164,17 +161,11 @@ export class FeatureSet {
       });
     });
     this.bySource = bySource;
-    this.updater = new EventUpdater(this.groups, bySource);
     this.planner = new ReadPlanner(this.groups);
     this.assembler = new Assembler(this.groups, features.length);
     this.retentionMs = Math.max(...this.groups.flatMap((g) => g.series.map((s) => (s.maxTiles + 1) * s.tileMs)));
     const canonical = JSON.stringify(groups.map((g) => ({ ...g, entity: g.entity.name })));
     this.version = createHash('sha256').update(canonical).digest('hex').slice(0, 12);
-  }
-
-  /** Writes the tile updates one admitted event makes (update.ts). */
-  apply(source: Source, e: AdImpression | AdClick, sink: UpdateSink): void {
-    this.updater.apply(source, e, sink);
   }
 
   /** Read requests for every entity the contexts need at time t (read-plan.ts). */

@@ -361,67 +361,84 @@ export class TileRings {
 
   /**
    * Each entity stepped since the last call, as its part's JSON (online/parts.ts's Part, batch end `o`): its tiles
-   * that a read at or after `before` can ask for. The text is made here, not through objects and JSON.stringify:
-   * it is most of what the stream computes per batch.
+   * that a read at or after `before` can ask for. The JSON is written as bytes into one buffer for the call (each
+   * part a view of it), not through objects or strings: it is most of what the stream computes per batch.
    */
-  exportTouched(before: number, o: number, emit: (key: string, json: string) => void): void {
+  exportTouched(before: number, o: number, emit: (key: string, json: Buffer) => void): void {
+    const out = new JsonBytes();
+    const parts: { key: string; from: number }[] = [];
     for (const layout of this.layouts) {
       const nr = layout.rings.length;
       const nSeries = layout.g.series.length;
-      const pairs = new Array<string>(nSeries);
       const firsts = layout.g.series.map((series) => tileOf(before, series.tileMs) - series.maxTiles);
+      const ordered: number[][] = layout.rings.map(() => []);
       for (const ent of layout.touched) {
-        pairs.fill('');
+        // Per rings, the tiles held in order: walked from `from` when the ring spans the range, else sorted.
         for (let r = 0; r < nr; r++) {
           const rings = layout.rings[r] as Rings;
           const ring = rings.ringOf[2 * ent] as number;
           const mask = rings.ringOf[2 * ent + 1] as number;
           const to = layout.newest[ent * nr + r] as number;
           const from = tileOf(before, rings.tileMs) - rings.maxTiles;
+          const tiles = ordered[r] as number[];
+          tiles.length = 0;
           if (to === EMPTY || to < from) continue;
-          // In tile order: walked from `from` when the ring spans the range, else the ring's tiles sorted.
-          let tiles: number[];
           if (to - from <= mask) {
-            tiles = [];
             for (let tile = from; tile <= to; tile++) if (rings.tags[ring + (tile & mask)] === tile) tiles.push(tile);
           } else {
-            tiles = [];
             for (let at = ring; at <= ring + mask; at++) {
               const tag = rings.tags[at] as number;
               if (tag !== EMPTY && tag >= from) tiles.push(tag);
             }
             tiles.sort((x, y) => x - y);
           }
-          for (const tile of tiles) {
-            const at = ring + (tile & mask);
-            for (let lane = 0; lane < rings.lanes; lane++) {
-              const v = rings.values[at * rings.lanes + lane] as number;
-              const kind = rings.kind[lane] as number;
-              // A lane of a claimed tile that no event updated holds its empty value: not a tile of that series.
+        }
+        parts.push({ key: this.entityKeyOf(layout, ent), from: out.length });
+        out.text(`{"o":${o},"n":{`);
+        for (const distinct of [false, true]) {
+          if (distinct) out.text('},"s":{');
+          let firstSeries = true;
+          for (let s = 0; s < nSeries; s++) {
+            if (((layout.g.series[s] as Series).op.merge === 'union') !== distinct) continue;
+            const r = layout.ringsOf[s] as number;
+            const rings = layout.rings[r] as Rings;
+            const lane = layout.laneOf[s] as number;
+            const kind = rings.kind[lane] as number;
+            const ring = rings.ringOf[2 * ent] as number;
+            const mask = rings.ringOf[2 * ent + 1] as number;
+            const first = firsts[s] as number;
+            let opened = false;
+            for (const tile of ordered[r] as number[]) {
+              if (tile < first) continue;
+              const v = rings.values[(ring + (tile & mask)) * rings.lanes + lane] as number;
+              // A lane of a claimed tile that no event updated holds its empty value: not a tile of this series.
               if (kind === LATEST ? v === Number.NEGATIVE_INFINITY : v === 0) continue;
-              const s = layout.seriesAt[r * MAX_LANES + lane] as number;
-              if (tile < (firsts[s] as number)) continue;
-              const text =
-                kind === DISTINCT
-                  ? `${tile},${JSON.stringify(this.members.list(v).map((m) => (this.names[layout.memberColumn[s] as number] as string[])[m]))}`
-                  : `${tile},${v}`;
-              const held = pairs[s] as string;
-              pairs[s] = held === '' ? text : `${held},${text}`;
+              if (!opened) {
+                if (!firstSeries) out.byte(44);
+                out.text(layout.ids[s] as string);
+                out.byte(58);
+                out.byte(91);
+                opened = true;
+                firstSeries = false;
+              } else out.byte(44);
+              out.number(tile);
+              out.byte(44);
+              if (kind === DISTINCT) {
+                const names = this.names[layout.memberColumn[s] as number] as string[];
+                out.text(JSON.stringify(this.members.list(v).map((m) => names[m])));
+              } else out.number(v);
             }
+            if (opened) out.byte(93);
           }
         }
-        let n = '';
-        let sets = '';
-        for (let s = 0; s < nSeries; s++) {
-          const text = pairs[s] as string;
-          if (text === '') continue;
-          const entry = `${layout.ids[s]}:[${text}]`;
-          if ((layout.g.series[s] as Series).op.merge === 'union') sets = sets === '' ? entry : `${sets},${entry}`;
-          else n = n === '' ? entry : `${n},${entry}`;
-        }
-        emit(this.entityKeyOf(layout, ent), `{"o":${o},"n":{${n}},"s":{${sets}}}`);
+        out.text('}}');
       }
       layout.touched.length = 0;
+    }
+    const bytes = out.done();
+    for (let p = 0; p < parts.length; p++) {
+      const { key, from } = parts[p] as { key: string; from: number };
+      emit(key, bytes.subarray(from, p + 1 < parts.length ? (parts[p + 1] as { from: number }).from : bytes.length));
     }
   }
 
@@ -888,4 +905,52 @@ function grown(a: Int32Array<ArrayBuffer>, length: number): Int32Array<ArrayBuff
   const b = new Int32Array(length);
   b.set(a);
   return b;
+}
+
+/** JSON written as bytes into a growing buffer: integers digit by digit, the rest through their text. */
+class JsonBytes {
+  private buf = Buffer.allocUnsafe(1 << 16);
+  length = 0;
+
+  private room(n: number): void {
+    if (this.length + n <= this.buf.length) return;
+    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + n));
+    this.buf.copy(bigger, 0, 0, this.length);
+    this.buf = bigger;
+  }
+
+  byte(b: number): void {
+    this.room(1);
+    this.buf[this.length++] = b;
+  }
+
+  text(s: string): void {
+    this.room(s.length * 3);
+    this.length += this.buf.write(s, this.length);
+  }
+
+  number(x: number): void {
+    if (!Number.isSafeInteger(x)) {
+      this.text(String(x));
+      return;
+    }
+    this.room(17);
+    if (x < 0) {
+      this.buf[this.length++] = 45;
+      x = -x;
+    }
+    let digits = 1;
+    for (let p = 10; p <= x; p *= 10) digits++;
+    let at = this.length + digits;
+    this.length = at;
+    do {
+      this.buf[--at] = 48 + (x % 10);
+      x = Math.floor(x / 10);
+    } while (x > 0);
+  }
+
+  /** The bytes written (a view of the buffer, which is not written again). */
+  done(): Buffer {
+    return this.buf.subarray(0, this.length);
+  }
 }

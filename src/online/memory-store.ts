@@ -1,16 +1,14 @@
-// The in-process online store: the embedded default, a served-vector overlay, and tests' reference state. The same
-// parts as the Valkey store (parts.ts), held in Maps: per entity, a part per source partition (and one, "", for
-// updates made through UpdateSink directly).
-import type { FeatureSet, Series } from '../features/compile.ts';
+// The in-process online store, the embedded default: the same parts as the Valkey store (parts.ts), written by the
+// same engine (part-writer.ts), held in Maps: per entity, a part per source partition.
+import type { FeatureSet } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
-import type { UpdateSink } from '../features/update.ts';
 import type { FeatureReader, PartReader, TileWriter } from './contract.ts';
 import { type AdmittedEvents, type PartStore, PartWriter } from './part-writer.ts';
-import { emptyPart, type Part, PartLayout } from './parts.ts';
+import { type Part, PartLayout } from './parts.ts';
 
 const NONE: Part[] = [];
 
-export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartReader, PartStore {
+export class MemoryStore implements FeatureReader, TileWriter, PartReader, PartStore {
   private readonly layout: PartLayout;
   /** Per entity key, its parts by source (as written, JSON, until read). */
   private readonly entities = new Map<string, Map<string, Part | string>>();
@@ -22,34 +20,15 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartR
     this.writer = new PartWriter(features, this, Number.POSITIVE_INFINITY);
   }
 
-  private part(key: string, source: string): Part {
-    let parts = this.entities.get(key);
-    if (parts === undefined) {
-      parts = new Map();
-      this.entities.set(key, parts);
-    }
-    let part = parts.get(source);
-    if (part === undefined) {
-      part = emptyPart();
-      parts.set(source, part);
-    } else if (typeof part === 'string') {
+  /** Entity `key`'s part from `source`, parsed on first read. */
+  private part(key: string, source: string): Part | null {
+    const parts = this.entities.get(key);
+    let part = parts?.get(source);
+    if (typeof part === 'string') {
       part = JSON.parse(part) as Part;
-      parts.set(source, part);
+      parts?.set(source, part);
     }
-    return part;
-  }
-
-  update(key: string, series: Series, tile: number, value: number | string): void {
-    this.layout.fold(this.part(key, ''), series, tile, value);
-  }
-
-  /** Holds another store's parts of entity `key` (read only: updates here go to this store's own part). */
-  hold(key: string, parts: readonly Part[]): void {
-    const held = this.entities.get(key) ?? new Map<string, Part | string>();
-    parts.forEach((p, i) => {
-      held.set(`@${i}`, p);
-    });
-    this.entities.set(key, held);
+    return part ?? null;
   }
 
   applyBatch(batch: AdmittedEvents, source: string, endOffset: number, horizon = 0): Promise<void> {
@@ -57,10 +36,10 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartR
   }
 
   loadParts(keys: readonly string[], source: string): Promise<(Part | null)[]> {
-    return Promise.resolve(keys.map((k) => (this.entities.get(k)?.has(source) ? this.part(k, source) : null)));
+    return Promise.resolve(keys.map((k) => this.part(k, source)));
   }
 
-  writeParts(keys: readonly string[], parts: readonly string[], source: string, endOffset: number): Promise<void> {
+  writeParts(keys: readonly string[], parts: readonly Buffer[], source: string, endOffset: number): Promise<void> {
     keys.forEach((key, i) => {
       let held = this.entities.get(key);
       if (held === undefined) {
@@ -69,7 +48,7 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartR
       }
       const stored = held.get(source);
       const end = stored === undefined ? -1 : typeof stored === 'string' ? markerOf(stored) : stored.o;
-      if (end < endOffset) held.set(source, parts[i] as string);
+      if (end < endOffset) held.set(source, (parts[i] as Buffer).toString());
     });
     return Promise.resolve();
   }
@@ -82,7 +61,7 @@ export class MemoryStore implements UpdateSink, FeatureReader, TileWriter, PartR
     const parts = this.entities.get(key);
     if (!parts) return NONE;
     const out: Part[] = [];
-    for (const source of parts.keys()) out.push(this.part(key, source));
+    for (const source of parts.keys()) out.push(this.part(key, source) as Part);
     return out;
   }
 

@@ -13,8 +13,8 @@ import type { Part } from './parts.ts';
 export interface PartStore {
   /** The part `source` wrote for each entity (null: none), with `o` its marker (the last batch end applied). */
   loadParts(keys: readonly string[], source: string): Promise<(Part | null)[]>;
-  /** Replaces each entity's part from `source` unless its marker is at or past `endOffset` (JSON, `o` set). */
-  writeParts(keys: readonly string[], parts: readonly string[], source: string, endOffset: number): Promise<void>;
+  /** Replaces each entity's part from `source` unless its marker is at or past `endOffset` (JSON bytes, `o` set). */
+  writeParts(keys: readonly string[], parts: readonly Buffer[], source: string, endOffset: number): Promise<void>;
 }
 
 /** A batch's admitted events of one source partition, in log order. */
@@ -100,7 +100,7 @@ export class PartWriter {
     }
     rings.stepChunk(chunk);
     const keys: string[] = [];
-    const json: string[] = [];
+    const json: Buffer[] = [];
     rings.exportTouched(before, endOffset, (key, part) => {
       keys.push(key);
       json.push(part);

@@ -5,8 +5,6 @@
 // tiles at the read's time, so windows slide with no new writes. Pure: the stores move parts as JSON strings.
 import type { FeatureSet, Series } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
-import type { EntityUpdates } from '../features/tile-batch.ts';
-import { tileOf } from '../features/window.ts';
 
 /** One source partition's tiles of one entity, as stored (JSON). */
 export interface Part {
@@ -26,9 +24,6 @@ interface StoredField {
   block: number;
   r: number;
 }
-
-/** A new tile's empty member list, replaced on its first member (slot() takes one value for every new tile). */
-const EMPTY_SET: string[] = [];
 
 /** Parsed names kept at most (then started over): read layouts repeat per tile, tile fields per batch. */
 const MAX_PARSED = 100_000;
@@ -76,62 +71,6 @@ export class PartLayout {
     return p;
   }
 
-  /** Adds one batch's updates of an entity to its part. */
-  apply(part: Part, u: EntityUpdates): void {
-    for (let i = 0; i < u.length; i += 3)
-      this.fold(part, u[i] as Series, u[i + 1] as number, u[i + 2] as number | string);
-  }
-
-  /** Folds one update into tile `tile` of `series` of a part, by the series' merge. */
-  fold(part: Part, series: Series, tile: number, value: number | string): void {
-    const merge = series.op.merge;
-    if (merge === 'union') {
-      part.s[series.id] ??= [];
-      const pairs = part.s[series.id] as (number | string[])[];
-      const at = slot(pairs, tile, EMPTY_SET);
-      let held = pairs[at + 1] as string[];
-      if (held === EMPTY_SET) {
-        held = [];
-        pairs[at + 1] = held;
-      }
-      if (!held.includes(value as string)) held.push(value as string);
-      return;
-    }
-    part.n[series.id] ??= [];
-    const pairs = part.n[series.id] as number[];
-    if (merge === 'add') {
-      const at = slot(pairs, tile, 0);
-      pairs[at + 1] = (pairs[at + 1] as number) + (value as number);
-    } else {
-      const at = slot(pairs, tile, value as number);
-      if ((value as number) > (pairs[at + 1] as number)) pairs[at + 1] = value as number;
-    }
-  }
-
-  /**
-   * Drops entity `key`'s tiles no read at or after `before` can ask for (a read at tile r sums tiles r - n … r - 1
-   * of an n-tile window).
-   */
-  prune(key: string, part: Part, before: number): void {
-    const series = this.seriesOf(key);
-    for (const kind of [part.n, part.s] as Record<string, unknown[]>[])
-      for (const id in kind) {
-        const s = series.get(id);
-        const pairs = kind[id] as unknown[];
-        let drop = 0;
-        if (s) {
-          const first = tileOf(before, s.tileMs) - s.maxTiles;
-          while (drop < pairs.length && (pairs[drop] as number) < first) drop += 2;
-        } else drop = pairs.length; // a series no longer defined
-        if (drop === pairs.length) delete kind[id];
-        else if (drop > 0) {
-          // In place (splice would allocate the dropped pairs).
-          pairs.copyWithin(0, drop);
-          pairs.length -= drop;
-        }
-      }
-  }
-
   /** The answer to `r` from the entity's parts: each stored field's total (or latest), each set union's size. */
   answer(r: ReadRequest, parts: readonly Part[]): ReadResult {
     const series = this.seriesOf(r.key);
@@ -147,17 +86,6 @@ export class PartLayout {
     });
     return { values, setCounts };
   }
-}
-
-/** The index of `tile`'s pair in flat (tile, value) pairs, inserted (with `empty`) in tile order if missing. */
-function slot<T>(pairs: (number | T)[], tile: number, empty: T): number {
-  // Updates land mostly in the newest tile: search from the end.
-  let at = pairs.length - 2;
-  while (at >= 0 && (pairs[at] as number) > tile) at -= 2;
-  if (at >= 0 && pairs[at] === tile) return at;
-  if (at + 2 === pairs.length) pairs.push(tile, empty);
-  else pairs.splice(at + 2, 0, tile, empty);
-  return at + 2;
 }
 
 /** Series `id`'s total (or latest, `max`) over tiles [from, to) of all parts; null when no tile has one. */

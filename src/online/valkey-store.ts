@@ -18,11 +18,11 @@ const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.m
 const CALL_KEYS = 1000;
 
 /** Hashes whose TTL this process remembers setting, at most (then it sets them again). */
-const MAX_EXPIRE_SET = 1_000_000;
+const MAX_EXPIRE_SET = 400_000;
 
 type Client = (Redis | Cluster) & {
   tbLoadParts(numKeys: number, ...args: (string | number)[]): Promise<string>;
-  tbWriteParts(numKeys: number, ...args: (string | number)[]): Promise<number>;
+  tbWriteParts(numKeys: number, ...args: (string | number | Buffer)[]): Promise<number>;
   tbReadParts(numKeys: number, ...keys: string[]): Promise<string>;
 };
 
@@ -91,11 +91,11 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
     )) as (Part | null)[];
   }
 
-  async writeParts(keys: readonly string[], parts: readonly string[], source: string, endOffset: number) {
+  async writeParts(keys: readonly string[], parts: readonly Buffer[], source: string, endOffset: number) {
     // Hashes whose TTL this process set more than a quarter TTL ago (or never) go first, with their count: only
     // they are given it again (a hash lives at least ¾ TTL past its last write).
-    const expire = { keys: [] as string[], values: [] as string[] };
-    const keep = { keys: [] as string[], values: [] as string[] };
+    const expire = { keys: [] as string[], values: [] as Buffer[] };
+    const keep = { keys: [] as string[], values: [] as Buffer[] };
     const clock = Date.now();
     const ttlMs = this.options.ttlSeconds * 1000;
     if (this.expireSet.size > MAX_EXPIRE_SET) this.expireSet.clear();
@@ -105,7 +105,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
       const to = set === undefined || clock - set > ttlMs / 4 ? expire : keep;
       if (to === expire) this.expireSet.set(hash, clock);
       to.keys.push(hash);
-      to.values.push(parts[i] as string);
+      to.values.push(parts[i] as Buffer);
     }
     const expiring = expire.keys.length;
     const hashes = expire.keys.concat(keep.keys);

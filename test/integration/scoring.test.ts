@@ -22,7 +22,6 @@ import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { KafkaEventLog } from '../../src/kafka/event-log.ts';
 import { ModelRegistry } from '../../src/model/registry.ts';
-import type { MemoryStore } from '../../src/online/memory-store.ts';
 import { sharedEntityCache } from '../../src/online/read-cache.ts';
 import { ValkeyStore } from '../../src/online/valkey-store.ts';
 import { ScoreConsumer } from '../../src/scoring/consumer.ts';
@@ -31,6 +30,7 @@ import { ModelRuntime } from '../../src/scoring/model-runtime.ts';
 import { Ranker } from '../../src/scoring/ranker.ts';
 import { buildServer } from '../../src/scoring/server.ts';
 import { replayRecords, trainAndRegister } from '../support/models.ts';
+import { ReferenceState } from '../support/reference.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
 import { LATENESS_MS, publishScenario, readPartitions, testStream, until } from '../support/streaming.ts';
 
@@ -184,11 +184,12 @@ describe('POST /v1/rank', () => {
     expect(json.features_defaulted).toBe(false);
 
     // The backfill's replay of what the stream applied, read at the request's moment.
-    const replay = new Replay(features, LATENESS_MS, { state: 'memory' });
+    const reference = new ReferenceState(features);
+    const replay = new Replay(features, LATENESS_MS, { state: reference });
     for (const r of records) replay.apply(r);
     const contexts = body.candidates.map((c) => ({ ...c, user_id: body.user_id, publisher_id: body.publisher_id }));
     const plan = features.plan(contexts, body.time);
-    const vectors = features.assemble(plan, (replay.store as MemoryStore).readSync(plan.requests));
+    const vectors = features.assemble(plan, reference.store.readSync(plan.requests));
     const f = features.names.length;
     const x = new Float32Array(vectors.length * f);
     vectors.forEach((v, i) => {

@@ -8,8 +8,8 @@ import { generate } from '../../src/events/generator.ts';
 import type { AdClick, AdImpression } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
-import { MemoryStore } from '../../src/online/memory-store.ts';
 import { ValkeyStore } from '../../src/online/valkey-store.ts';
+import { ReferenceStore } from '../support/reference.ts';
 import { VALKEY_URL } from '../support/services.ts';
 import { expectSameVectors } from '../support/streaming.ts';
 
@@ -31,8 +31,8 @@ describe('Valkey store', () => {
         ? [{ kind: record.kind, event: record.event as AdImpression | AdClick }]
         : [],
     );
-    const reference = new MemoryStore(features);
-    for (const { kind, event } of events) features.apply(kind, event, reference);
+    const reference = new ReferenceStore(features);
+    for (const { kind, event } of events) reference.apply(kind, event);
 
     // First half: the rings start over after almost every batch; second half: they hold everything.
     const options = (bounded: boolean) => ({

@@ -13,6 +13,7 @@ import { frame } from '../../src/events/wire.ts';
 import { Admission } from '../../src/features/admission.ts';
 import type { FeatureSet } from '../../src/features/compile.ts';
 import type { Source } from '../../src/features/define.ts';
+import type { ReadRequest, ReadResult } from '../../src/features/read-plan.ts';
 import { ensureTopics } from '../../src/kafka/client.ts';
 import { KafkaEventLog } from '../../src/kafka/event-log.ts';
 import { EventPublisher } from '../../src/kafka/publish.ts';
@@ -181,7 +182,7 @@ export async function expectSameVectors(
   features: FeatureSet,
   contexts: AdImpression[],
   online: FeatureReader,
-  reference: MemoryStore,
+  reference: { readSync(requests: readonly ReadRequest[]): ReadResult[] },
 ): Promise<void> {
   const end = Math.max(...contexts.map((c) => c.event_time));
   for (const t of [end - 6 * 3600_000, end - 3600_000 + 123, end + 1]) {

@@ -8,6 +8,7 @@ import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { entityKey } from '../../src/features/entities.ts';
 import { MemoryStore } from '../../src/online/memory-store.ts';
 import { getOrCreate } from '../../src/util/map.ts';
+import { ReferenceStore } from '../support/reference.ts';
 
 const fs = new FeatureSet(DEFAULT_GROUPS);
 
@@ -78,8 +79,8 @@ describe('feature set', () => {
       kind: 'impression' | 'click';
       event: AdImpression | AdClick;
     }[];
-    const store = new MemoryStore(fs);
-    for (const { kind, event } of events) fs.apply(kind, event, store);
+    const store = new ReferenceStore(fs);
+    for (const { kind, event } of events) store.apply(kind, event);
     // The same events in batches, each written merged per stored field (as the stream writes Valkey).
     const batched = new MemoryStore(fs);
     for (let i = 0; i < events.length; i += 700)

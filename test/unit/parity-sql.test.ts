@@ -24,6 +24,7 @@ import { type ClickRow, type ImpressionRow, OfflineSink, tileRowsOf } from '../.
 import { MemoryStore } from '../../src/online/memory-store.ts';
 import { type LogMessage, processBatch } from '../../src/streams/processor.ts';
 import { getOrCreate } from '../../src/util/map.ts';
+import { ReferenceStore } from '../support/reference.ts';
 
 const LATENESS_MS = 3600_000;
 const MIN = 60_000;
@@ -242,7 +243,7 @@ describe('paritySql on a hand-made log', () => {
     log: { impressions: ImpressionRow[]; clicks: ClickRow[] }[],
   ): Map<string, Float64Array> {
     const features = new FeatureSet(gs);
-    const store = new MemoryStore(features);
+    const store = new ReferenceStore(features);
     const admissions = new Map<string, Admission>();
     const out = new Map<string, Float64Array>();
     const records = log.flatMap((b) => [
@@ -258,7 +259,7 @@ describe('paritySql on a hand-made log', () => {
         const plan = features.plan([r], r.event_time);
         out.set(r.event_id, features.assemble(plan, store.readSync(plan.requests))[0] as Float64Array);
       }
-      features.apply(source, r as AdImpression | AdClick, store);
+      store.apply(source, r as AdImpression | AdClick);
     }
     return out;
   }

@@ -8,9 +8,9 @@ import type { AdClick, AdImpression } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import type { Source } from '../../src/features/define.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
-import { MemoryStore } from '../../src/online/memory-store.ts';
 import { type PartStore, PartWriter } from '../../src/online/part-writer.ts';
 import { type Part, PartLayout } from '../../src/online/parts.ts';
+import { ReferenceStore } from '../support/reference.ts';
 
 const features = new FeatureSet(DEFAULT_GROUPS);
 const layout = new PartLayout(features);
@@ -21,12 +21,13 @@ class JsonParts implements PartStore {
   loadParts(keys: readonly string[], source: string): Promise<(Part | null)[]> {
     return Promise.resolve(keys.map((k) => JSON.parse(this.stored.get(k)?.get(source) ?? 'null') as Part | null));
   }
-  writeParts(keys: readonly string[], parts: readonly string[], source: string, endOffset: number): Promise<void> {
+  writeParts(keys: readonly string[], parts: readonly Buffer[], source: string, endOffset: number): Promise<void> {
     keys.forEach((key, i) => {
       const held = this.stored.get(key) ?? new Map<string, string>();
       this.stored.set(key, held);
       const before = held.get(source);
-      if (before === undefined || (JSON.parse(before) as Part).o < endOffset) held.set(source, parts[i] as string);
+      if (before === undefined || (JSON.parse(before) as Part).o < endOffset)
+        held.set(source, (parts[i] as Buffer).toString());
     });
     return Promise.resolve();
   }
@@ -38,8 +39,8 @@ describe('parts', () => {
     const events = log
       .filter((r) => r.record.kind === 'impression' || r.record.kind === 'click')
       .map((r) => ({ kind: r.record.kind as Source, e: r.record.event as AdImpression | AdClick }));
-    const reference = new MemoryStore(features);
-    for (const { kind, e } of events) features.apply(kind, e, reference);
+    const reference = new ReferenceStore(features);
+    for (const { kind, e } of events) reference.apply(kind, e);
     const PARTITIONS = 3;
     const BATCH = 500;
     const end = Math.max(...events.map((x) => x.e.event_time));

@@ -9,6 +9,7 @@ import { count, distinct, groupBy, lastSeen, ratio, sum } from '../../src/featur
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { entities } from '../../src/features/entities.ts';
 import { window } from '../../src/features/window.ts';
+import { ReferenceState } from '../support/reference.ts';
 
 const HOUR = 3600_000;
 
@@ -43,7 +44,7 @@ function records(seed: number, partitions: number, users: number): ReplayRecord[
 
 function expectSameVectors(features: FeatureSet, log: ReplayRecord[], latenessMs: number, partitions: number) {
   const fast = new Replay(features, latenessMs, { partitions });
-  const reference = new Replay(features, latenessMs, { state: 'memory' });
+  const reference = new Replay(features, latenessMs, { state: new ReferenceState(features) });
   let compared = 0;
   for (const r of log) {
     const a = fast.apply(r);
