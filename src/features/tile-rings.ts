@@ -84,8 +84,8 @@ interface GroupLayout {
   readonly touched: number[];
   /** Per rings r and lane l: the series at r * MAX_LANES + l. */
   readonly seriesAt: Int32Array;
-  /** Per series: its id as a JSON string. */
-  readonly ids: string[];
+  /** Per series: its id as a JSON key opening its pairs ("<id>":[), in bytes. */
+  readonly idBytes: Buffer[];
 }
 
 /** An entity of a group by number, with its key (entities.ts's entityKey). */
@@ -150,6 +150,8 @@ export class TileRings {
   /** Per group: the entity of each event of the chunk last located. */
   private located: Int32Array[] = [];
   private locatedChunk: StepChunk | undefined;
+  /** exportTouched's scratch for a ring's tiles. */
+  private sorting = new Int32Array(1024);
 
   constructor(readonly features: FeatureSet) {
     const columns: (keyof SourceEvent)[] = [];
@@ -227,7 +229,7 @@ export class TileRings {
           });
           return at;
         })(),
-        ids: g.series.map((s) => JSON.stringify(s.id)),
+        idBytes: g.series.map((s) => Buffer.from(`${JSON.stringify(s.id)}:[`)),
       };
     });
     for (const { group, series } of features.groups) {
@@ -367,6 +369,7 @@ export class TileRings {
   exportTouched(before: number, o: number, emit: (key: string, json: Buffer) => void): void {
     const out = new JsonBytes();
     const parts: { key: string; from: number }[] = [];
+    const head = Buffer.from(`{"o":${o},"n":{`);
     for (const layout of this.layouts) {
       const nr = layout.rings.length;
       const nSeries = layout.g.series.length;
@@ -386,17 +389,21 @@ export class TileRings {
           if (to - from <= mask) {
             for (let tile = from; tile <= to; tile++) if (rings.tags[ring + (tile & mask)] === tile) tiles.push(tile);
           } else {
+            // Sorted as a typed array (numeric, native), then copied out.
+            if (this.sorting.length <= mask) this.sorting = new Int32Array((mask + 1) * 2);
+            let n = 0;
             for (let at = ring; at <= ring + mask; at++) {
               const tag = rings.tags[at] as number;
-              if (tag !== EMPTY && tag >= from) tiles.push(tag);
+              if (tag !== EMPTY && tag >= from) this.sorting[n++] = tag;
             }
-            tiles.sort((x, y) => x - y);
+            const sorted = this.sorting.subarray(0, n).sort();
+            for (let i = 0; i < n; i++) tiles.push(sorted[i] as number);
           }
         }
         parts.push({ key: this.entityKeyOf(layout, ent), from: out.length });
-        out.text(`{"o":${o},"n":{`);
+        out.bytes(head);
         for (const distinct of [false, true]) {
-          if (distinct) out.text('},"s":{');
+          if (distinct) out.bytes(MIDDLE);
           let firstSeries = true;
           for (let s = 0; s < nSeries; s++) {
             if (((layout.g.series[s] as Series).op.merge === 'union') !== distinct) continue;
@@ -415,9 +422,7 @@ export class TileRings {
               if (kind === LATEST ? v === Number.NEGATIVE_INFINITY : v === 0) continue;
               if (!opened) {
                 if (!firstSeries) out.byte(44);
-                out.text(layout.ids[s] as string);
-                out.byte(58);
-                out.byte(91);
+                out.bytes(layout.idBytes[s] as Buffer);
                 opened = true;
                 firstSeries = false;
               } else out.byte(44);
@@ -431,7 +436,7 @@ export class TileRings {
             if (opened) out.byte(93);
           }
         }
-        out.text('}}');
+        out.bytes(END);
       }
       layout.touched.length = 0;
     }
@@ -907,6 +912,9 @@ function grown(a: Int32Array<ArrayBuffer>, length: number): Int32Array<ArrayBuff
   return b;
 }
 
+const MIDDLE = Buffer.from('},"s":{');
+const END = Buffer.from('}}');
+
 /** JSON written as bytes into a growing buffer: integers digit by digit, the rest through their text. */
 class JsonBytes {
   private buf = Buffer.allocUnsafe(1 << 16);
@@ -922,6 +930,12 @@ class JsonBytes {
   byte(b: number): void {
     this.room(1);
     this.buf[this.length++] = b;
+  }
+
+  bytes(b: Buffer): void {
+    this.room(b.length);
+    for (let i = 0; i < b.length; i++) this.buf[this.length + i] = b[i] as number;
+    this.length += b.length;
   }
 
   text(s: string): void {
