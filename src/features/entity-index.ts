@@ -5,12 +5,18 @@
 export interface EntityIndex {
   /** The entity number of ids (a, b) (b unused for one field), or `next` (recorded as its number) on first sight. */
   get(a: number, b: number, next: number): number;
+  /** Forgets every entity (the space is kept). */
+  clear(): void;
 }
 
 /** Entity numbers of one-field entities, by the field's id. */
 export class SingleIndex implements EntityIndex {
   /** Entity number + 1 by id; 0 for none yet. */
   private byId = new Int32Array(1024);
+
+  clear(): void {
+    this.byId.fill(0);
+  }
 
   get(id: number, _: number, next: number): number {
     if (id >= this.byId.length) {
@@ -31,6 +37,11 @@ export class PairIndex implements EntityIndex {
   private slots = new Int32Array(3 * 1024);
   private mask = 1023;
   private size = 0;
+
+  clear(): void {
+    this.slots.fill(0);
+    this.size = 0;
+  }
 
   get(a: number, b: number, next: number): number {
     let i = hash(a, b) & this.mask;

@@ -354,6 +354,35 @@ export class TileRings {
     if (tile > (layout.newest[at] as number)) layout.newest[at] = tile;
   }
 
+  /**
+   * Forgets every entity, keeping the space (and the interned ids): rings used for one batch at a time (the
+   * offline tile history) step each from nothing without allocating again.
+   */
+  clear(): void {
+    for (const layout of this.layouts) {
+      layout.index.clear();
+      layout.entities = 0;
+      layout.touched.length = 0;
+      for (const rings of layout.rings) {
+        rings.tags.fill(EMPTY, 0, rings.used);
+        rings.values.fill(0, 0, rings.used * rings.lanes);
+        rings.used = 0;
+        rings.free.length = 0;
+        rings.lostUpTo = EMPTY;
+      }
+    }
+    this.members.clear();
+    this.locatedChunk = undefined;
+    this.stamp++;
+  }
+
+  /** How many key values these rings have interned. */
+  get interned(): number {
+    let n = 0;
+    for (const d of this.dictionaries) n += d.size;
+    return n;
+  }
+
   /** How many entities these rings hold, over all groups. */
   get size(): number {
     let n = 0;
@@ -847,6 +876,12 @@ class MemberLists {
     this.member[node] = m;
     this.next[node] = head;
     return node + 1;
+  }
+
+  /** Forgets every list. */
+  clear(): void {
+    this.used = 0;
+    this.free = 0;
   }
 
   /** List `head`'s members, oldest first. */

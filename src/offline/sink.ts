@@ -162,6 +162,12 @@ export class OfflineSink {
   }
 }
 
+/** Rings for one batch at a time (tileRowsOf runs synchronously: one batch's step never meets another's). */
+const batchRings = new WeakMap<FeatureSet, TileRings>();
+
+/** Key values interned by those rings past which they start over (their dictionaries would only grow). */
+const MAX_INTERNED = 1_000_000;
+
 /**
  * feature_tile_batches rows for a batch's admitted events: one per entity, each (series, tile) merged over the batch
  * by the engine (a state of the batch alone). Set members (the distinct-count features) are not recorded: the
@@ -175,7 +181,12 @@ export function tileRowsOf(
 ): TileRow[] {
   const rows: TileRow[] = [];
   if (admitted.events.length === 0) return rows;
-  const rings = new TileRings(features);
+  let rings = batchRings.get(features);
+  if (rings === undefined || rings.interned > MAX_INTERNED) {
+    rings = new TileRings(features);
+    batchRings.set(features, rings);
+  }
+  rings.clear();
   rings.stepChunk(chunkOf(admitted, Number.NEGATIVE_INFINITY));
   rings.exportNumbers((entity, series, tiles, values) => {
     rows.push({

@@ -274,6 +274,8 @@ describe('offline store on the embedded ClickHouse engine', () => {
       ]),
     );
     expect(ad?.ops.every((op) => op === 'incr')).toBe(true);
+    // The next batch starts from nothing: the same events give the same rows, not doubled ones.
+    expect(tileRowsOf(features, { source: 'impression', events }, 'b', T0)).toEqual(rows);
     // Every entity of each event, one row each; no distinct members (the user's distinct ads) among the series.
     expect(rows.length).toBe(new Set(rows.map((r) => r.entity)).size);
     const users = features.groups.find((g) => g.group.entity.name === 'user');
