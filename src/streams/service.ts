@@ -318,7 +318,10 @@ export class StreamService {
    */
   private async pruneHorizon(): Promise<number | undefined> {
     const now = Date.now();
-    if (this.horizonCache && now - this.horizonCache.at < HORIZON_EVERY_MS) return this.horizonCache.time;
+    // Unknown (no partition has committed yet, as at a start) is asked again sooner: until it is known nothing is
+    // pruned, and the state keeps every tile.
+    const every = this.horizonCache?.time === undefined ? HORIZON_EVERY_MS / 10 : HORIZON_EVERY_MS;
+    if (this.horizonCache && now - this.horizonCache.at < every) return this.horizonCache.time;
     try {
       if (!this.partitions || now - this.partitions.at > 30 * HORIZON_EVERY_MS) {
         const ids: string[] = [];
