@@ -1,5 +1,6 @@
-// The replay's feature state, built for speed from the compiled FeatureSet (same series, slots, updates and
-// boundary rule; no feature is declared here). Each event's key and distinct columns are interned once into
+// The feature state every path steps (the engine): the backfill's replay reads vectors from it, the stream keeps
+// one per source partition and writes what each batch touched as parts (online/part-writer.ts), built for speed
+// from the compiled FeatureSet (same series, slots, updates and boundary rule; no feature is declared here). Each event's key and distinct columns are interned once into
 // dense ids shared by all groups (or handed by the source), and entity instances are numbered by those ids (no
 // key strings). A group's series of one tile width share rings: per entity, one ring of tiles whose every tile
 // holds a lane per series, so an event claims each tile once and a read moves each width's cursor once. Per

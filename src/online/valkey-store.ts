@@ -1,7 +1,8 @@
 // The online store in Valkey, in the parts layout (parts.ts): one hash per entity, `tb:{<entity key>}`, with a field
 // per source partition that writes it (its part, JSON) and that partition's marker "@<topic>/<partition>" (the last
-// batch end applied from it). The stream holds the parts of its partitions in process and writes each touched one
-// whole after a batch: one call per batch (on a Cluster, one per hash). A read is one call for every entity of a plan.
+// batch end applied from it). The stream's state (part-writer.ts) loads a part on an entity's first touch and writes
+// each touched one whole after a batch: one call per batch (on a Cluster, one per hash). A read is one call for
+// every entity of a plan.
 import { readFileSync } from 'node:fs';
 import type { Cluster, Redis } from 'iovalkey';
 import type { FeatureSet } from '../features/compile.ts';
