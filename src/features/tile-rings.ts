@@ -1,7 +1,7 @@
 // The feature state every path steps (the engine): the backfill's replay reads vectors from it, the stream keeps
-// one per source partition and writes what each batch touched as parts (online/part-writer.ts), built for speed
-// from the compiled FeatureSet (same series, slots, updates and boundary rule; no feature is declared here). Each event's key and distinct columns are interned once into
-// dense ids shared by all groups (or handed by the source), and entity instances are numbered by those ids (no
+// one per source partition and writes what each batch touched as parts (online/part-writer.ts). Built for speed
+// from the compiled FeatureSet (same series, slots, updates and boundary rule; no feature is declared here). Each
+// event's key and distinct columns are interned once into dense ids shared by all groups (or handed by the source), and entity instances are numbered by those ids (no
 // key strings). A group's series of one tile width share rings: per entity, one ring of tiles whose every tile
 // holds a lane per series, so an event claims each tile once and a read moves each width's cursor once. Per
 // entity and width the record holds the cursor (the tile last read), and per window its running total at the
@@ -96,9 +96,11 @@ export interface EntityRef {
   readonly key: string;
 }
 
-/** A stored part (online/parts.ts): per series id, flat (tile, value) or (tile, members) pairs in tile order. */
+/** A stored part's tiles (online/parts.ts's Part is one, with its batch marker). */
 export interface PartTiles {
+  /** Numeric series by id: flat (tile, value) pairs in tile order. */
   n: Record<string, number[]>;
+  /** Distinct series by id: flat (tile, members) pairs in tile order. */
   s: Record<string, (number | string[])[]>;
 }
 
@@ -138,9 +140,8 @@ export class TileRings {
   private readonly keyOf: Int32Array;
   /** Whether records come with key ids (set by the first). */
   private coded: boolean | undefined;
-  /** The chunk's ids, ids[row * columns + column]; and per row its entity in the group being processed. */
+  /** The chunk's ids, ids[row * columns + column]. */
   private ids = new Int32Array(0);
-  private entities = new Int32Array(0);
   /** The low watermark (StepChunk) of the event being processed. */
   private low = Number.NEGATIVE_INFINITY;
   private readonly members = new MemberLists();
@@ -393,10 +394,11 @@ export class TileRings {
 
   /**
    * Each entity stepped since the last call, as its part's JSON (online/parts.ts's Part, batch end `o`): its tiles
-   * that a read at or after `before` can ask for. The JSON is written as bytes into one buffer for the call (each
-   * part a view of it), not through objects or strings: it is most of what the stream computes per batch.
+   * that a read at or after `before` can ask for. The JSON is written as bytes into one buffer for the call, not
+   * through objects or string pieces (it is most of what the stream computes per batch), and handed out as text:
+   * the Valkey client then sends a call as one string (Buffers take its slower mixed-piece path).
    */
-  exportTouched(before: number, o: number, emit: (key: string, json: Buffer) => void): void {
+  exportTouched(before: number, o: number, emit: (key: string, json: string) => void): void {
     const out = new JsonBytes();
     const parts: { key: string; from: number }[] = [];
     const head = Buffer.from(`{"o":${o},"n":{`);
@@ -473,7 +475,10 @@ export class TileRings {
     const bytes = out.done();
     for (let p = 0; p < parts.length; p++) {
       const { key, from } = parts[p] as { key: string; from: number };
-      emit(key, bytes.subarray(from, p + 1 < parts.length ? (parts[p + 1] as { from: number }).from : bytes.length));
+      emit(
+        key,
+        bytes.toString('utf8', from, p + 1 < parts.length ? (parts[p + 1] as { from: number }).from : bytes.length),
+      );
     }
   }
 

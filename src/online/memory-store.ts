@@ -39,7 +39,7 @@ export class MemoryStore implements FeatureReader, TileWriter, PartReader, PartS
     return Promise.resolve(keys.map((k) => this.part(k, source)));
   }
 
-  writeParts(keys: readonly string[], parts: readonly Buffer[], source: string, endOffset: number): Promise<void> {
+  writeParts(keys: readonly string[], parts: readonly string[], source: string, endOffset: number): Promise<void> {
     keys.forEach((key, i) => {
       let held = this.entities.get(key);
       if (held === undefined) {
@@ -48,7 +48,7 @@ export class MemoryStore implements FeatureReader, TileWriter, PartReader, PartS
       }
       const stored = held.get(source);
       const end = stored === undefined ? -1 : typeof stored === 'string' ? markerOf(stored) : stored.o;
-      if (end < endOffset) held.set(source, (parts[i] as Buffer).toString());
+      if (end < endOffset) held.set(source, parts[i] as string);
     });
     return Promise.resolve();
   }

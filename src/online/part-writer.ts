@@ -13,8 +13,8 @@ import type { Part } from './parts.ts';
 export interface PartStore {
   /** The part `source` wrote for each entity (null: none), with `o` its marker (the last batch end applied). */
   loadParts(keys: readonly string[], source: string): Promise<(Part | null)[]>;
-  /** Replaces each entity's part from `source` unless its marker is at or past `endOffset` (JSON bytes, `o` set). */
-  writeParts(keys: readonly string[], parts: readonly Buffer[], source: string, endOffset: number): Promise<void>;
+  /** Replaces each entity's part from `source` unless its marker is at or past `endOffset` (JSON, `o` set). */
+  writeParts(keys: readonly string[], parts: readonly string[], source: string, endOffset: number): Promise<void>;
 }
 
 /** A batch's admitted events of one source partition, in log order. */
@@ -52,26 +52,25 @@ export class PartWriter {
    * dropped. Idempotent: an entity whose stored part already holds the batch sits it out.
    */
   async apply(admitted: AdmittedEvents, source: string, endOffset: number, before: number): Promise<void> {
+    const fresh = () => {
+      const o: Owned = { rings: new TileRings(this.features), end: -1 };
+      this.owned.set(source, o);
+      return o;
+    };
     let owned = this.owned.get(source);
     // A batch not past the last one applied here (a retry after a failed write) is applied to the stored state.
-    if (owned !== undefined && owned.end >= endOffset) owned = undefined;
-    if (owned === undefined) {
-      owned = { rings: new TileRings(this.features), end: -1 };
-      this.owned.set(source, owned);
-    }
+    if (owned === undefined || owned.end >= endOffset) owned = fresh();
     try {
-      await this.step(owned, admitted, source, endOffset, before);
+      await this.step(owned, admitted, source, endOffset, before).catch((err) => {
+        // An event older than what the rings dropped (the horizon moved back): fresh rings load what is stored.
+        if (!(err instanceof TileDroppedError)) throw err;
+        owned = fresh();
+        return this.step(owned, admitted, source, endOffset, before);
+      });
     } catch (err) {
       // Some parts may be written, others not, and the rings moved on: read them again next time.
       this.forget(source);
-      if (!(err instanceof TileDroppedError)) throw err;
-      // An event older than what the rings dropped (the horizon moved back): fresh rings load what is stored.
-      owned = { rings: new TileRings(this.features), end: -1 };
-      this.owned.set(source, owned);
-      await this.step(owned, admitted, source, endOffset, before).catch((again) => {
-        this.forget(source);
-        throw again;
-      });
+      throw err;
     }
     owned.end = endOffset;
     let held = 0;
@@ -100,7 +99,7 @@ export class PartWriter {
     }
     rings.stepChunk(chunk);
     const keys: string[] = [];
-    const json: Buffer[] = [];
+    const json: string[] = [];
     rings.exportTouched(before, endOffset, (key, part) => {
       keys.push(key);
       json.push(part);

@@ -5,15 +5,12 @@
 // tiles at the read's time, so windows slide with no new writes. Pure: the stores move parts as JSON strings.
 import type { FeatureSet, Series } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
+import type { PartTiles } from '../features/tile-rings.ts';
 
 /** One source partition's tiles of one entity, as stored (JSON). */
-export interface Part {
+export interface Part extends PartTiles {
   /** The end offset of the last batch applied from the part's source. */
   o: number;
-  /** Numeric series by id: flat (tile, value) pairs in tile order. */
-  n: Record<string, number[]>;
-  /** Distinct series by id: flat (tile, members) pairs in tile order. */
-  s: Record<string, (number | string[])[]>;
 }
 
 export const emptyPart = (): Part => ({ o: -1, n: {}, s: {} });

@@ -21,13 +21,12 @@ class JsonParts implements PartStore {
   loadParts(keys: readonly string[], source: string): Promise<(Part | null)[]> {
     return Promise.resolve(keys.map((k) => JSON.parse(this.stored.get(k)?.get(source) ?? 'null') as Part | null));
   }
-  writeParts(keys: readonly string[], parts: readonly Buffer[], source: string, endOffset: number): Promise<void> {
+  writeParts(keys: readonly string[], parts: readonly string[], source: string, endOffset: number): Promise<void> {
     keys.forEach((key, i) => {
       const held = this.stored.get(key) ?? new Map<string, string>();
       this.stored.set(key, held);
       const before = held.get(source);
-      if (before === undefined || (JSON.parse(before) as Part).o < endOffset)
-        held.set(source, (parts[i] as Buffer).toString());
+      if (before === undefined || (JSON.parse(before) as Part).o < endOffset) held.set(source, parts[i] as string);
     });
     return Promise.resolve();
   }
