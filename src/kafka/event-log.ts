@@ -55,31 +55,69 @@ export class KafkaEventLog implements EventLog {
 /** Partitions whose batches may be in hand at once (each partition's own batches stay in order). */
 const PARTITIONS_AT_ONCE = 4;
 
+/** How long a resolved offset may wait before the group's committed offset follows it. */
+const COMMIT_EVERY_MS = 1000;
+
 export class KafkaLogConsumer implements LogConsumer {
+  /** Per "topic|partition", the next offset to commit (resolved, not yet committed). */
+  private readonly resolved = new Map<string, { topic: string; partition: number; offset: string }>();
+  private commitTimer: NodeJS.Timeout | undefined;
+  private committing: Promise<void> = Promise.resolve();
+
   constructor(private readonly consumer: Consumer) {}
 
   async start(topics: string[], eachBatch: (p: LogBatchPayload) => Promise<void>, onAssign: () => void): Promise<void> {
-    this.consumer.on(this.consumer.events.GROUP_JOIN, onAssign);
+    this.consumer.on(this.consumer.events.GROUP_JOIN, () => {
+      // Offsets resolved under the last assignment are another member's to commit now.
+      this.resolved.clear();
+      onAssign();
+    });
     await this.consumer.connect();
     await this.consumer.subscribe({ topics, fromBeginning: true });
     await this.consumer.run({
       // The service resolves offsets only after a batch's checkpoint commits, so the group's committed offsets
-      // (advisory: lag monitoring and a fast start) never run ahead of the checkpoint.
-      autoCommit: true,
-      autoCommitInterval: 1000,
+      // (advisory: lag monitoring and a fast start) never run ahead of the checkpoint. They are committed here, off
+      // the batch's path, at most once a COMMIT_EVERY_MS: kafkajs's autoCommit commits after every batch, a broker
+      // round trip before the next fetch.
+      autoCommit: false,
       eachBatchAutoResolve: false,
       // Batches of different partitions overlap: one computes while another waits on its writes.
       partitionsConsumedConcurrently: PARTITIONS_AT_ONCE,
-      eachBatch,
+      eachBatch: (payload) =>
+        eachBatch({
+          ...payload,
+          resolveOffset: (offset) => {
+            payload.resolveOffset(offset);
+            const { topic, partition } = payload.batch;
+            this.resolved.set(`${topic}|${partition}`, { topic, partition, offset: String(Number(offset) + 1) });
+          },
+          commitOffsetsIfNecessary: async () => {
+            this.commitTimer ??= setTimeout(() => {
+              this.commitTimer = undefined;
+              this.committing = this.commit();
+            }, COMMIT_EVERY_MS);
+          },
+        }),
     });
+  }
+
+  /** Commits what is resolved; a failure (a rebalance meanwhile) leaves it to the next member or commit. */
+  private async commit(): Promise<void> {
+    const offsets = [...this.resolved.values()];
+    this.resolved.clear();
+    if (offsets.length > 0) await this.consumer.commitOffsets(offsets).catch(() => undefined);
   }
 
   seek(topic: string, partition: number, offset: number): void {
     this.consumer.seek({ topic, partition, offset: String(offset) });
   }
 
-  disconnect(): Promise<void> {
-    return this.consumer.disconnect();
+  async disconnect(): Promise<void> {
+    clearTimeout(this.commitTimer);
+    this.commitTimer = undefined;
+    await this.committing;
+    await this.commit();
+    await this.consumer.disconnect();
   }
 }
 
