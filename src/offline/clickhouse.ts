@@ -12,8 +12,10 @@
 //   later queries of that client (an HTTP server scopes them to the one request). Don't pass per-query settings
 //   that must not leak, e.g. insert_deduplication_token: put them in the statement's SETTINGS clause instead.
 // - The `database` option of createClient is ignored by the chdb connection; openClickHouse issues `USE` instead.
-import { mkdirSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { type ClickHouseClient, ClickHouseLogLevel, createClient } from '@clickhouse/client';
@@ -70,7 +72,7 @@ async function openEmbedded(dir: string, database: string | undefined): Promise<
     // bundles its own copy of those types; the runtime contract is the same.
     const chdb = createChdbConnection({ path });
     client = createClient({ connection: chdb as unknown as ClientConnection });
-    embedded.set(client, chdb.chdb);
+    embedded.add(client);
   } catch (err) {
     // A dir held by another process fails with only "Failed to create connection" here; the engine prints the
     // reason ("Cannot lock file <dir>/status") to stderr.
@@ -96,36 +98,51 @@ export function sqlString(s: string): string {
   return `'${s.replace(/\\/g, '\\\\').replace(/'/g, "\\'")}'`;
 }
 
-/** The embedded engine's own API behind a client openClickHouse made (none for a server). */
-const embedded = new WeakMap<ClickHouseClient, ReturnType<typeof createChdbConnection>['chdb']>();
+/** The clients openClickHouse made on the embedded engine. */
+const embedded = new WeakSet<ClickHouseClient>();
 
-export interface RawInsert {
+export interface NativeInsert {
   table: string;
   columns: readonly string[];
-  /** The rows in the format, as bytes. */
-  values: Buffer;
-  format: 'TabSeparated';
+  /** The rows as one block in Native format (native.ts), its columns in `columns`' order. */
+  block: Buffer;
   settings: Record<string, string | number>;
 }
 
-/**
- * Inserts rows given as bytes. Into the embedded engine, the bytes go to its parser as they are (its connection
- * would decode them to a string and join them to the statement); into a server, as the request body. The
- * settings apply to this statement only.
- */
-export async function insertRaw(client: ClickHouseClient, insert: RawInsert): Promise<void> {
-  const chdb = embedded.get(client);
-  if (chdb) {
-    await chdb.rawInsert({ ...insert, columns: [...insert.columns] });
-    return;
+/** Where this process hands the embedded engine the blocks it inserts (a file each, removed once inserted). */
+let blockDir: string | undefined;
+let blocks = 0;
+
+function blockPath(): string {
+  if (blockDir === undefined) {
+    const dir = mkdtempSync(join(tmpdir(), 'tributary-blocks-'));
+    process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+    blockDir = dir;
   }
+  return join(blockDir, `${process.pid}-${blocks++}.native`);
+}
+
+/**
+ * Inserts a Native block. A server gets it as the request body; the embedded engine takes only text through its
+ * API, so it reads the block from a file (the engine reads its own binary format, no text to parse either way).
+ * The settings apply to this statement only.
+ */
+export async function insertNative(client: ClickHouseClient, insert: NativeInsert): Promise<void> {
   const settings = Object.entries(insert.settings)
     .map(([k, v]) => `${k} = ${typeof v === 'number' ? v : sqlString(v)}`)
     .join(', ');
-  const result = await client.exec({
-    query: `INSERT INTO ${insert.table} (${insert.columns.join(', ')}) SETTINGS ${settings} FORMAT ${insert.format}`,
-    values: Readable.from([insert.values]),
-  });
+  const into = `INSERT INTO ${insert.table} (${insert.columns.join(', ')}) SETTINGS ${settings}`;
+  if (embedded.has(client)) {
+    const path = blockPath();
+    await writeFile(path, insert.block);
+    try {
+      await client.command({ query: `${into} SELECT * FROM file(${sqlString(path)}, 'Native')` });
+    } finally {
+      await rm(path, { force: true });
+    }
+    return;
+  }
+  const result = await client.exec({ query: `${into} FORMAT Native`, values: Readable.from([insert.block]) });
   // The response body (empty for an INSERT) must be consumed to release the HTTP socket.
   result.stream.resume();
   await finished(result.stream);

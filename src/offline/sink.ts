@@ -7,8 +7,8 @@ import type { Verdict } from '../features/admission.ts';
 import type { FeatureSet } from '../features/compile.ts';
 import { TileRings } from '../features/tile-rings.ts';
 import { type AdmittedEvents, chunkOf } from '../online/part-writer.ts';
-import { insertRaw } from './clickhouse.ts';
-import { TsvWriter } from './tsv.ts';
+import { insertNative } from './clickhouse.ts';
+import { type NativeColumn, native, nativeBlock } from './native.ts';
 
 /**
  * Where a message sat in Kafka; `ingest_time` is its Kafka timestamp (epoch ms); `batch_seq` orders the batches
@@ -57,63 +57,96 @@ export interface OfflineBatch {
   served?: readonly ServedRow[];
 }
 
-/** Epoch ms as DateTime64(3) text (TsvWriter.time), for rows built as objects. */
+/** Epoch ms as DateTime64(3) text (the ISO form), for rows built as objects. */
 export function dateTime64(ms: number): string {
-  return new TsvWriter(32).time(ms).bytes().toString('latin1');
+  return new Date(ms).toISOString().replace('T', ' ').slice(0, 23);
 }
 
-const coordinates = (w: TsvWriter, r: KafkaCoordinates) =>
-  w.str(r.topic).tab().int(r.partition).tab().int(r.offset).tab().time(r.ingest_time).tab().int(r.batch_seq);
+const coordinates = <R extends KafkaCoordinates>(): NativeColumn<R>[] => [
+  native.string('topic', (r) => r.topic),
+  native.u32('partition', (r) => r.partition),
+  native.u64('offset', (r) => r.offset),
+  native.time('ingest_time', (r) => r.ingest_time),
+  native.u64('batch_seq', (r) => r.batch_seq),
+];
 
-/** Per table: its columns, and a row written as one TabSeparated line in that order. */
-const ROWS: {
-  [T in keyof OfflineBatch]-?: {
-    columns: string;
-    line: (w: TsvWriter, row: NonNullable<OfflineBatch[T]>[number]) => void;
-  };
-} = {
-  served: {
-    columns: 'event_id, event_time, topic, partition, offset, ingest_time, batch_seq, vector',
-    line: (w, r) => {
-      w.str(r.event_id).tab().time(r.event_time).tab();
-      coordinates(w, r).tab().numbers(r.vector).end();
-    },
-  },
-  impressions: {
-    columns:
-      'event_id, event_time, request_id, user_id, ad_id, campaign_id, advertiser_id, category, publisher_id, device, os, position, bid, topic, partition, offset, ingest_time, batch_seq, verdict',
-    line: (w, r) => {
-      w.str(r.event_id).tab().time(r.event_time).tab().optStr(r.request_id).tab().str(r.user_id).tab();
-      w.str(r.ad_id).tab().str(r.campaign_id).tab().str(r.advertiser_id).tab().str(r.category).tab();
-      w.str(r.publisher_id).tab().str(r.device).tab().str(r.os).tab().optNum(r.position).tab().optNum(r.bid).tab();
-      coordinates(w, r).tab().ascii(r.verdict).end();
-    },
-  },
-  clicks: {
-    columns:
-      'event_id, event_time, impression_id, impression_time, user_id, ad_id, campaign_id, advertiser_id, category, publisher_id, device, os, topic, partition, offset, ingest_time, batch_seq, verdict',
-    line: (w, r) => {
-      w.str(r.event_id).tab().time(r.event_time).tab().str(r.impression_id).tab().time(r.impression_time).tab();
-      w.str(r.user_id).tab().str(r.ad_id).tab().str(r.campaign_id).tab().str(r.advertiser_id).tab();
-      w.str(r.category).tab().str(r.publisher_id).tab().str(r.device).tab().str(r.os).tab();
-      coordinates(w, r).tab().ascii(r.verdict).end();
-    },
-  },
-  tiles: {
-    columns: 'entity, tile_fields, tile_values, tile_ops, batch, written_at',
-    line: (w, r) => {
-      w.str(r.entity).tab().open();
-      for (let i = 0; i < r.series.length; i++) {
-        if (i > 0) w.comma();
-        w.quoted(r.series[i] as string, true)
-          .ascii(':')
-          .int(r.tiles[i] as number)
-          .unquote();
-      }
-      w.close().tab().numbers(r.values).tab().strings(r.ops).tab();
-      w.str(r.batch).tab().time(r.written_at).end();
-    },
-  },
+/** The dimensions both event tables hold. */
+const dimensions = <R extends AdClick | AdImpression>(): NativeColumn<R>[] => [
+  native.string('user_id', (r) => r.user_id),
+  native.string('ad_id', (r) => r.ad_id),
+  native.string('campaign_id', (r) => r.campaign_id),
+  native.string('advertiser_id', (r) => r.advertiser_id),
+  native.string('category', (r) => r.category),
+  native.string('publisher_id', (r) => r.publisher_id),
+  native.string('device', (r) => r.device),
+  native.string('os', (r) => r.os),
+];
+
+const OPS: Record<TileOp, number> = { incr: 1, max: 2 };
+
+/** Per table: its columns, as written (schema.ts has their types there). */
+const COLUMNS: { [T in keyof OfflineBatch]-?: NativeColumn<NonNullable<OfflineBatch[T]>[number]>[] } = {
+  served: [
+    native.string('event_id', (r) => r.event_id),
+    native.time('event_time', (r) => r.event_time),
+    ...coordinates<ServedRow>(),
+    native.array(
+      'vector',
+      'Float64',
+      (r) => r.vector.length,
+      (w, r) => {
+        for (const x of r.vector) w.f64(x);
+      },
+    ),
+  ],
+  impressions: [
+    native.string('event_id', (r) => r.event_id),
+    native.time('event_time', (r) => r.event_time),
+    native.optString('request_id', (r) => r.request_id),
+    ...dimensions<ImpressionRow>(),
+    native.optI32('position', (r) => r.position),
+    native.optF64('bid', (r) => r.bid),
+    ...coordinates<ImpressionRow>(),
+    native.string('verdict', (r) => r.verdict),
+  ],
+  clicks: [
+    native.string('event_id', (r) => r.event_id),
+    native.time('event_time', (r) => r.event_time),
+    native.string('impression_id', (r) => r.impression_id),
+    native.time('impression_time', (r) => r.impression_time),
+    ...dimensions<ClickRow>(),
+    ...coordinates<ClickRow>(),
+    native.string('verdict', (r) => r.verdict),
+  ],
+  tiles: [
+    native.string('entity', (r) => r.entity),
+    native.array(
+      'tile_fields',
+      'String',
+      (r) => r.series.length,
+      (w, r) => {
+        for (let i = 0; i < r.series.length; i++) w.stringColonInt(r.series[i] as string, r.tiles[i] as number);
+      },
+    ),
+    native.array(
+      'tile_values',
+      'Int64',
+      (r) => r.values.length,
+      (w, r) => {
+        for (const x of r.values) w.i64(x);
+      },
+    ),
+    native.array(
+      'tile_ops',
+      "Enum8('incr' = 1, 'max' = 2)",
+      (r) => r.ops.length,
+      (w, r) => {
+        for (const op of r.ops) w.u8(OPS[op]);
+      },
+    ),
+    native.string('batch', (r) => r.batch),
+    native.time('written_at', (r) => r.written_at),
+  ],
 };
 
 const TABLE: { [T in keyof OfflineBatch]-?: string } = {
@@ -132,27 +165,21 @@ export class OfflineSink {
    * Tables are written concurrently, not atomically; a failed write should be retried with the same id.
    */
   async writeBatch(batchId: string, rows: OfflineBatch): Promise<void> {
-    // Each table's text is made while the one before is being inserted (the engine parses off the event loop).
+    // Each table's block is made while the one before is being inserted (the engine reads it off the event loop).
     const inserts: Promise<void>[] = [];
     for (const part of Object.keys(TABLE) as (keyof OfflineBatch)[]) {
       const values = rows[part] ?? [];
       if (values.length === 0) continue;
       const table = TABLE[part];
-      const { columns, line } = ROWS[part] as {
-        columns: string;
-        line: (w: TsvWriter, row: (typeof values)[number]) => void;
-      };
-      const w = new TsvWriter(values.length * 256);
-      for (const row of values) line(w, row);
+      const columns = COLUMNS[part] as NativeColumn<(typeof values)[number]>[];
       // The token is this statement's setting, not the session's (on the embedded engine a session-wide one would
       // silently dedup the client's later token-less inserts: clickhouse.ts). async_insert = 0: insert dedup by
       // token is the synchronous path's (chdb defaults async_insert to 1).
       inserts.push(
-        insertRaw(this.client, {
+        insertNative(this.client, {
           table,
-          columns: columns.split(', '),
-          values: w.bytes(),
-          format: 'TabSeparated',
+          columns: columns.map((c) => c.name),
+          block: nativeBlock(columns, values),
           settings: { insert_deduplication_token: `${batchId}:${table}`, async_insert: 0 },
         }),
       );
