@@ -23,7 +23,16 @@ import { Meter, SERVERS, tempOfflineStore } from './lib.ts';
 
 /** What the bench asks of the stream process. */
 export type ToStream =
-  | { type: 'start'; namespace: string; groupId: string; offline: boolean; maxBatch: number; latenessMs: number }
+  | {
+      type: 'start';
+      namespace: string;
+      groupId: string;
+      /** Whether it writes Valkey (else only ClickHouse, as `tributary stream --no-online`). */
+      online: boolean;
+      offline: boolean;
+      maxBatch: number;
+      latenessMs: number;
+    }
   | { type: 'meter'; label: string; profileDir?: string }
   | { type: 'measure' }
   | { type: 'reach'; events: number }
@@ -89,13 +98,19 @@ async function start(m: Extract<ToStream, { type: 'start' }>) {
       eventLog: new KafkaEventLog(createKafka(SERVERS.kafka, 'tributary-bench-stream'), SERVERS.kafka),
       serde,
       features,
-      online: new ReportWrites(store),
+      online: m.online ? new ReportWrites(store) : undefined,
       offline,
       checkpoints: new ValkeyCheckpoints(client, m.groupId),
       metrics,
       log: pino({ level: 'warn' }, pino.destination(2)),
     },
-    { namespace: m.namespace, groupId: m.groupId, allowedLatenessMs: m.latenessMs, maxBatch: m.maxBatch },
+    {
+      namespace: m.namespace,
+      groupId: m.groupId,
+      allowedLatenessMs: m.latenessMs,
+      maxBatch: m.maxBatch,
+      sendDeadLetters: m.online,
+    },
   );
   service.failed.then((err) => send({ type: 'failed', message: err.message }));
   await service.start();

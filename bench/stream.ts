@@ -53,8 +53,10 @@ const CONSUMER_SETTINGS = {
   maxBytesPerPartition: 4 << 20,
 };
 const VARIANTS = [
-  { key: 'online', name: 'stream: Valkey', offline: false },
-  { key: 'full', name: 'stream: Valkey+ClickHouse', offline: true },
+  { key: 'online', name: 'stream: Valkey', offline: false, split: false },
+  { key: 'full', name: 'stream: Valkey+ClickHouse', offline: true, split: false },
+  // `tributary stream --no-offline` beside `tributary stream --no-online --group …`: two processes, two groups.
+  { key: 'split', name: 'stream: Valkey, ClickHouse in a 2nd group', offline: true, split: true },
 ] as const;
 
 interface Latency {
@@ -225,45 +227,57 @@ class StreamBench {
     return { phase, latency: await this.latencies('baseline', 'raw') };
   }
 
-  /** The service as `tributary stream` wires it, in its own process, under its own keys and group: from nothing. */
+  /**
+   * The service as `tributary stream` wires it, in its own process, under its own keys and group: from nothing. Split:
+   * one process writes Valkey, another (its own group) ClickHouse; their CPU and memory are summed, latency is the
+   * Valkey writer's.
+   */
   async stream(variant: (typeof VARIANTS)[number]): Promise<StreamRun> {
     const groupId = `${this.ns}${variant.key}.`;
     const stream = new StreamProcess();
+    const offline = variant.split ? new StreamProcess() : undefined;
+    const all = offline ? [stream, offline] : [stream];
     try {
-      await stream.ask(
-        {
-          type: 'start',
-          namespace: this.ns,
-          groupId,
-          offline: variant.offline,
-          maxBatch: this.settings.maxBatch,
-          latenessMs: LATENESS_MS,
-        },
-        'started',
-      );
+      const start = { type: 'start', namespace: this.ns, maxBatch: this.settings.maxBatch, latenessMs: LATENESS_MS };
+      await Promise.all([
+        stream.ask(
+          { ...start, type: 'start', groupId, online: true, offline: variant.offline && !variant.split },
+          'started',
+        ),
+        offline?.ask(
+          { ...start, type: 'start', groupId: `${groupId}offline.`, online: false, offline: true },
+          'started',
+        ),
+      ]);
       const events = this.published;
       this.ctx.log(`${variant.name}: consuming ${events} events`);
       const valkeyCpu0 = await this.valkeyCpu();
       const valkeyBytes0 = await this.valkeyBytes();
-      await stream.ask({ type: 'meter', label: variant.key, profileDir: this.ctx.profileDir }, 'metered');
-      await stream.ask({ type: 'reach', events }, 'reached');
-      const { type: _, ...m } = await stream.ask({ type: 'measure' }, 'measured');
+      await Promise.all(
+        all.map((p, i) =>
+          p.ask({ type: 'meter', label: `${variant.key}${i || ''}`, profileDir: this.ctx.profileDir }, 'metered'),
+        ),
+      );
+      await Promise.all(all.map((p) => p.ask({ type: 'reach', events }, 'reached')));
+      const measured = await Promise.all(all.map((p) => p.ask({ type: 'measure' }, 'measured')));
       const phase = {
-        ...m,
+        seconds: Math.max(...measured.map((m) => m.seconds)),
+        cpuSeconds: measured.reduce((t, m) => t + m.cpuSeconds, 0),
+        peakRssMB: measured.reduce((t, m) => t + m.peakRssMB, 0),
         events,
         valkeyCpuSeconds: (await this.valkeyCpu()) - valkeyCpu0,
         valkeyBytes: (await this.valkeyBytes()) - valkeyBytes0,
       };
       const { type: __, ...batches } = await stream.ask({ type: 'batches' }, 'batches');
       const latency = await this.latencies(variant.name, variant.key, stream);
-      const { type: ___, ...all } = await stream.ask({ type: 'batches' }, 'batches');
+      const { type: ___, ...later } = await stream.ask({ type: 'batches' }, 'batches');
       return {
         phase,
         latency,
-        batches: { throughput: batches, latency: { count: all.count - batches.count, ms: all.ms - batches.ms } },
+        batches: { throughput: batches, latency: { count: later.count - batches.count, ms: later.ms - batches.ms } },
       };
     } finally {
-      await stream.stop();
+      await Promise.all(all.map((p) => p.stop()));
     }
   }
 

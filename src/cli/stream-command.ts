@@ -34,6 +34,10 @@ export function registerStreamCommand(program: Command, configOf: (cmd: Command)
     .option('--metrics-host <host>', 'address the metrics listen on (0.0.0.0 for a scraper elsewhere)', '127.0.0.1')
     .option('--no-offline', 'do not write ClickHouse')
     .option(
+      '--no-online',
+      'write only ClickHouse, as a second group beside one run with --no-offline (pass another --group): ClickHouse then never holds up the online features',
+    )
+    .option(
       '--record-served',
       'record the vector each impression would have been served (ClickHouse served_vectors; for `tributary parity`)',
     )
@@ -90,6 +94,7 @@ Examples:
         maxBatch,
         offline: ch,
         recordServed: opts.recordServed === true,
+        online: opts.online !== false,
         log,
       });
       const { metrics, service } = stream;

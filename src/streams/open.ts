@@ -61,6 +61,11 @@ export interface StreamRunOptions {
   offline?: ClickHouseClient;
   /** Record served vectors (for parity), read from the online store. */
   recordServed?: boolean;
+  /**
+   * Write the online store (default true). A group that does not writes only the offline store, beside a group that
+   * does (and sends the dead letters): ClickHouse then never holds up the online features.
+   */
+  online?: boolean;
   log: Logger;
 }
 
@@ -90,6 +95,12 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
   if (embedded && o.offline && config.clickhouse) {
     throw new ConfigError(
       'the in-process online store rebuilds its offline output on each start, which a ClickHouse server should not see: pass --valkey, or drop --clickhouse',
+    );
+  }
+  const writesOnline = o.online !== false;
+  if (!writesOnline && (embedded || !o.offline || o.recordServed)) {
+    throw new ConfigError(
+      'a stream that writes only ClickHouse needs --valkey (its checkpoints live there), ClickHouse, and no --record-served (served vectors are read from the online store as it writes)',
     );
   }
   const groupId = `${config.namespace}${o.group}`;
@@ -133,7 +144,7 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
       eventLog,
       serde,
       features: o.features,
-      online,
+      online: writesOnline ? online : undefined,
       offline: o.offline && new OfflineSink(o.offline),
       served: o.recordServed ? online : undefined,
       checkpoints,
@@ -147,6 +158,7 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
       maxClockSkewMs: o.maxClockSkewMs,
       maxBatch: o.maxBatch,
       deadLettered,
+      sendDeadLetters: writesOnline,
     },
   );
   return {

@@ -43,13 +43,19 @@ export interface StreamOptions {
   maxClockSkewMs?: number;
   /** Largest dead-letter produce request, in bytes (under the topic's max.message.bytes). */
   deadLetterBytes?: number;
+  /** Whether this group sends the dead letters (default true); a second group over the same log only counts them. */
+  sendDeadLetters?: boolean;
 }
 
 export interface StreamDeps {
   eventLog: EventLog;
   serde: EventSerde;
   features: FeatureSet;
-  online: TileWriter;
+  /**
+   * The online store; unset for a group that writes only the offline store (run beside one that writes the online
+   * store, so that ClickHouse never holds up the online features: each group checkpoints on its own).
+   */
+  online?: TileWriter;
   offline?: OfflineWriter;
   /** Record the vector each applied impression would have been served, read from here (for parity checks). */
   served?: PartReader;
@@ -162,7 +168,7 @@ export class StreamService {
     if (!st) {
       const cp = await this.deps.checkpoints.load(id);
       // Another member may have written from this partition since this process last did.
-      this.deps.online.forget(id);
+      this.deps.online?.forget(id);
       st = {
         admission: Admission.restore(cp?.admission, this.options.allowedLatenessMs),
         next: cp?.next,
@@ -276,11 +282,14 @@ export class StreamService {
       }
       // Each write is idempotent for this exact range (the intent), so the sinks go in parallel: the online store
       // does not wait for ClickHouse. The checkpoint commits only after all of them.
-      const horizon = await this.pruneHorizon();
+      const online = this.deps.online;
+      const horizon = online ? await this.pruneHorizon() : undefined;
       const written = await Promise.all([
-        attempt('dead-letter', this.deadLetter(id, outcome.deadLetters)),
+        this.options.sendDeadLetters === false
+          ? null
+          : attempt('dead-letter', this.deadLetter(id, outcome.deadLetters)),
         attempt('clickhouse', () => this.writeOffline(batchId, outcome)),
-        attempt('valkey', () => this.deps.online.applyBatch(outcome.admitted, id, outcome.lastOffset, horizon)),
+        online ? attempt('valkey', () => online.applyBatch(outcome.admitted, id, outcome.lastOffset, horizon)) : null,
       ]);
       if (written.includes(undefined)) return;
       const committed = await attempt('checkpoint', () =>

@@ -1,5 +1,9 @@
 // The stream service on real Kafka, Schema Registry and Valkey: the online state equals an in-process replay of
-// the same topics, bad and late events land in the dead-letter topic with reasons, and nothing else is lost.
+// the same topics, bad and late events land in the dead-letter topic with reasons, and nothing else is lost; a second
+// group writing only ClickHouse records every message once with the same verdicts and sends no dead letters.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Valkey } from 'iovalkey';
 import { afterAll, describe, expect, it } from 'vitest';
 import { deadLetterTopic } from '../../src/events/catalog.ts';
@@ -9,6 +13,9 @@ import { type AdImpression, EVENT_KINDS } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { createKafka } from '../../src/kafka/client.ts';
+import { openClickHouse } from '../../src/offline/clickhouse.ts';
+import { ensureOfflineSchema } from '../../src/offline/schema.ts';
+import { OfflineSink } from '../../src/offline/sink.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
 import {
   expectSameVectors,
@@ -60,6 +67,54 @@ describe('tributary stream', () => {
     expect(hashes.length).toBeGreaterThan(1000);
     const ttls = await Promise.all(hashes.map((k) => valkey.ttl(k)));
     expect(ttls.filter((t) => t <= 0)).toEqual([]);
+
+    // A second group that writes only ClickHouse (`tributary stream --no-online`): every message once, with the
+    // verdicts the first group made, its tiles counting every applied impression; it sends no dead letters.
+    const dir = mkdtempSync(join(tmpdir(), 'tributary-st-'));
+    const ch = await openClickHouse({ dir });
+    try {
+      await ensureOfflineSchema(ch);
+      const second = testStream(kafka, valkey, features, ns, {
+        maxBatch: 900,
+        offline: new OfflineSink(ch),
+        online: false,
+        group: 'offline',
+      });
+      await second.service.start();
+      await until('the offline group to process every message', () => second.service.processed >= sent);
+      await second.service.stop();
+      expect(second.service.processed).toBe(sent);
+      const verdicts = await (
+        await ch.query({
+          query: `SELECT verdict, toUInt32(count()) AS n FROM (SELECT verdict FROM impressions UNION ALL SELECT verdict FROM clicks) GROUP BY verdict`,
+          format: 'JSONEachRow',
+        })
+      ).json<{ verdict: keyof typeof ref.counts; n: number }>();
+      expect(Object.fromEntries(verdicts.map((v) => [v.verdict, v.n]))).toEqual({
+        applied: ref.counts.applied,
+        late: ref.counts.late,
+        duplicate: ref.counts.duplicate,
+      });
+      const series = features.groups
+        .find((g) => g.group.entity.name === 'ad')
+        ?.series.find((x) => x.agg.source === 'impression' && x.op.merge === 'add');
+      const counted = await (
+        await ch.query({
+          query: `SELECT toUInt32(sum(value)) AS n FROM feature_tiles_current WHERE startsWith(entity, 'ad:') AND startsWith(field, '${series?.id}:')`,
+          format: 'JSONEachRow',
+        })
+      ).json<{ n: number }>();
+      const applied = await (
+        await ch.query({
+          query: `SELECT toUInt32(count()) AS n FROM impressions WHERE verdict = 'applied'`,
+          format: 'JSONEachRow',
+        })
+      ).json<{ n: number }>();
+      expect(counted[0]?.n).toBe(applied[0]?.n);
+    } finally {
+      await ch.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
 
     // The dead-letter topic holds each rejected message once, with its reason and original bytes.
     const letters: { reason: string; value: Buffer | null }[] = [];

@@ -200,7 +200,16 @@ export function testStream(
   valkey: Valkey,
   features: FeatureSet,
   namespace: string,
-  o: { maxBatch: number; metrics?: StreamMetrics; offline?: OfflineWriter; recordServed?: boolean; logLevel?: string },
+  o: {
+    maxBatch: number;
+    metrics?: StreamMetrics;
+    offline?: OfflineWriter;
+    recordServed?: boolean;
+    logLevel?: string;
+    /** false: a group that writes only the offline store (and sends no dead letters), under group `group`. */
+    online?: false;
+    group?: string;
+  },
 ) {
   const online = new ValkeyStore(valkey, {
     features,
@@ -214,14 +223,20 @@ export function testStream(
       eventLog: asEventLog(kafka),
       serde: new EventSerde(createRegistryClient(REGISTRY_URL)),
       features,
-      online,
+      online: o.online === false ? undefined : online,
       offline: o.offline,
       served: o.recordServed ? online : undefined,
-      checkpoints: new ValkeyCheckpoints(valkey, `${namespace}stream`),
+      checkpoints: new ValkeyCheckpoints(valkey, `${namespace}${o.group ?? 'stream'}`),
       metrics,
       log: pino({ level: process.env.TEST_STREAM_LOG ?? o.logLevel ?? 'warn' }),
     },
-    { namespace, groupId: `${namespace}stream`, allowedLatenessMs: LATENESS_MS, maxBatch: o.maxBatch },
+    {
+      namespace,
+      groupId: `${namespace}${o.group ?? 'stream'}`,
+      allowedLatenessMs: LATENESS_MS,
+      maxBatch: o.maxBatch,
+      sendDeadLetters: o.online !== false,
+    },
   );
   return { service, online, metrics };
 }
