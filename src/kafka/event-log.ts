@@ -57,6 +57,8 @@ const PARTITIONS_AT_ONCE = 4;
 
 /** How long a resolved offset may wait before the group's committed offset follows it. */
 const COMMIT_EVERY_MS = 1000;
+/** How long a stop waits for the last commit of the group's offsets. */
+const FINAL_COMMIT_MS = 2000;
 
 export class KafkaLogConsumer implements LogConsumer {
   /** Per "topic|partition", the next offset to commit (resolved, not yet committed). */
@@ -115,8 +117,13 @@ export class KafkaLogConsumer implements LogConsumer {
   async disconnect(): Promise<void> {
     clearTimeout(this.commitTimer);
     this.commitTimer = undefined;
-    await this.committing;
-    await this.commit();
+    // The last resolved offsets, if the broker answers soon: a stop must not wait on an unreachable one.
+    let timer: NodeJS.Timeout | undefined;
+    const soon = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, FINAL_COMMIT_MS);
+    });
+    await Promise.race([this.committing.then(() => this.commit()), soon]);
+    clearTimeout(timer);
     await this.consumer.disconnect();
   }
 }
