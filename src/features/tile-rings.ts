@@ -12,6 +12,7 @@
 // arrays: the per-event loops touch no definition objects. Events come in chunks, taken one group at a time (the
 // groups' states are independent): each pass runs one group's code over one group's state, in log order.
 import type { AdClick, AdImpression } from '../events/types.ts';
+import { ByteWriter } from '../util/byte-writer.ts';
 import { finishGroup } from './assemble.ts';
 import type { CompiledGroup, FeatureSet, Series } from './compile.ts';
 import type { Source } from './define.ts';
@@ -956,56 +957,10 @@ function grown(a: Int32Array<ArrayBuffer>, length: number): Int32Array<ArrayBuff
 const MIDDLE = Buffer.from('},"s":{');
 const END = Buffer.from('}}');
 
-/** JSON written as bytes into a growing buffer: integers digit by digit, the rest through their text. */
-class JsonBytes {
-  private buf = Buffer.allocUnsafe(1 << 16);
-  length = 0;
-
-  private room(n: number): void {
-    if (this.length + n <= this.buf.length) return;
-    const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.length + n));
-    this.buf.copy(bigger, 0, 0, this.length);
-    this.buf = bigger;
-  }
-
-  byte(b: number): void {
-    this.room(1);
-    this.buf[this.length++] = b;
-  }
-
-  bytes(b: Buffer): void {
-    this.room(b.length);
-    for (let i = 0; i < b.length; i++) this.buf[this.length + i] = b[i] as number;
-    this.length += b.length;
-  }
-
-  text(s: string): void {
-    this.room(s.length * 3);
-    this.length += this.buf.write(s, this.length);
-  }
-
+/** JSON written as bytes: integers digit by digit, other numbers through their text. */
+class JsonBytes extends ByteWriter {
   number(x: number): void {
-    if (!Number.isSafeInteger(x)) {
-      this.text(String(x));
-      return;
-    }
-    this.room(17);
-    if (x < 0) {
-      this.buf[this.length++] = 45;
-      x = -x;
-    }
-    let digits = 1;
-    for (let p = 10; p <= x; p *= 10) digits++;
-    let at = this.length + digits;
-    this.length = at;
-    do {
-      this.buf[--at] = 48 + (x % 10);
-      x = Math.floor(x / 10);
-    } while (x > 0);
-  }
-
-  /** The bytes written (a view of the buffer, which is not written again). */
-  done(): Buffer {
-    return this.buf.subarray(0, this.length);
+    if (Number.isSafeInteger(x)) this.integer(x);
+    else this.text(String(x));
   }
 }

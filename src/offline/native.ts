@@ -2,6 +2,7 @@
 // (no text to scan, no numbers or times to convert, as TabSeparated made it do for every row). Column
 // types here are what the bytes hold; an insert converts them to the table's (String into LowCardinality(String),
 // Int8 into Enum8).
+import { ByteWriter, decimalDigits } from '../util/byte-writer.ts';
 
 /** One column of a block: its name, the type its bytes hold, and how a row's value is written. */
 export interface NativeColumn<R> {
@@ -13,39 +14,15 @@ export interface NativeColumn<R> {
 
 const TWO_32 = 2 ** 32;
 
-export class NativeWriter {
-  private buf: Buffer;
-  private pos = 0;
-
-  constructor(bytes = 1 << 16) {
-    this.buf = Buffer.allocUnsafe(bytes);
-  }
-
-  /** What was written (a view of the writer's buffer). */
-  bytes(): Buffer {
-    return this.buf.subarray(0, this.pos);
-  }
-
-  private room(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
-    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
-    this.buf.copy(grown, 0, 0, this.pos);
-    this.buf = grown;
-  }
-
-  u8(x: number): void {
-    this.room(1);
-    this.buf[this.pos++] = x;
-  }
-
+export class NativeWriter extends ByteWriter {
   /** An unsigned LEB128 (lengths and counts). */
   varint(x: number): void {
     this.room(10);
     while (x >= 0x80) {
-      this.buf[this.pos++] = (x & 0x7f) | 0x80;
+      this.buf[this.length++] = (x & 0x7f) | 0x80;
       x = Math.floor(x / 128);
     }
-    this.buf[this.pos++] = x;
+    this.buf[this.length++] = x;
   }
 
   /** A String value: its UTF-8 length, then the bytes. */
@@ -54,47 +31,36 @@ export class NativeWriter {
     const n = s.length;
     if (n < 128) {
       this.room(1 + n * 3);
-      const at = this.pos + 1;
+      const at = this.length + 1;
       const written = this.buf.write(s, at, 'utf8');
       if (written < 128) {
-        this.buf[this.pos] = written;
-        this.pos = at + written;
+        this.buf[this.length] = written;
+        this.length = at + written;
         return;
       }
     }
-    const bytes = Buffer.byteLength(s);
-    this.varint(bytes);
-    this.room(bytes);
-    this.pos += this.buf.write(s, this.pos, 'utf8');
+    this.varint(Buffer.byteLength(s));
+    this.text(s);
   }
 
   /** The String "<a>:<n>" for an integer `n`, without making it. */
   stringColonInt(a: string, n: number): void {
-    const abs = Math.abs(n);
-    let digits = 1;
-    for (let x = abs; x >= 10; x = Math.floor(x / 10)) digits++;
-    const sign = n < 0 ? 1 : 0;
-    const head = Buffer.byteLength(a);
-    const length = head + 1 + sign + digits;
-    this.varint(length);
-    this.room(length);
-    this.pos += this.buf.write(a, this.pos, 'utf8');
-    this.buf[this.pos++] = 0x3a;
-    if (sign) this.buf[this.pos++] = 0x2d;
-    for (let i = digits - 1, x = abs; i >= 0; i--, x = Math.floor(x / 10)) this.buf[this.pos + i] = 0x30 + (x % 10);
-    this.pos += digits;
+    this.varint(Buffer.byteLength(a) + 1 + (n < 0 ? 1 : 0) + decimalDigits(Math.abs(n)));
+    this.text(a);
+    this.byte(0x3a);
+    this.integer(n);
   }
 
   i32(x: number): void {
     this.room(4);
-    this.buf.writeInt32LE(x, this.pos);
-    this.pos += 4;
+    this.buf.writeInt32LE(x, this.length);
+    this.length += 4;
   }
 
   u32(x: number): void {
     this.room(4);
-    this.buf.writeUInt32LE(x, this.pos);
-    this.pos += 4;
+    this.buf.writeUInt32LE(x, this.length);
+    this.length += 4;
   }
 
   /** An integer within ±2^53 as Int64 / UInt64 (two's complement, little-endian). */
@@ -102,15 +68,15 @@ export class NativeWriter {
     if (!Number.isSafeInteger(x)) throw new RangeError(`not a 64-bit integer: ${x}`);
     this.room(8);
     const hi = Math.floor(x / TWO_32);
-    this.buf.writeUInt32LE(x - hi * TWO_32, this.pos);
-    this.buf.writeInt32LE(hi, this.pos + 4);
-    this.pos += 8;
+    this.buf.writeUInt32LE(x - hi * TWO_32, this.length);
+    this.buf.writeInt32LE(hi, this.length + 4);
+    this.length += 8;
   }
 
   f64(x: number): void {
     this.room(8);
-    this.buf.writeDoubleLE(x, this.pos);
-    this.pos += 8;
+    this.buf.writeDoubleLE(x, this.length);
+    this.length += 8;
   }
 }
 
@@ -124,66 +90,48 @@ export function nativeBlock<R>(columns: readonly NativeColumn<R>[], rows: readon
     w.string(c.type);
     c.write(w, rows);
   }
-  return w.bytes();
+  return w.done();
 }
 
 type Get<R, T> = (r: R) => T;
+type Put<T> = (w: NativeWriter, x: T) => void;
+
+/** A column of one value per row. */
+const scalar =
+  <T>(type: string, put: Put<T>) =>
+  <R>(name: string, get: Get<R, T>): NativeColumn<R> => ({
+    name,
+    type,
+    write: (w, rows) => {
+      for (const r of rows) put(w, get(r));
+    },
+  });
+
+/** A Nullable column: the rows' null flags, then their values (`empty` in place of a null). */
+const nullable =
+  <T>(type: string, put: Put<T>, empty: T) =>
+  <R>(name: string, get: Get<R, T | null | undefined>): NativeColumn<R> => ({
+    name,
+    type: `Nullable(${type})`,
+    write: (w, rows) => {
+      for (const r of rows) w.byte(get(r) == null ? 1 : 0);
+      for (const r of rows) put(w, get(r) ?? empty);
+    },
+  });
+
+const putString: Put<string> = (w, x) => w.string(x);
+const putI64: Put<number> = (w, x) => w.i64(x);
 
 /** Column makers by the type their bytes hold. */
 export const native = {
-  string: <R>(name: string, get: Get<R, string>): NativeColumn<R> => ({
-    name,
-    type: 'String',
-    write: (w, rows) => {
-      for (const r of rows) w.string(get(r));
-    },
-  }),
-  optString: <R>(name: string, get: Get<R, string | null | undefined>): NativeColumn<R> => ({
-    name,
-    type: 'Nullable(String)',
-    write: (w, rows) => {
-      for (const r of rows) w.u8(get(r) == null ? 1 : 0);
-      for (const r of rows) w.string(get(r) ?? '');
-    },
-  }),
+  string: scalar('String', putString),
+  optString: nullable<string>('String', putString, ''),
   /** Epoch ms. */
-  time: <R>(name: string, get: Get<R, number>): NativeColumn<R> => ({
-    name,
-    type: "DateTime64(3, 'UTC')",
-    write: (w, rows) => {
-      for (const r of rows) w.i64(get(r));
-    },
-  }),
-  u32: <R>(name: string, get: Get<R, number>): NativeColumn<R> => ({
-    name,
-    type: 'UInt32',
-    write: (w, rows) => {
-      for (const r of rows) w.u32(get(r));
-    },
-  }),
-  u64: <R>(name: string, get: Get<R, number>): NativeColumn<R> => ({
-    name,
-    type: 'UInt64',
-    write: (w, rows) => {
-      for (const r of rows) w.i64(get(r));
-    },
-  }),
-  optI32: <R>(name: string, get: Get<R, number | null | undefined>): NativeColumn<R> => ({
-    name,
-    type: 'Nullable(Int32)',
-    write: (w, rows) => {
-      for (const r of rows) w.u8(get(r) == null ? 1 : 0);
-      for (const r of rows) w.i32(get(r) ?? 0);
-    },
-  }),
-  optF64: <R>(name: string, get: Get<R, number | null | undefined>): NativeColumn<R> => ({
-    name,
-    type: 'Nullable(Float64)',
-    write: (w, rows) => {
-      for (const r of rows) w.u8(get(r) == null ? 1 : 0);
-      for (const r of rows) w.f64(get(r) ?? 0);
-    },
-  }),
+  time: scalar("DateTime64(3, 'UTC')", putI64),
+  u32: scalar<number>('UInt32', (w, x) => w.u32(x)),
+  u64: scalar('UInt64', putI64),
+  optI32: nullable<number>('Int32', (w, x) => w.i32(x), 0),
+  optF64: nullable<number>('Float64', (w, x) => w.f64(x), 0),
   /** An Array column: the running end offsets of the rows' arrays (`count` elements each), then every row's elements. */
   array: <R>(
     name: string,

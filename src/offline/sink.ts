@@ -141,7 +141,7 @@ const COLUMNS: { [T in keyof OfflineBatch]-?: NativeColumn<NonNullable<OfflineBa
       "Enum8('incr' = 1, 'max' = 2)",
       (r) => r.ops.length,
       (w, r) => {
-        for (const op of r.ops) w.u8(OPS[op]);
+        for (const op of r.ops) w.byte(OPS[op]);
       },
     ),
     native.string('batch', (r) => r.batch),
