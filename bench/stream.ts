@@ -7,6 +7,10 @@
 // the embedded ClickHouse's included; the counting consumer's: this process's), and the Valkey server's CPU time
 // over the same interval (INFO cpu).
 //
+// Yardsticks over the same events, each alone in this process: the replay engine, the Avro decode, the offline
+// write, the engine with the online write (no Kafka), and a bare scripted write of as many parts; summed, they bound
+// what any stream of this shape can reach per CPU-second.
+//
 // Latency, once a consumer is caught up, at two paced rates (--latency-rate, default 200/s, and --paced-rate, default
 // 10,000/s): fresh copies of generated impressions (event_time now), open loop: each has a scheduled send time, and
 // every millisecond the ones due are sent in one request (round robin over the partitions, so each one's offset is
@@ -23,10 +27,13 @@ import { generate } from '../src/events/generator.ts';
 import { createRegistryClient } from '../src/events/registry.ts';
 import { EventSerde } from '../src/events/serde.ts';
 import { type AdClick, type AdImpression, EVENT_KINDS } from '../src/events/types.ts';
+import { FeatureSet } from '../src/features/compile.ts';
+import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
 import { createKafka, ensureTopics, withAdmin } from '../src/kafka/client.ts';
 import { KafkaLogProducer } from '../src/kafka/event-log.ts';
 import { EventPublisher } from '../src/kafka/publish.ts';
 import { type ClickRow, type ImpressionRow, OfflineSink } from '../src/offline/sink.ts';
+import { ValkeyStore } from '../src/online/valkey-store.ts';
 import { clickRow, impressionRow, sourceTopics } from '../src/streams/processor.ts';
 import { replayAll } from './backfill.ts';
 import {
@@ -420,6 +427,78 @@ class StreamBench {
     }
   }
 
+  /**
+   * The engine with the online write alone: the same events (round robin over the stream's partitions, as
+   * published) stepped by the stream's ValkeyStore in batches of `batch` per partition, each batch's touched parts
+   * written to Valkey; no Kafka, no decode, no checkpoint. Its keys sit under the run's namespace.
+   */
+  async onlineWrite(batch: number): Promise<Phase & { parts: number }> {
+    const features = new FeatureSet(DEFAULT_GROUPS);
+    const client = new Valkey(SERVERS.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: null });
+    try {
+      const store = new ValkeyStore(client, {
+        features,
+        namespace: `${this.ns}yardstick.`,
+        ttlSeconds: Math.ceil(features.retentionMs / 1000) + 3600,
+        retentionMs: 0,
+      });
+      let parts = 0;
+      const write = store.writeParts.bind(store);
+      store.writeParts = (keys, json, source, end) => {
+        parts += keys.length;
+        return write(keys, json, source, end);
+      };
+      const partitions = Array.from({ length: PARTITIONS }, (_, p) =>
+        this.records.filter((_r, i) => i % PARTITIONS === p),
+      );
+      const phase = await this.measure('online-write', this.records.length, async () => {
+        for (let b = 0; b < Math.max(...partitions.map((p) => p.length)); b += batch)
+          for (const [p, records] of partitions.entries()) {
+            const slice = records.slice(b, b + batch);
+            if (slice.length === 0) continue;
+            const horizon = (slice[0]?.event.event_time as number) - 3600_000;
+            for (const source of ['impression', 'click'] as const) {
+              const events = slice.filter((r) => r.source === source).map((r) => r.event as AdImpression | AdClick);
+              if (events.length > 0)
+                await store.applyBatch({ source, events }, `${source}/${p}`, b + slice.length, horizon);
+            }
+          }
+      });
+      return { ...phase, parts };
+    } finally {
+      client.disconnect();
+    }
+  }
+
+  /**
+   * The least a write of `n` parts can cost this process: 150-byte values set by a bare script, 1,000 hashes a
+   * call, nothing built or encoded before (µs of CPU per part).
+   */
+  async bareWrite(n: number): Promise<number> {
+    const client = new Valkey(SERVERS.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: null });
+    try {
+      client.defineCommand('bareHset', {
+        lua: "for i = 1, #KEYS do redis.call('HSET', KEYS[i], ARGV[1], ARGV[i + 1]) end return #KEYS",
+      });
+      const keys = Array.from({ length: n }, (_, i) => `${this.ns}bare:{e${i}}`);
+      const value = `{"o":100000,"n":{${'"ad_clicks_1h":[29500000,1]'.repeat(5)}}}`.padEnd(150, ' ');
+      const call = (ks: string[]) =>
+        (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>).bareHset?.(
+          ks.length,
+          ...ks,
+          'impression/0',
+          ...ks.map(() => value),
+        );
+      const phase = await this.measure('bare-write', n, async () => {
+        for (let b = 0; b < n; b += 1000) await call(keys.slice(b, b + 1000));
+      });
+      for (let b = 0; b < n; b += 10_000) await client.unlink(...keys.slice(b, b + 10_000));
+      return (phase.cpuSeconds / n) * 1e6;
+    } finally {
+      client.disconnect();
+    }
+  }
+
   /** Deletes what the run made: the namespace's topics and consumer groups, its Valkey keys and checkpoints. */
   async tearDown(): Promise<void> {
     const kafka = async () => {
@@ -468,11 +547,16 @@ export const streamBench: Bench<'events' | 'latency-rate' | 'paced-rate' | 'late
           publish(`produce ack p99 ms @${l.rate}/s (paced)`, percentile(l.ack, 99)),
         ]),
       ];
-      ctx.log('yardsticks: the replay engine, the offline write and the Avro decode alone, over the same events');
+      ctx.log(
+        'yardsticks: the replay engine, the offline write, the Avro decode and the online write alone, same events',
+      );
       const engine = await b.engine();
       const offline = await b.offlineWrite(10_000);
       // After the offline write: its garbage would be collected during that measurement.
       const decode = await b.decode();
+      const online = await b.onlineWrite(10_000);
+      const bareUs = await b.bareWrite(online.parts);
+      const partsPerEvent = online.parts / online.events;
       const usPerEvent = (p: Phase) => (p.cpuSeconds / p.events) * 1e6;
       const yardstick = (metric: string, value: number, baseline?: number): Row => ({
         benchmark: 'stream: yardsticks',
@@ -484,6 +568,8 @@ export const streamBench: Bench<'events' | 'latency-rate' | 'paced-rate' | 'late
       // What a stream with Valkey + ClickHouse could reach at best: only the costs it cannot leave out, each measured
       // alone here (no Valkey write, no checkpoint, no tile rows counted).
       const floorUs = usPerEvent(base.phase) + usPerEvent(decode) + 1e6 / enginePerCpuS + usPerEvent(offline);
+      // The same with the online write: the engine as the stream runs it, with its parts written to Valkey.
+      const withOnlineUs = usPerEvent(base.phase) + usPerEvent(decode) + usPerEvent(online) + usPerEvent(offline);
       rows.push(
         yardstick('replay engine, same events in memory: events per CPU-second', enginePerCpuS),
         yardstick('counting consumer: µs CPU per event', usPerEvent(base.phase)),
@@ -492,6 +578,26 @@ export const streamBench: Bench<'events' | 'latency-rate' | 'paced-rate' | 'late
         yardstick(
           'consume + decode + engine + offline write: events per CPU-second vs the engine',
           1e6 / floorUs,
+          enginePerCpuS,
+        ),
+        yardstick('engine + online write alone (rings → parts → Valkey): µs CPU per event', usPerEvent(online)),
+        yardstick(
+          'engine + online write alone: Valkey server µs CPU per event',
+          (online.valkeyCpuSeconds / online.events) * 1e6,
+        ),
+        yardstick(
+          'engine + online write alone: parts written per event (batches of 10,000 per partition)',
+          partsPerEvent,
+        ),
+        yardstick('bare write of as many parts (a script, 1,000 per call): µs CPU per part', bareUs),
+        yardstick(
+          'consume + decode + engine + offline write + bare writes of the parts: events per CPU-second vs the engine',
+          1e6 / (floorUs + partsPerEvent * bareUs),
+          enginePerCpuS,
+        ),
+        yardstick(
+          'consume + decode + engine + online write + offline write: events per CPU-second vs the engine',
+          1e6 / withOnlineUs,
           enginePerCpuS,
         ),
       );
