@@ -366,6 +366,8 @@ export const rankBench: Bench<Options> = {
     const args = ['--import', 'tsx', join(import.meta.dirname, '../src/cli/main.ts'), 'serve',
       '--valkey', SERVERS.valkey, '--namespace', ns, '--models', registry.dir, '--port', String(port),
       '--rank-timeout', String(o['timeout-ms']), '--max-candidates', '1000', '--workers', String(o.workers)];
+    // `--cpu-prof DIR`: the server's processes (its workers inherit the flags) write their profiles there at exit.
+    if (ctx.profileDir) args.unshift('--cpu-prof', '--cpu-prof-dir', ctx.profileDir);
     const server: ChildProcess = spawn(process.execPath, args, {
       stdio: ['ignore', 'ignore', 'inherit'],
       env: { ...process.env, TRIBUTARY_LOG_LEVEL: 'warn' },
