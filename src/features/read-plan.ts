@@ -11,12 +11,19 @@ export interface ReadRequest {
   readonly key: string;
   readonly fields: readonly string[];
   readonly sets: readonly (readonly string[])[];
+  /**
+   * The shared result a store last answered this request with (plans reuse requests while their layout lasts): given
+   * again by the cache that keeps it, with no lookup, while it does (ReadResult.keptBy).
+   */
+  answered?: ReadResult;
 }
 export interface ReadResult {
   values: readonly (number | null)[];
   setCounts: readonly number[];
   /** The same object answers many reads (a cache's row) and never changes: assembly keeps its features. */
   readonly shared?: boolean;
+  /** For a shared result, the cache that keeps it current; unset once it does not (the entity changed, or let go). */
+  keptBy?: object;
 }
 
 export interface ReadPlan {

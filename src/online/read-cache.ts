@@ -105,6 +105,7 @@ export class TrackedReadCache {
   }
 
   private clear(): void {
+    for (const kept of this.entities.values()) letGo(kept.answers);
     this.entities.clear();
   }
 
@@ -117,7 +118,11 @@ export class TrackedReadCache {
       return;
     }
     const key = this.keyOf(hash);
-    this.entities.delete(key);
+    const kept = this.entities.get(key);
+    if (kept !== undefined) {
+      letGo(kept.answers);
+      this.entities.delete(key);
+    }
     if (this.reading > 0) this.changed.set(key, this.invalidations);
   }
 
@@ -153,6 +158,8 @@ export class TrackedReadCache {
     const stale = ticket !== this.invalidations && (this.changed.get(key) ?? -1) > ticket;
     if (!stale && this.tracking) {
       if (this.entities.size >= MAX_ENTITIES) this.clear();
+      const before = this.entities.get(key);
+      if (before !== undefined) letGo(before.answers);
       const kept = { parts, answers: new Map() };
       this.entities.set(key, kept);
       return kept;
@@ -161,10 +168,11 @@ export class TrackedReadCache {
   }
 
   /** Kept entity's answer to `r` (a read layout's, shared by every read of it), and remembers it. */
-  static remember(kept: KeptEntity, r: ReadRequest, answer: ReadResult): ReadResult {
-    if (kept.answers.size >= MAX_ANSWERS) kept.answers.clear();
-    const shared = { values: answer.values, setCounts: answer.setCounts, shared: true };
+  remember(kept: KeptEntity, r: ReadRequest, answer: ReadResult): ReadResult {
+    if (kept.answers.size >= MAX_ANSWERS) letGo(kept.answers);
+    const shared: ReadResult = { values: answer.values, setCounts: answer.setCounts, shared: true, keptBy: this };
     kept.answers.set(r.fields, shared);
+    r.answered = shared;
     return shared;
   }
 
@@ -174,9 +182,16 @@ export class TrackedReadCache {
   }
 
   close(): void {
+    this.clear();
     this.reader.disconnect();
     this.subscriber.disconnect();
   }
+}
+
+/** Answers no longer kept: requests holding one (ReadRequest.answered) read again. */
+function letGo(answers: Map<readonly string[], ReadResult>): void {
+  for (const a of answers.values()) a.keptBy = undefined;
+  answers.clear();
 }
 
 /**

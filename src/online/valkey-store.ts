@@ -10,7 +10,7 @@ import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
 import type { FeatureReader, PartReader, TileWriter } from './contract.ts';
 import { type AdmittedEvents, type PartStore, PartWriter } from './part-writer.ts';
 import { type Part, PartLayout } from './parts.ts';
-import { TrackedReadCache } from './read-cache.ts';
+import type { TrackedReadCache } from './read-cache.ts';
 
 /** A script of lua/ (each says what it takes and does). */
 const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
@@ -173,13 +173,24 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
     const missed: number[] = [];
     for (let i = 0; i < requests.length; i++) {
       const r = requests[i] as ReadRequest;
+      // The common case: this request's answer last time, still kept (no lookup).
+      const again = r.answered;
+      if (again !== undefined && again.keptBy === tracked && tracked !== undefined) {
+        tracked.stats.hits++;
+        out[i] = again;
+        continue;
+      }
       if (!tracked || !this.cached(r)) {
         direct.push(i);
         continue;
       }
       const kept = tracked.get(r.key);
       if (kept === undefined) missed.push(i);
-      else out[i] = kept.answers.get(r.fields) ?? TrackedReadCache.remember(kept, r, this.parts.answer(r, kept.parts));
+      else {
+        const shared = kept.answers.get(r.fields);
+        if (shared !== undefined) r.answered = shared;
+        out[i] = shared ?? tracked.remember(kept, r, this.parts.answer(r, kept.parts));
+      }
     }
     const answer = (i: number, parts: Part[]) => {
       out[i] = this.parts.answer(requests[i] as ReadRequest, parts);
@@ -220,7 +231,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
               const r = requests[i] as ReadRequest;
               const kept = tracked.put(r.key, parts, ticket);
               const got = this.parts.answer(r, parts);
-              out[i] = kept ? TrackedReadCache.remember(kept, r, got) : got;
+              out[i] = kept ? tracked.remember(kept, r, got) : got;
             }),
           )
           .finally(() => tracked.done()),

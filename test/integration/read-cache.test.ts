@@ -20,6 +20,7 @@ const features = new FeatureSet(DEFAULT_GROUPS);
 const writer = new Valkey(VALKEY_URL, { enableAutoPipelining: true });
 const reader = new Valkey(VALKEY_URL);
 const direct = new Valkey(VALKEY_URL);
+const other = new Valkey(VALKEY_URL);
 const cache = sharedEntityCache(features, reader, pino({ level: 'silent' }));
 const options = { features, namespace: ns, ttlSeconds: 3600, retentionMs: features.retentionMs };
 const store = new ValkeyStore(writer, options);
@@ -30,7 +31,7 @@ afterAll(async () => {
   cache.tracked.close();
   const keys = await writer.keys(`${ns}*`);
   for (let i = 0; i < keys.length; i += 1000) await writer.unlink(...keys.slice(i, i + 1000));
-  for (const c of [writer, reader, direct]) c.disconnect();
+  for (const c of [writer, reader, direct, other]) c.disconnect();
 });
 
 describe('tracked read cache', () => {
@@ -105,5 +106,20 @@ describe('tracked read cache', () => {
       5_000,
     );
     expect(await same()).toBe(true);
+
+    // Plans hold the answers a cache gave them (no lookup next time): once that cache is closed, another cache's
+    // store reading the same plans after a write answers what Valkey holds, not what the closed one kept.
+    const otherCache = sharedEntityCache(features, other, pino({ level: 'silent' }));
+    const otherStore = new ValkeyStore(other, { ...options, cache: otherCache });
+    try {
+      await until('the other cache to track', () => otherCache.tracked.active, 5_000);
+      cache.tracked.close();
+      await late(3);
+      for (const p of plans)
+        expect(answers(await otherStore.read(p.requests))).toBe(answers(await uncached.read(p.requests)));
+      expect(otherCache.tracked.stats.misses).toBeGreaterThan(0);
+    } finally {
+      otherCache.tracked.close();
+    }
   });
 });
