@@ -42,14 +42,15 @@ export class Assembler {
   /** Per group, its slots' aggregates while assembling (reused: assembly allocates only the vectors). */
   private readonly scratch: Float64Array[];
   /**
-   * While assembling, each read entity's group features: in `finished` from `finishedAt`, or a memo's (sourceOf).
-   * Grown as plans need, reused.
+   * Every read entity's group features while assembling, side by side (one array: copying them out touches no
+   * per-result object): shared results' stay from `used` down, made once per `epoch` (see memo); the others' are
+   * written past them for one call. Grown as plans need; when full, the epoch ends and shared ones are made again.
    */
-  private finished = new Float64Array(1024);
+  private arena = new Float64Array(1 << 16);
+  private used = 0;
+  private epoch = 0;
+  /** Per request of the plan being assembled, where its group features start in `arena`. */
   private finishedAt = new Int32Array(64);
-  private readonly sourceOf: Float64Array[] = [];
-  /** Group features of shared results (a read cache's rows), made once, and the time they were made for. */
-  private readonly memo = new WeakMap<ReadResult, { t: number; values: Float64Array }>();
   /** Per group, whether its features depend on the read time beyond the stored values (an age). */
   private readonly timed: boolean[];
 
@@ -79,44 +80,44 @@ export class Assembler {
     const n = this.featureCount;
     const requests = plan.requests.length;
     if (this.finishedAt.length < requests) this.finishedAt = new Int32Array(requests * 2);
-    // Room in `finished` for the results not shared (a shared one's features are its memo's).
-    let size = 0;
-    for (let r = 0; r < requests; r++) {
-      this.finishedAt[r] = size;
-      if (!(results[r] as ReadResult).shared) size += (this.groups[plan.groupOf[r] as number] as CompiledGroup).width;
+    // Room for every result's features, were none of the shared ones made before.
+    let room = 0;
+    for (let r = 0; r < requests; r++) room += (this.groups[plan.groupOf[r] as number] as CompiledGroup).width;
+    if (this.used + room > this.arena.length) {
+      this.epoch++;
+      this.used = 0;
+      if (room * 2 > this.arena.length) this.arena = new Float64Array(room * 4);
     }
-    if (this.finished.length < size) this.finished = new Float64Array(size * 2);
-    const { finished, finishedAt, sourceOf } = this;
+    const { arena, finishedAt } = this;
+    let passing = this.used + room;
     for (let r = 0; r < requests; r++) {
       const gi = plan.groupOf[r] as number;
       const g = this.groups[gi] as CompiledGroup;
       const res = results[r] as ReadResult;
       const scratch = this.scratch[gi] as Float64Array;
       if (!res.shared) {
-        fillGroup(g, plan.t, res, finished, (finishedAt[r] as number) - g.start, scratch);
-        sourceOf[r] = finished;
+        passing -= g.width;
+        fillGroup(g, plan.t, res, arena, passing - g.start, scratch);
+        finishedAt[r] = passing;
         continue;
       }
-      let m = this.memo.get(res);
-      if (m === undefined || (m.t !== plan.t && this.timed[gi])) {
-        m = { t: plan.t, values: new Float64Array(g.width) };
-        fillGroup(g, plan.t, res, m.values, -g.start, scratch);
-        this.memo.set(res, m);
+      let m = res.assembled;
+      if (m === undefined || m.by !== this || m.epoch !== this.epoch || (m.t !== plan.t && this.timed[gi])) {
+        m = { by: this, epoch: this.epoch, t: plan.t, at: this.used };
+        this.used += g.width;
+        fillGroup(g, plan.t, res, arena, m.at - g.start, scratch);
+        res.assembled = m;
       }
-      sourceOf[r] = m.values;
-      finishedAt[r] = 0;
+      finishedAt[r] = m.at;
     }
     for (let ci = 0; ci < plan.contexts; ci++) {
       for (let gi = 0; gi < groups; gi++) {
         const g = this.groups[gi] as CompiledGroup;
-        const r = plan.refs[ci * groups + gi] as number;
-        const from = sourceOf[r] as Float64Array;
-        const at = finishedAt[r] as number;
+        const at = finishedAt[plan.refs[ci * groups + gi] as number] as number;
         const to = ci * n + g.start;
-        for (let k = 0; k < g.width; k++) out[to + k] = from[at + k] as number;
+        for (let k = 0; k < g.width; k++) out[to + k] = arena[at + k] as number;
       }
     }
-    sourceOf.length = 0;
   }
 }
 

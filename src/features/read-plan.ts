@@ -24,6 +24,8 @@ export interface ReadResult {
   readonly shared?: boolean;
   /** For a shared result, the cache that keeps it current; unset once it does not (the entity changed, or let go). */
   keptBy?: object;
+  /** For a shared result, where an assembler keeps its group features (made once, for read time t). */
+  assembled?: { by: object; epoch: number; t: number; at: number };
 }
 
 export interface ReadPlan {

@@ -62,6 +62,20 @@ describe('feature set', () => {
     // The same shared result read later: its since-last-click is 30 s longer (kept features depend on the time).
     const since = fs.names.indexOf('user__since_last_click_24h');
     expect(fs.assemble(later.plan, later.results)[0]![since]).toBe(fs.assemble(a.plan, a.results)[0]![since]! + 30);
+    // Kept features outlive their room: many more shared results than it holds, each assembled as unshared.
+    const unsharedA = fs.assemble(
+      a.plan,
+      a.results.map((r) => ({ ...r, shared: false })),
+    );
+    for (let i = 0; i < 3000; i++) {
+      const fresh = answers(t + (i % 7) * 1000, true);
+      const expected = fs.assemble(
+        fresh.plan,
+        fresh.results.map((r) => ({ ...r, shared: false })),
+      );
+      expect(fs.assemble(fresh.plan, fresh.results)).toEqual(expected);
+      if (i % 100 === 0) expect(fs.assemble(a.plan, a.results)).toEqual(unsharedA);
+    }
   });
 
   it('matches a brute-force evaluation of the definitions on generated traffic', { timeout: 30_000 }, async () => {
