@@ -13,7 +13,9 @@
 // 1 ms resolution; the paced phase's are exact. CPU per ranking is counted for the server (all its workers), Valkey
 // and this process (load generator and live writes) over each phase: on one shared machine, their sum is what
 // bounds the rate. Last, the paced phase again against a stub server (bench/stub-server.ts: same workers, only
-// parses each body and lists its candidates back): the latency floor of this machine and this generator.
+// parses each body and lists its candidates back): the latency floor of this machine and this generator; and against
+// the stub doing a ranking's I/O too (one Valkey read of the request's user entities, one ONNX run): the floor of
+// any ranking over this store and model, before plan, cached reads, assembly and validation.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -216,12 +218,15 @@ function stagesBetween(
   };
 }
 
-/** Runs `body` against bench/stub-server.ts with `workers` workers, started here and stopped after. */
-async function withStub<T>(workers: number, body: (base: string) => Promise<T>): Promise<T> {
+/**
+ * Runs `body` against bench/stub-server.ts with `workers` workers, started here and stopped after; `io`: its I/O
+ * floor's arguments (--io VALKEY NAMESPACE MODELS).
+ */
+async function withStub<T>(workers: number, body: (base: string) => Promise<T>, io: string[] = []): Promise<T> {
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const file = join(import.meta.dirname, 'stub-server.ts');
-  const stub = spawn(process.execPath, ['--import', 'tsx', file, String(port), String(workers)], {
+  const stub = spawn(process.execPath, ['--import', 'tsx', file, String(port), String(workers), ...io], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   try {
@@ -403,6 +408,18 @@ export const rankBench: Bench<Options> = {
         await phase(stub, valkey, main, { seconds: 2, connections: 4 }); // warming up, as the server was
         return phase(stub, valkey, main, { seconds: o.seconds, ...phases.rate });
       });
+      // The floor with a ranking's I/O: the same, plus one read of the request's user entities and one model run.
+      ctx.log(
+        `${o.candidates} candidates, rate, stub server with a ranking's I/O (Valkey read, ONNX run): for ${o.seconds}s`,
+      );
+      results['io-stub-rate'] = await withStub(
+        o.workers,
+        async (stub) => {
+          await phase(stub, valkey, main, { seconds: 2, connections: 4 });
+          return phase(stub, valkey, main, { seconds: o.seconds, ...phases.rate });
+        },
+        ['--io', SERVERS.valkey, ns, registry.dir],
+      );
       const suffix: Record<PhaseKey, string> = {
         alone: 'alone',
         rate: `@${o.rate}/s (${generator.name})`,
@@ -454,6 +471,29 @@ export const rankBench: Bench<Options> = {
         floor('generator lag p99 ms', (p) => p.sendLagP99 ?? 0),
         floor('server CPU ms/req', (p) => p.cpuMs.server),
         floor('load + live writes CPU ms/req', (p) => p.cpuMs.bench),
+      );
+      const ioFloor = compare(
+        `rank ${o.candidates} cand (baseline: stub server with a ranking's I/O)`,
+        'rate',
+        result('main-rate'),
+        result('io-stub-rate'),
+      );
+      rows.push(
+        ioFloor('p50 ms', (p) => p.p50),
+        ioFloor('p99 ms', (p) => p.p99),
+        ioFloor('p99.9 ms', (p) => p.p999),
+        ioFloor('server CPU ms/req', (p) => p.cpuMs.server),
+        ioFloor('Valkey CPU ms/req', (p) => p.cpuMs.valkey),
+      );
+      const floors = compare(
+        `stub server with a ranking's I/O (baseline: plain stub server)`,
+        'rate',
+        result('io-stub-rate'),
+        result('stub-rate'),
+      );
+      rows.push(
+        floors('p99 ms', (p) => p.p99),
+        floors('server CPU ms/req', (p) => p.cpuMs.server),
       );
       return { rows, details: { namespace: ns, generator: generator.name, results } };
     } finally {
