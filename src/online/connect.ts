@@ -1,5 +1,6 @@
-// One connection to Valkey for a command, or the unreachable-server error (exit 3) that says what to run.
-import { type RedisOptions, Valkey } from 'iovalkey';
+// One connection to Valkey for a command, or the unreachable-server error (exit 3) that says what to run. A URL
+// naming a node of a Valkey Cluster gives a Cluster client: the other nodes and the slots are learned from it.
+import { Cluster, type Redis, type RedisOptions, Valkey } from 'iovalkey';
 import { unreachable } from '../config/unreachable.ts';
 
 /**
@@ -10,20 +11,41 @@ export async function connectValkey(
   url: string,
   options: RedisOptions,
   onError: (err: Error) => void = () => {},
-): Promise<Valkey> {
-  const valkey = new Valkey(url, { ...options, lazyConnect: true });
+): Promise<Redis | Cluster> {
   let failure: Error | undefined; // the first connection's failure is reported once, below
   const quiet = (err: Error) => {
     failure ??= err;
   };
-  valkey.on('error', quiet);
-  try {
-    await valkey.connect();
-  } catch (err) {
-    valkey.disconnect();
-    throw unreachable('Valkey', url, 'valkey', 'valkey', failure ?? err);
+  const connect = async <C extends Redis | Cluster>(client: C): Promise<C> => {
+    client.on('error', quiet);
+    try {
+      await client.connect();
+    } catch (err) {
+      client.disconnect();
+      throw unreachable('Valkey', url, 'valkey', 'valkey', failure ?? err);
+    }
+    client.off('error', quiet);
+    return client;
+  };
+  const node = await connect(new Valkey(url, { ...options, lazyConnect: true }));
+  if (!/^cluster_enabled:1/m.test(await node.info('cluster'))) {
+    node.on('error', onError);
+    return node;
   }
-  valkey.off('error', quiet);
-  valkey.on('error', onError);
-  return valkey;
+  node.disconnect();
+  const { hostname, port, username, password } = new URL(url);
+  const { enableAutoPipelining, ...redisOptions } = options;
+  const cluster = await connect(
+    new Cluster([{ host: hostname, port: Number(port || 6379) }], {
+      lazyConnect: true,
+      enableAutoPipelining,
+      redisOptions: {
+        ...redisOptions,
+        username: decodeURIComponent(username) || undefined,
+        password: decodeURIComponent(password) || undefined,
+      },
+    }),
+  );
+  cluster.on('error', onError);
+  return cluster;
 }

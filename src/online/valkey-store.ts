@@ -64,6 +64,9 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
       c.defineCommand('tbLoadParts', { lua: lua('load-parts') });
       c.defineCommand('tbWriteParts', { lua: lua('write-parts') });
       c.defineCommand('tbReadParts', { lua: lua('read-parts') });
+      // A Cluster client's automatic pipelines are routed by a command's first argument, which for a script is its
+      // key count, not a key: scripts go on their own, each to its key's node.
+      if (c.isCluster) c.options.autoPipeliningIgnoredCommands?.push('tbLoadParts', 'tbWriteParts', 'tbReadParts');
     }
     this.cacheReader = cacheReader as Client | undefined;
     this.client = client as Client;

@@ -1,7 +1,7 @@
 // The stream service wired to what the configuration names: Kafka or the file log, Valkey or the in-process
 // online store, a ClickHouse server or the embedded engine. Used by `tributary stream` and the demo alike.
 import type { ClickHouseClient } from '@clickhouse/client';
-import type { Valkey } from 'iovalkey';
+import type { Cluster, Valkey } from 'iovalkey';
 import type { Logger } from 'pino';
 import { type Config, ConfigError } from '../config/config.ts';
 import { unreachable } from '../config/unreachable.ts';
@@ -110,7 +110,7 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
 
   let online: MemoryStore | ValkeyStore;
   let checkpoints: CheckpointStore;
-  let valkey: Valkey | undefined;
+  let valkey: Valkey | Cluster | undefined;
   let deadLettered: Record<string, number> | undefined;
   if (config.valkey) {
     // Failed commands surface quickly; the service retries them with backoff and keeps its group membership.

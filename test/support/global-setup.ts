@@ -7,9 +7,10 @@ import { join } from 'node:path';
 import { defaultChanges, defaultState } from './default-namespace.ts';
 
 const SCRIPT = join(import.meta.dirname, '../../scripts/services/services.sh');
-const SERVICES = ['valkey', 'kafka', 'registry'];
+const SERVICES = ['valkey', 'valkey-cluster', 'kafka', 'registry'];
 const PORTS: Record<string, number> = {
   valkey: Number(process.env.VALKEY_PORT ?? 6379),
+  'valkey-cluster': Number(process.env.VALKEY_CLUSTER_PORT ?? 7101),
   kafka: Number(process.env.KAFKA_PORT ?? 9092),
   registry: Number(process.env.REGISTRY_PORT ?? 8081),
 };

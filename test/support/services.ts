@@ -5,6 +5,8 @@ import { promisify } from 'node:util';
 
 export const KAFKA_BROKERS = [`127.0.0.1:${process.env.KAFKA_PORT ?? '9092'}`];
 export const VALKEY_URL = `redis://127.0.0.1:${process.env.VALKEY_PORT ?? '6379'}`;
+/** A node of the local Valkey Cluster (scripts/services/valkey-cluster.sh): any node names the cluster. */
+export const VALKEY_CLUSTER_URL = `redis://127.0.0.1:${process.env.VALKEY_CLUSTER_PORT ?? '7101'}`;
 export const REGISTRY_URL = `http://127.0.0.1:${process.env.REGISTRY_PORT ?? '8081'}/apis/ccompat/v7`;
 
 /** Runs the `tributary` CLI as a user would, against these servers; resolves to its stdout and stderr. */

@@ -1,6 +1,6 @@
 // Shared by the streaming tests: publish a generated log (plus deliberately bad messages) under a namespace,
 // and compute the reference state by replaying the topics through the engine in process.
-import type { Valkey } from 'iovalkey';
+import type { Cluster, Valkey } from 'iovalkey';
 import type { Kafka } from 'kafkajs';
 import pino from 'pino';
 import { expect } from 'vitest';
@@ -197,7 +197,7 @@ export async function expectSameVectors(
 /** A stream service on real Kafka/Valkey under `namespace` (group `<namespace>stream`), as the tests run it. */
 export function testStream(
   kafka: Kafka,
-  valkey: Valkey,
+  valkey: Valkey | Cluster,
   features: FeatureSet,
   namespace: string,
   o: {
