@@ -33,19 +33,48 @@ export async function connectValkey(
     return node;
   }
   node.disconnect();
-  const { hostname, port, username, password } = new URL(url);
   const { enableAutoPipelining, ...redisOptions } = options;
+  const { username, password, ...seed } = clusterSeed(url);
   const cluster = await connect(
-    new Cluster([{ host: hostname, port: Number(port || 6379) }], {
+    new Cluster([seed], {
       lazyConnect: true,
       enableAutoPipelining,
-      redisOptions: {
-        ...redisOptions,
-        username: decodeURIComponent(username) || undefined,
-        password: decodeURIComponent(password) || undefined,
-      },
+      redisOptions: { ...redisOptions, username, password },
     }),
   );
   cluster.on('error', onError);
   return cluster;
+}
+
+/**
+ * Whether `url` names a node of a Valkey Cluster (asked once, quickly); false when it cannot be asked now: a caller
+ * that starts without Valkey (serve: defaults, flagged) treats it as a single node.
+ */
+export async function isClusterNode(url: string): Promise<boolean> {
+  const probe = new Valkey(url, {
+    lazyConnect: true,
+    connectTimeout: 1_000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+  });
+  probe.on('error', () => {});
+  try {
+    await probe.connect();
+    return /^cluster_enabled:1/m.test(await probe.info('cluster'));
+  } catch {
+    return false;
+  } finally {
+    probe.disconnect();
+  }
+}
+
+/** The node a URL names, as a Cluster client's seed (its credentials for every node). */
+export function clusterSeed(url: string): { host: string; port: number; username?: string; password?: string } {
+  const { hostname, port, username, password } = new URL(url);
+  return {
+    host: hostname,
+    port: Number(port || 6379),
+    username: decodeURIComponent(username) || undefined,
+    password: decodeURIComponent(password) || undefined,
+  };
 }

@@ -1,15 +1,26 @@
 // The stream and the store's reads on a real Valkey Cluster (three masters with a replica each, started by
 // scripts/services/valkey-cluster.sh): `--valkey` naming one node gives a Cluster client, the online state spreads
-// over every master's slots, and what a read of it assembles equals an in-process replay of the same topics.
+// over every master's slots, and what a read of it assembles equals an in-process replay of the same topics; serve's
+// scoring stack on the cluster ranks as the same model over the replay's state.
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { Cluster } from 'iovalkey';
+import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
+import { openScoring } from '../../src/cli/scoring-run.ts';
+import { loadConfig } from '../../src/config/config.ts';
 import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
-import { type AdImpression, EVENT_KINDS } from '../../src/events/types.ts';
+import { type AdImpression, type AdRequest, EVENT_KINDS } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { createKafka } from '../../src/kafka/client.ts';
+import { ModelRegistry } from '../../src/model/registry.ts';
 import { connectValkey } from '../../src/online/connect.ts';
+import { ScoringMetrics } from '../../src/scoring/metrics.ts';
+import { Ranker } from '../../src/scoring/ranker.ts';
+import { replayRecords, trainAndRegister } from '../support/models.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_CLUSTER_URL } from '../support/services.ts';
 import {
   expectSameVectors,
@@ -85,5 +96,54 @@ describe('tributary stream on a Valkey Cluster', () => {
     const ref = await referenceState(await readPartitions(kafka, ns, sent), ns, features, serde);
     const contexts = log.filter((r) => r.record.kind === 'impression').map((r) => r.record.event as AdImpression);
     await expectSameVectors(features, contexts, online, ref.store);
+
+    // `tributary serve`'s scoring stack on the cluster (its read cache off there) ranks exactly as the same model over
+    // the replay's state.
+    const registry = new ModelRegistry(mkdtempSync(join(tmpdir(), 'vc-models-')));
+    await registry.promote(await trainAndRegister(registry, features, replayRecords(log), 1));
+    const config = loadConfig(
+      { valkey: VALKEY_CLUSTER_URL, namespace: ns, modelsDir: registry.dir, rankTimeoutMs: 5000 },
+      {},
+    );
+    const scoring = await openScoring(config);
+    try {
+      const reference = new Ranker(
+        {
+          features,
+          reader: ref.store,
+          models: scoring.models,
+          metrics: new ScoringMetrics(),
+          log: pino({ level: 'silent' }),
+        },
+        { readTimeoutMs: 5000 },
+      );
+      const time = Math.max(...contexts.map((c) => c.event_time)) + 60_000;
+      for (let k = 0; k < 5; k++) {
+        const at = contexts[(k * 613) % contexts.length] as AdImpression;
+        const ads = Array.from({ length: 20 }, (_, j) => contexts[(k * 97 + j * 31) % contexts.length] as AdImpression);
+        const req: AdRequest = {
+          request_id: `vc-${k}`,
+          event_time: time,
+          user_id: at.user_id,
+          publisher_id: at.publisher_id,
+          category: null,
+          device: at.device,
+          os: at.os,
+          candidates: ads.map((a) => ({
+            ad_id: a.ad_id,
+            campaign_id: a.campaign_id,
+            advertiser_id: a.advertiser_id,
+            category: a.category,
+            bid: a.bid,
+          })),
+        };
+        const got = await scoring.ranker.rank(req);
+        expect(got.features_defaulted).toBe(false);
+        const scores = (r: typeof got) => r.ranked.map((c) => [c.ad_id, c.pctr, c.unknown]);
+        expect(scores(got)).toEqual(scores(await reference.rank(req)));
+      }
+    } finally {
+      await scoring.close();
+    }
   });
 });
