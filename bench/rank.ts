@@ -428,85 +428,67 @@ export const rankBench: Bench<Options> = {
         max: 'saturated',
       };
       const result = (key: string) => results[key] as PhaseResult;
-      /** Rows of one benchmark label: a metric of `value`'s phase beside the same metric of `baseline`'s. */
-      const compare =
-        (benchmark: string, key: PhaseKey, value: PhaseResult, baseline: PhaseResult) =>
-        (metric: string, pick: (p: PhaseResult) => number): Row => ({
+      const METRICS: Record<string, (p: PhaseResult) => number> = {
+        'req/s': (p) => p.rps,
+        'p50 ms': (p) => p.p50,
+        'p99 ms': (p) => p.p99,
+        'p99.9 ms': (p) => p.p999,
+        'generator lag p99 ms': (p) => p.sendLagP99 ?? 0,
+        'server CPU ms/req': (p) => p.cpuMs.server,
+        'server GC ms/req': (p) => p.gcMs,
+        'Valkey CPU ms/req': (p) => p.cpuMs.valkey,
+        'load + live writes CPU ms/req': (p) => p.cpuMs.bench,
+        'Valkey ms/req': (p) => p.stageMs.valkey,
+        'assembly ms/req': (p) => p.stageMs.assembly,
+        'ONNX ms/req': (p) => p.stageMs.onnx,
+        'defaulted rankings': (p) => p.defaulted,
+        'read-cache hit share': (p) => p.cacheHitShare,
+        'read-cache invalidations': (p) => p.invalidations,
+        'non-2xx + errors': (p) => p.non2xx + p.errors,
+      };
+      /** Rows of one benchmark label: each metric of phase `value` beside the same metric of phase `baseline`. */
+      const compare = (benchmark: string, key: PhaseKey, value: string, baseline: string, metrics: string[]): Row[] =>
+        metrics.map((metric) => ({
           benchmark,
           metric: `${metric} ${suffix[key]}`,
-          value: pick(value),
-          baseline: pick(baseline),
-        });
+          value: (METRICS[metric] as (p: PhaseResult) => number)(result(value)),
+          baseline: (METRICS[metric] as (p: PhaseResult) => number)(result(baseline)),
+        }));
       const label = `rank ${o.candidates} cand (baseline ${o['baseline-candidates']})`;
-      const rows: Row[] = (Object.keys(phases) as PhaseKey[]).flatMap((key) => {
-        const row = compare(label, key, result(`main-${key}`), result(`baseline-${key}`));
-        return [
-          row('req/s', (p) => p.rps),
-          row('p50 ms', (p) => p.p50),
-          row('p99 ms', (p) => p.p99),
-          row('p99.9 ms', (p) => p.p999),
-          ...(key === 'rate' ? [row('generator lag p99 ms', (p) => p.sendLagP99 ?? 0)] : []),
-          row('server CPU ms/req', (p) => p.cpuMs.server),
-          row('server GC ms/req', (p) => p.gcMs),
-          row('Valkey CPU ms/req', (p) => p.cpuMs.valkey),
-          row('load + live writes CPU ms/req', (p) => p.cpuMs.bench),
-          row('Valkey ms/req', (p) => p.stageMs.valkey),
-          row('assembly ms/req', (p) => p.stageMs.assembly),
-          row('ONNX ms/req', (p) => p.stageMs.onnx),
-          row('defaulted rankings', (p) => p.defaulted),
-          row('read-cache hit share', (p) => p.cacheHitShare),
-          row('read-cache invalidations', (p) => p.invalidations),
-          row('non-2xx + errors', (p) => p.non2xx + p.errors),
-        ];
-      });
-      const floor = compare(
-        `rank ${o.candidates} cand (baseline: stub server)`,
-        'rate',
-        result('main-rate'),
-        result('stub-rate'),
-      );
-      rows.push(
-        floor('req/s', (p) => p.rps),
-        floor('p50 ms', (p) => p.p50),
-        floor('p99 ms', (p) => p.p99),
-        floor('p99.9 ms', (p) => p.p999),
-        floor('generator lag p99 ms', (p) => p.sendLagP99 ?? 0),
-        floor('server CPU ms/req', (p) => p.cpuMs.server),
-        floor('load + live writes CPU ms/req', (p) => p.cpuMs.bench),
-      );
-      const ioFloor = compare(
-        `rank ${o.candidates} cand (baseline: stub server with a ranking's I/O)`,
-        'rate',
-        result('main-rate'),
-        result('io-stub-rate'),
-      );
-      rows.push(
-        ioFloor('p50 ms', (p) => p.p50),
-        ioFloor('p99 ms', (p) => p.p99),
-        ioFloor('p99.9 ms', (p) => p.p999),
-        ioFloor('server CPU ms/req', (p) => p.cpuMs.server),
-        ioFloor('Valkey CPU ms/req', (p) => p.cpuMs.valkey),
-      );
-      const ioMax = compare(
-        `rank ${o.candidates} cand (baseline: stub server with a ranking's I/O)`,
-        'max',
-        result('main-max'),
-        result('io-stub-max'),
-      );
-      rows.push(
-        ioMax('req/s', (p) => p.rps),
-        ioMax('server CPU ms/req', (p) => p.cpuMs.server),
-      );
-      const floors = compare(
-        `stub server with a ranking's I/O (baseline: plain stub server)`,
-        'rate',
-        result('io-stub-rate'),
-        result('stub-rate'),
-      );
-      rows.push(
-        floors('p99 ms', (p) => p.p99),
-        floors('server CPU ms/req', (p) => p.cpuMs.server),
-      );
+      const rank = `rank ${o.candidates} cand`;
+      const withIo = "stub server with a ranking's I/O";
+      const rows: Row[] = [
+        ...(Object.keys(phases) as PhaseKey[]).flatMap((key) =>
+          compare(
+            label,
+            key,
+            `main-${key}`,
+            `baseline-${key}`,
+            Object.keys(METRICS).filter((m) => key === 'rate' || m !== 'generator lag p99 ms'),
+          ),
+        ),
+        ...compare(`${rank} (baseline: stub server)`, 'rate', 'main-rate', 'stub-rate', [
+          'req/s',
+          'p50 ms',
+          'p99 ms',
+          'p99.9 ms',
+          'generator lag p99 ms',
+          'server CPU ms/req',
+          'load + live writes CPU ms/req',
+        ]),
+        ...compare(`${rank} (baseline: ${withIo})`, 'rate', 'main-rate', 'io-stub-rate', [
+          'p50 ms',
+          'p99 ms',
+          'p99.9 ms',
+          'server CPU ms/req',
+          'Valkey CPU ms/req',
+        ]),
+        ...compare(`${rank} (baseline: ${withIo})`, 'max', 'main-max', 'io-stub-max', ['req/s', 'server CPU ms/req']),
+        ...compare(`${withIo} (baseline: plain stub server)`, 'rate', 'io-stub-rate', 'stub-rate', [
+          'p99 ms',
+          'server CPU ms/req',
+        ]),
+      ];
       return { rows, details: { namespace: ns, generator: generator.name, results } };
     } finally {
       ctx.log(`live writes: ${live.stop()} impressions written`);

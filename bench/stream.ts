@@ -477,18 +477,10 @@ class StreamBench {
   async bareWrite(n: number): Promise<number> {
     const client = new Valkey(SERVERS.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: null });
     try {
-      client.defineCommand('bareHset', {
-        lua: "for i = 1, #KEYS do redis.call('HSET', KEYS[i], ARGV[1], ARGV[i + 1]) end return #KEYS",
-      });
+      const script = "for i = 1, #KEYS do redis.call('HSET', KEYS[i], ARGV[1], ARGV[i + 1]) end return #KEYS";
       const keys = Array.from({ length: n }, (_, i) => `${this.ns}bare:{e${i}}`);
       const value = `{"o":100000,"n":{${'"ad_clicks_1h":[29500000,1]'.repeat(5)}}}`.padEnd(150, ' ');
-      const call = (ks: string[]) =>
-        (client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>).bareHset?.(
-          ks.length,
-          ...ks,
-          'impression/0',
-          ...ks.map(() => value),
-        );
+      const call = (ks: string[]) => client.eval(script, ks.length, ...ks, 'impression/0', ...ks.map(() => value));
       const phase = await this.measure('bare-write', n, async () => {
         for (let b = 0; b < n; b += 1000) await call(keys.slice(b, b + 1000));
       });

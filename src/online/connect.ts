@@ -28,7 +28,7 @@ export async function connectValkey(
     return client;
   };
   const node = await connect(new Valkey(url, { ...options, lazyConnect: true }));
-  if (!/^cluster_enabled:1/m.test(await node.info('cluster'))) {
+  if (!(await clusterEnabled(node))) {
     node.on('error', onError);
     return node;
   }
@@ -60,7 +60,7 @@ export async function isClusterNode(url: string): Promise<boolean> {
   probe.on('error', () => {});
   try {
     await probe.connect();
-    return /^cluster_enabled:1/m.test(await probe.info('cluster'));
+    return await clusterEnabled(probe);
   } catch {
     return false;
   } finally {
@@ -77,4 +77,9 @@ export function clusterSeed(url: string): { host: string; port: number; username
     username: decodeURIComponent(username) || undefined,
     password: decodeURIComponent(password) || undefined,
   };
+}
+
+/** Whether the node a client is connected to runs in cluster mode. */
+async function clusterEnabled(node: Redis): Promise<boolean> {
+  return /^cluster_enabled:1/m.test(await node.info('cluster'));
 }

@@ -66,7 +66,8 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
       c.defineCommand('tbReadParts', { lua: lua('read-parts') });
       // A Cluster client's automatic pipelines are routed by a command's first argument, which for a script is its
       // key count, not a key: scripts go on their own, each to its key's node.
-      if (c.isCluster) c.options.autoPipeliningIgnoredCommands?.push('tbLoadParts', 'tbWriteParts', 'tbReadParts');
+      const ignored = c.isCluster ? c.options.autoPipeliningIgnoredCommands : undefined;
+      if (ignored && !ignored.includes('tbLoadParts')) ignored.push('tbLoadParts', 'tbWriteParts', 'tbReadParts');
     }
     this.cacheReader = cacheReader as Client | undefined;
     this.client = client as Client;
@@ -178,7 +179,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
       const r = requests[i] as ReadRequest;
       // The common case: this request's answer last time, still kept (no lookup).
       const again = r.answered;
-      if (again !== undefined && again.keptBy === tracked && tracked !== undefined) {
+      if (tracked !== undefined && again?.keptBy === tracked) {
         tracked.stats.hits++;
         out[i] = again;
         continue;
