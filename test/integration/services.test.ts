@@ -12,7 +12,7 @@ const services = (...args: string[]) =>
 
 describe('local services', () => {
   it('reports every service as running, and a second start is a no-op', () => {
-    for (const name of ['kafka', 'valkey', 'valkey-cluster', 'registry']) {
+    for (const name of ['kafka', 'valkey', 'registry']) {
       const status = services('status', name);
       expect(status.status, status.stdout + status.stderr).toBe(0);
       expect(status.stdout).toContain(`${name}: running`);

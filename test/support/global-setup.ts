@@ -7,7 +7,8 @@ import { join } from 'node:path';
 import { defaultChanges, defaultState } from './default-namespace.ts';
 
 const SCRIPT = join(import.meta.dirname, '../../scripts/services/services.sh');
-const SERVICES = ['valkey', 'valkey-cluster', 'kafka', 'registry'];
+/** The single-node servers every integration test uses. */
+export const SERVERS = ['valkey', 'kafka', 'registry'];
 const PORTS: Record<string, number> = {
   valkey: Number(process.env.VALKEY_PORT ?? 6379),
   'valkey-cluster': Number(process.env.VALKEY_CLUSTER_PORT ?? 7101),
@@ -36,13 +37,13 @@ function services(action: string, names: string[]): number {
   return r.status ?? 1;
 }
 
-async function startServers(): Promise<() => Promise<void>> {
+async function startServers(names: string[]): Promise<() => Promise<void>> {
   if (process.env.TRIBUTARY_TESTCONTAINERS === '1') {
     const { startContainers } = await import('./containers.ts');
     return startContainers();
   }
   // A server another clone (or worktree) started answers on its port though this clone's .services/ has no pid.
-  const down = SERVICES.filter((n) => services('status', [n]) !== 0);
+  const down = names.filter((n) => services('status', [n]) !== 0);
   const answering = await Promise.all(down.map((n) => listening(PORTS[n] as number)));
   const started = down.filter((_, i) => !answering[i]);
   if (started.length > 0 && services('start', started) !== 0) {
@@ -53,8 +54,9 @@ async function startServers(): Promise<() => Promise<void>> {
   };
 }
 
-export default async function setup(): Promise<() => Promise<void>> {
-  const stopServers = await startServers();
+/** Starts `names` (those not running), and on teardown checks the default namespace and stops what it started. */
+export async function setupServers(names: string[]): Promise<() => Promise<void>> {
+  const stopServers = await startServers(names);
   const before = await defaultState();
   return async () => {
     // Read before stopping: a server this run started takes its data with it.
@@ -70,4 +72,8 @@ export default async function setup(): Promise<() => Promise<void>> {
       );
     }
   };
+}
+
+export default function setup(): Promise<() => Promise<void>> {
+  return setupServers(SERVERS);
 }
