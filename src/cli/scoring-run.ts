@@ -1,13 +1,12 @@
 // `tributary serve` and `tributary score`: one scoring stack wired to the servers (loaded by the commands' actions
 // only; scoring-commands.ts registers them).
 import { join, parse } from 'node:path';
-import { Cluster, Valkey } from 'iovalkey';
 import { type Config, ConfigError } from '../config/config.ts';
 import { allTopics } from '../events/catalog.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { ModelRegistry } from '../model/registry.ts';
-import { clusterSeed, isClusterNode } from '../online/connect.ts';
+import { rankingClient } from '../online/connect.ts';
 import { sharedEntityCache } from '../online/read-cache.ts';
 import { ValkeyStore } from '../online/valkey-store.ts';
 import { ScoreConsumer } from '../scoring/consumer.ts';
@@ -30,29 +29,9 @@ function requireValkey(config: Config): string {
 export async function openScoring(config: Config, servedLogPath?: string) {
   const valkeyUrl = requireValkey(config);
   const features = new FeatureSet(DEFAULT_GROUPS);
-  // No offline queue and no per-command retries: a ranking never waits for a reconnect, it uses defaults; the
-  // client keeps reconnecting in the background.
-  const nodeOptions = {
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 0,
-    connectTimeout: 1_000,
-    retryStrategy: (attempt: number) => Math.min(attempt * 100, 2_000),
-  };
-  // Concurrent rankings' reads leave in one write per tick, not one per command.
-  const cluster = await isClusterNode(valkeyUrl);
-  const { username, password, ...seed } = clusterSeed(valkeyUrl);
-  const valkey = cluster
-    ? new Cluster([seed], {
-        enableAutoPipelining: true,
-        enableOfflineQueue: false,
-        clusterRetryStrategy: nodeOptions.retryStrategy,
-        redisOptions: { ...nodeOptions, username, password },
-      })
-    : new Valkey(valkeyUrl, { enableAutoPipelining: true, ...nodeOptions });
+  const valkey = await rankingClient(valkeyUrl);
   valkey.on('error', (err) => log.warn({ err: err.message }, 'valkey connection error'));
-  // The read cache tracks one connection's reads: on a cluster every ranking reads Valkey.
-  if (cluster && config.readCache) log.info('read cache off: it tracks one Valkey node, and this is a cluster');
-  const cache = config.readCache && !cluster ? sharedEntityCache(features, valkey as Valkey, log) : undefined;
+  const cache = config.readCache ? sharedEntityCache(features, valkey, log) : undefined;
   // Scoring only reads: the TTL and retention options concern writes.
   const store = new ValkeyStore(valkey, {
     features,

@@ -47,6 +47,29 @@ export async function connectValkey(
 }
 
 /**
+ * The client rankings read through (a node's or, when `url` names a cluster node, a Cluster): no offline queue and
+ * no per-command retries, so a ranking never waits for a reconnect (it uses defaults) while the client keeps
+ * reconnecting in the background; concurrent rankings' reads leave in one write per tick. Never fails to start:
+ * without Valkey it ranks on defaults until Valkey is there.
+ */
+export async function rankingClient(url: string): Promise<Redis | Cluster> {
+  const nodeOptions = {
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    connectTimeout: 1_000,
+    retryStrategy: (attempt: number) => Math.min(attempt * 100, 2_000),
+  };
+  if (!(await isClusterNode(url))) return new Valkey(url, { enableAutoPipelining: true, ...nodeOptions });
+  const { username, password, ...seed } = clusterSeed(url);
+  return new Cluster([seed], {
+    enableAutoPipelining: true,
+    enableOfflineQueue: false,
+    clusterRetryStrategy: nodeOptions.retryStrategy,
+    redisOptions: { ...nodeOptions, username, password },
+  });
+}
+
+/**
  * Whether `url` names a node of a Valkey Cluster (asked once, quickly); false when it cannot be asked now: a caller
  * that starts without Valkey (serve: defaults, flagged) treats it as a single node.
  */

@@ -1,9 +1,11 @@
-// Server-assisted client-side caching of entities' parts (Valkey CLIENT TRACKING): what is read from an entity's hash
-// (on a connection of the cache's own) is kept in process, and Valkey tells us (on another) when that hash changes,
-// so what is kept is always what Valkey holds, give or take the invalidation's way over the network. Rankings share
-// their candidates (ads, campaigns, placements: read by every request), and parts hold tiles, not totals, so a kept
-// entity answers reads at any later time until it is written again.
-import type { Redis } from 'iovalkey';
+// Server-assisted client-side caching of entities' parts (Valkey CLIENT TRACKING in broadcast mode): what is read
+// from the hashes of the cached entities is kept in process, and every node holding them tells us (on a connection of
+// ours per node) when any hash under their prefixes changes, so what is kept is always what Valkey holds, give or
+// take the invalidation's way over the network. Broadcast tracking follows keys, not reads: reads go through any
+// connection, and on a Cluster each master's connection covers whatever slots it holds now. Rankings share their
+// candidates (ads, campaigns, placements: read by every request), and parts hold tiles, not totals, so a kept entity
+// answers reads at any later time until it is written again.
+import { type Cluster, type Redis, Valkey } from 'iovalkey';
 import type { Logger } from 'pino';
 import type { FeatureSet } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
@@ -21,85 +23,120 @@ export interface KeptEntity {
   readonly answers: Map<readonly string[], ReadResult>;
 }
 
+/** One node's invalidations: a connection that tracks the cached prefixes for itself and is subscribed to them. */
+interface NodeTracker {
+  readonly connection: Redis;
+  on: boolean;
+}
+
 export class TrackedReadCache {
   private readonly entities = new Map<string, KeptEntity>();
   /** Invalidations so far; and per hash, the count at its last one while reads were in flight. */
   private invalidations = 0;
   private readonly changed = new Map<string, number>();
+  /** The invalidation count at the last reset: a read ticketed before it is not kept. */
+  private resetAt = 0;
   private reading = 0;
-  /** Tracking is on for the reading connection with the current subscriber as its redirect. */
-  private tracking = false;
-  /** Bumped by every reset: tracking turned on before one does not count. */
-  private epoch = 0;
-  private subscriberId: string | undefined;
+  /** Per node ("host:port") holding the data now, its tracker. */
+  private readonly trackers = new Map<string, NodeTracker>();
+  private prefixes: string[] | undefined;
+  private closed = false;
+  private readonly timer: NodeJS.Timeout;
   readonly stats = { hits: 0, misses: 0, invalidations: 0, resets: 0 };
 
-  private constructor(
-    /** The connection cached reads go through: tracked, so Valkey says when what it read changes. */
-    readonly reader: Redis,
-    private readonly subscriber: Redis,
-    private readonly log: Logger,
-  ) {}
-
   /**
-   * Caches what is read through `reader`, a connection of its own beside `client`: tracking is per connection,
-   * and reads it does not keep (the user's fields) would be tracked too, costing Valkey ≈ 70 µs per ranking and an
-   * invalidation per later write to each key. Never throws: until tracking is on (Valkey down at start, or either
-   * connection reconnecting, which loses it) the cache is empty and bypassed.
+   * Caches reads of `entities` (names) through `client`, a single node or a Cluster: tracking starts once bind()
+   * gives the key prefix. Never throws: while any node's tracking is off (Valkey down at start, a tracker
+   * reconnecting, a master not tracked yet after a failover) the cache is empty and bypassed.
    */
-  static start(client: Redis, log: Logger): TrackedReadCache {
-    const reader = client.duplicate();
-    reader.on('error', (err: Error) => log.warn({ err: err.message }, 'valkey cached-read connection error'));
-    // Subscribed anew by us on each connection (its id changes; a subscribed connection cannot ask for it).
-    const subscriber = client.duplicate({
-      enableOfflineQueue: true,
-      maxRetriesPerRequest: null,
-      autoResubscribe: false,
-    });
-    const cache = new TrackedReadCache(reader, subscriber, log);
-    subscriber.on('error', (err: Error) => log.warn({ err: err.message }, 'valkey invalidation connection error'));
-    // The payload is an array of changed keys, or null when the database was flushed.
-    subscriber.on('messageBuffer', (_channel: Buffer, keys: Buffer[] | Buffer | null) => {
-      if (keys === null) cache.invalidate(null);
-      else for (const key of Array.isArray(keys) ? keys : [keys]) cache.invalidate(key.toString());
-    });
-    subscriber.on('ready', () => {
-      cache.reset();
-      cache.subscriberId = undefined;
-      void cache.guard(async () => {
-        const id = String(await subscriber.call('CLIENT', 'ID'));
-        await subscriber.subscribe('__redis__:invalidate');
-        cache.subscriberId = id;
-        await cache.track();
-      });
-    });
-    reader.on('ready', () => {
-      cache.reset();
-      void cache.guard(() => cache.track());
-    });
-    if (reader.status === 'ready') void cache.guard(() => cache.track());
-    return cache;
-  }
-
-  /** Points the reader's tracking at the subscriber; the cache is used from then on (unless reset meanwhile). */
-  private async track(): Promise<void> {
-    if (this.subscriberId === undefined) return;
-    const epoch = this.epoch;
-    await this.reader.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', this.subscriberId);
-    if (epoch === this.epoch) this.tracking = true;
-  }
-
-  private async guard(step: () => Promise<void>): Promise<void> {
-    try {
-      await step();
-    } catch (err) {
-      this.log.warn({ err: (err as Error).message }, 'valkey client tracking not on: reading without cache');
+  constructor(
+    private readonly client: Redis | Cluster,
+    private readonly cachedEntities: readonly string[],
+    private readonly log: Logger,
+  ) {
+    if (client.isCluster) {
+      const cluster = client as Cluster;
+      for (const event of ['refresh', '+node', '-node', 'ready']) cluster.on(event, () => this.follow());
     }
+    // Masters can change without an event this process sees first (a failover before any command reached it).
+    this.timer = setInterval(() => this.follow(), 1_000);
+    this.timer.unref();
+  }
+
+  /** Kept entities are named by their entity keys, which live in hashes `<prefix>{<entity key>}`. */
+  bind(prefix: string): void {
+    this.keyOf = (hash) => (hash.startsWith(prefix) ? hash.slice(prefix.length + 1, -1) : hash);
+    this.prefixes = [...new Set(this.cachedEntities)].map((name) => `${prefix}{${name}:`);
+    this.follow();
+  }
+
+  /** The nodes whose writes the cache must hear of: a single node, or a Cluster's masters now. */
+  private nodes(): Map<string, () => Redis> {
+    const out = new Map<string, () => Redis>();
+    if (!this.client.isCluster) {
+      const single = this.client as Redis;
+      out.set('single', () => single.duplicate(TRACKER_OPTIONS));
+      return out;
+    }
+    const cluster = this.client as Cluster;
+    for (const node of cluster.nodes('master')) {
+      const { host, port, username, password } = node.options;
+      out.set(`${host}:${port}`, () => new Valkey({ host, port, username, password, ...TRACKER_OPTIONS }));
+    }
+    return out;
+  }
+
+  /** Trackers for exactly the nodes holding the data now; any change starts the cache over. */
+  private follow(): void {
+    if (this.closed || this.prefixes === undefined) return;
+    const nodes = this.nodes();
+    let changed = false;
+    for (const [key, tracker] of this.trackers) {
+      if (nodes.has(key)) continue;
+      tracker.connection.disconnect();
+      this.trackers.delete(key);
+      changed = true;
+    }
+    for (const [key, open] of nodes) {
+      if (this.trackers.has(key)) continue;
+      this.trackers.set(key, this.track(open()));
+      changed = true;
+    }
+    if (changed) this.reset();
+  }
+
+  /** A node's tracker: on each (re)connection, tracking for itself in broadcast mode, then subscribed. */
+  private track(connection: Redis): NodeTracker {
+    const tracker: NodeTracker = { connection, on: false };
+    connection.on('error', (err: Error) => this.log.warn({ err: err.message }, 'valkey invalidation connection error'));
+    // The payload is an array of changed keys, or null when the database was flushed.
+    connection.on('messageBuffer', (_channel: Buffer, keys: Buffer[] | Buffer | null) => {
+      if (keys === null) this.invalidate(null);
+      else for (const key of Array.isArray(keys) ? keys : [keys]) this.invalidate(key.toString());
+    });
+    connection.on('close', () => {
+      if (tracker.on) this.reset();
+      tracker.on = false;
+    });
+    connection.on('ready', async () => {
+      this.reset();
+      try {
+        const id = String(await connection.call('CLIENT', 'ID'));
+        const prefixes = (this.prefixes ?? []).flatMap((p) => ['PREFIX', p]);
+        await connection.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', id, 'BCAST', ...prefixes);
+        await connection.subscribe('__redis__:invalidate');
+        // Writes before this moment were never heard of: whatever a read kept until now goes.
+        this.reset();
+        tracker.on = connection.status === 'ready';
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'valkey client tracking not on: reading without cache');
+      }
+    });
+    return tracker;
   }
 
   private reset(): void {
-    this.tracking = false;
-    this.epoch++;
+    this.resetAt = ++this.invalidations;
     this.clear();
     this.stats.resets++;
   }
@@ -129,14 +166,16 @@ export class TrackedReadCache {
   /** What entity a changed hash holds (the store's key scheme; see bind). */
   private keyOf: (hash: string) => string = (hash) => hash;
 
-  /** Kept entities are named by their entity keys, which live in hashes `<prefix>{<entity key>}`. */
-  bind(prefix: string): void {
-    this.keyOf = (hash) => (hash.startsWith(prefix) ? hash.slice(prefix.length + 1, -1) : hash);
+  /** Whether reads go through the cache now (tracking on at every node holding the data). */
+  get active(): boolean {
+    if (this.trackers.size === 0) return false;
+    for (const t of this.trackers.values()) if (!t.on) return false;
+    return true;
   }
 
-  /** Whether reads go through the cache now (tracking on). */
-  get active(): boolean {
-    return this.tracking;
+  /** The trackers' connections (one per node). */
+  get connections(): Redis[] {
+    return [...this.trackers.values()].map((t) => t.connection);
   }
 
   /** What is kept of entity `key` (tracking on), else undefined. */
@@ -153,10 +192,10 @@ export class TrackedReadCache {
     return this.invalidations;
   }
 
-  /** Keeps what a read sent at `ticket` found of entity `key`, unless invalidated since. */
+  /** Keeps what a read sent at `ticket` found of entity `key`, unless invalidated (or the cache reset) since. */
   put(key: string, parts: Part[], ticket: number): KeptEntity | undefined {
-    const stale = ticket !== this.invalidations && (this.changed.get(key) ?? -1) > ticket;
-    if (!stale && this.tracking) {
+    const stale = ticket < this.resetAt || (ticket !== this.invalidations && (this.changed.get(key) ?? -1) > ticket);
+    if (!stale && this.active) {
       if (this.entities.size >= MAX_ENTITIES) this.clear();
       const before = this.entities.get(key);
       if (before !== undefined) letGo(before.answers);
@@ -182,9 +221,11 @@ export class TrackedReadCache {
   }
 
   close(): void {
+    this.closed = true;
+    clearInterval(this.timer);
     this.clear();
-    this.reader.disconnect();
-    this.subscriber.disconnect();
+    for (const t of this.trackers.values()) t.connection.disconnect();
+    this.trackers.clear();
   }
 }
 
@@ -195,10 +236,21 @@ function letGo(answers: Map<readonly string[], ReadResult>): void {
 }
 
 /**
- * The read cache as scoring uses it: for the entities rankings share (every group not keyed by the user), on a
- * single Valkey node (a Cluster would need tracking per node).
+ * Trackers connect at once (whatever the client they copy was told), never give up reconnecting, and resubscribe
+ * themselves (their connection id changes).
  */
-export function sharedEntityCache(features: FeatureSet, client: Redis, log: Logger) {
-  const entities = features.groups.map((g) => g.group.entity).filter((e) => !e.fields.includes('user_id'));
-  return { tracked: TrackedReadCache.start(client, log), entities: new Set(entities.map((e) => e.name)) };
+const TRACKER_OPTIONS = {
+  lazyConnect: false,
+  enableOfflineQueue: true,
+  maxRetriesPerRequest: null,
+  autoResubscribe: false,
+};
+
+/** The read cache as scoring uses it: for the entities rankings share (every group not keyed by the user). */
+export function sharedEntityCache(features: FeatureSet, client: Redis | Cluster, log: Logger) {
+  const names = features.groups
+    .map((g) => g.group.entity)
+    .filter((e) => !e.fields.includes('user_id'))
+    .map((e) => e.name);
+  return { tracked: new TrackedReadCache(client, names, log), entities: new Set(names) };
 }

@@ -47,8 +47,6 @@ export interface ValkeyStoreOptions {
 
 export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartStore {
   private readonly client: Client;
-  /** The read cache's (tracked) connection: what a cached read misses is read through it, the rest not. */
-  private readonly cacheReader: Client | undefined;
   private readonly prefix: string;
   private readonly parts: PartLayout;
   private readonly writer: PartWriter;
@@ -59,17 +57,13 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
     client: Redis | Cluster,
     private readonly options: ValkeyStoreOptions,
   ) {
-    const cacheReader = options.cache?.tracked.reader;
-    for (const c of cacheReader ? [client, cacheReader] : [client]) {
-      c.defineCommand('tbLoadParts', { lua: lua('load-parts') });
-      c.defineCommand('tbWriteParts', { lua: lua('write-parts') });
-      c.defineCommand('tbReadParts', { lua: lua('read-parts') });
-      // A Cluster client's automatic pipelines are routed by a command's first argument, which for a script is its
-      // key count, not a key: scripts go on their own, each to its key's node.
-      const ignored = c.isCluster ? c.options.autoPipeliningIgnoredCommands : undefined;
-      if (ignored && !ignored.includes('tbLoadParts')) ignored.push('tbLoadParts', 'tbWriteParts', 'tbReadParts');
-    }
-    this.cacheReader = cacheReader as Client | undefined;
+    client.defineCommand('tbLoadParts', { lua: lua('load-parts') });
+    client.defineCommand('tbWriteParts', { lua: lua('write-parts') });
+    client.defineCommand('tbReadParts', { lua: lua('read-parts') });
+    // A Cluster client's automatic pipelines are routed by a command's first argument, which for a script is its
+    // key count, not a key: scripts go on their own, each to its key's node.
+    const ignored = client.isCluster ? client.options.autoPipeliningIgnoredCommands : undefined;
+    if (ignored && !ignored.includes('tbLoadParts')) ignored.push('tbLoadParts', 'tbWriteParts', 'tbReadParts');
     this.client = client as Client;
     this.prefix = `${options.namespace ?? ''}tb:`;
     this.parts = new PartLayout(options.features);
@@ -145,9 +139,9 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
     return replies.flatMap((r) => JSON.parse(r) as unknown[]);
   }
 
-  /** Every part of each entity, read through `client`. */
-  private fetch(client: Client, keys: readonly string[]): Promise<Part[][]> {
-    return this.calls(keys, (hashes) => client.tbReadParts(hashes.length, ...hashes)) as Promise<Part[][]>;
+  /** Every part of each entity. */
+  private fetch(keys: readonly string[]): Promise<Part[][]> {
+    return this.calls(keys, (hashes) => this.client.tbReadParts(hashes.length, ...hashes)) as Promise<Part[][]>;
   }
 
   /** Cached entities being read now, by entity key: a concurrent read of one waits for it. */
@@ -168,7 +162,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
 
   /**
    * Every read's answer: from the read cache for the entities it keeps (answers made once per read layout), the
-   * rest from their parts, read in one call (and one more through the cache's connection for what it missed).
+   * rest (and what the cache missed) from their parts, read in one call.
    */
   async read(requests: readonly ReadRequest[]): Promise<ReadResult[]> {
     const out = new Array<ReadResult>(requests.length);
@@ -203,7 +197,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
     const reads: Promise<unknown>[] = [];
     if (direct.length > 0)
       reads.push(
-        this.fetch(this.client, direct.map(keyOf)).then((all) => {
+        this.fetch(direct.map(keyOf)).then((all) => {
           all.forEach((p, j) => {
             answer(direct[j] as number, p);
           });
@@ -216,11 +210,11 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
       if (pending === undefined) reading.push(i);
       else reads.push(pending.then((parts) => answer(i, parts)));
     }
-    if (tracked && this.cacheReader && reading.length > 0) {
+    if (tracked && reading.length > 0) {
       const keys = reading.map(keyOf);
       // Taken before the read is sent; kept open until its answers are put.
       const ticket = tracked.ticket();
-      const fetched = this.fetch(this.cacheReader, keys);
+      const fetched = this.fetch(keys);
       keys.forEach((key, j) => {
         const parts = fetched.then((all) => all[j] as Part[]);
         this.reading.set(key, parts);
@@ -247,6 +241,6 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
 
   /** Every part of each entity, as stored (for a served-vector overlay). */
   readParts(keys: readonly string[]): Promise<Part[][]> {
-    return this.fetch(this.client, keys);
+    return this.fetch(keys);
   }
 }
