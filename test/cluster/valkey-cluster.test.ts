@@ -30,36 +30,16 @@ import {
   testStream,
   until,
 } from '../support/streaming.ts';
+import { dropKeys, keysByMaster } from '../support/valkey-cluster.ts';
 
 const ns = `vc${Date.now()}.`;
 const kafka = createKafka(KAFKA_BROKERS);
 const features = new FeatureSet(DEFAULT_GROUPS);
 let cluster: Cluster | undefined;
 
-/** The namespace's keys on each master. */
-async function keysByMaster(c: Cluster): Promise<string[][]> {
-  return Promise.all(
-    c.nodes('master').map(async (node) => {
-      const keys: string[] = [];
-      let cursor = '0';
-      do {
-        const [next, batch] = await node.scan(cursor, 'MATCH', `${ns}*`, 'COUNT', 1000);
-        keys.push(...batch);
-        cursor = next;
-      } while (cursor !== '0');
-      return keys;
-    }),
-  );
-}
-
 afterAll(async () => {
   if (!cluster) return;
-  const byMaster = await keysByMaster(cluster);
-  await Promise.all(
-    cluster.nodes('master').map(async (node, i) => {
-      for (const key of byMaster[i] ?? []) await node.unlink(key);
-    }),
-  );
+  await dropKeys(cluster, `${ns}*`);
   cluster.disconnect();
 });
 
@@ -88,7 +68,7 @@ describe('tributary stream on a Valkey Cluster', () => {
     expect(service.processed).toBe(sent);
 
     // Entity hashes and checkpoints on every master, none of them holding most of the state.
-    const byMaster = await keysByMaster(cluster);
+    const byMaster = await keysByMaster(cluster, `${ns}*`);
     const total = byMaster.reduce((n, keys) => n + keys.length, 0);
     expect(total).toBeGreaterThan(1000);
     for (const keys of byMaster) expect(keys.length).toBeGreaterThan(total / 6);
