@@ -1,6 +1,6 @@
 // Shared by the streaming tests: publish a generated log (plus deliberately bad messages) under a namespace,
 // and compute the reference state by replaying the topics through the engine in process.
-import type { Cluster, Valkey } from 'iovalkey';
+import type { Cluster, Redis, Valkey } from 'iovalkey';
 import type { Kafka } from 'kafkajs';
 import pino from 'pino';
 import { expect } from 'vitest';
@@ -61,17 +61,18 @@ export function asEventLog(log: Kafka | EventLog): EventLog {
 
 /**
  * Publishes the log and five bad messages; returns the log and how many messages are sent per topic in all.
- * With `holdBack`, that share of the log (its end) is published only when the test calls `publishRest()`.
+ * With `holdBack`, that share of the log (its end) is published only when the test calls `publishRest()`. Topics
+ * have `partitions` partitions (when this creates them).
  */
 export async function publishScenario(
   target: Kafka | EventLog,
   serde: EventSerde,
   namespace: string,
   gen: Partial<GeneratorOptions>,
-  { holdBack = 0 }: { holdBack?: number } = {},
+  { holdBack = 0, partitions = 3 }: { holdBack?: number; partitions?: number } = {},
 ) {
   const eventLog = asEventLog(target);
-  await eventLog.ensureTopics(allTopics(namespace), 3);
+  await eventLog.ensureTopics(allTopics(namespace), partitions);
   const log = generate(gen);
   const split = Math.round(log.length * (1 - holdBack));
   const publish = async (records: typeof log, extra: { topic: string; messages: OutMessage[] }[] = []) => {
@@ -173,7 +174,7 @@ export async function until(what: string, done: () => boolean | Promise<boolean>
 }
 
 /** True once every source partition's checkpoint (in Valkey, group `groupId`) has reached the end of the log. */
-export function caughtUp(kafka: Kafka, valkey: Valkey, namespace: string, groupId: string): Promise<boolean> {
+export function caughtUp(kafka: Kafka, valkey: Redis | Cluster, namespace: string, groupId: string): Promise<boolean> {
   return caughtUpTo(asEventLog(kafka), new ValkeyCheckpoints(valkey, groupId), Object.values(sourceTopics(namespace)));
 }
 
