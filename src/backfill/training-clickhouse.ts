@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { type LocalRows, selectIntoLocalFile, withLocalRows } from '../offline/clickhouse.ts';
+import { engineOf, plainName } from '../offline/schema.ts';
 import { dateTime64 } from '../offline/sink.ts';
 import { ROW_KEYS, type TrainingConverter, type TrainingFormat, type TrainingMeta } from './training-set.ts';
 
@@ -61,7 +62,16 @@ export function parquetConverter(ch: ClickHouseClient): TrainingConverter {
     );
 }
 
-const CATALOG_DDL = `CREATE TABLE IF NOT EXISTS training_sets (
+// On a cluster the catalog and the training tables are Replicated on every node, not sharded (one Keeper path for
+// the whole cluster): a run's partition is replaced at once with REPLACE PARTITION, which a Distributed table can't
+// do, and every node reads every run.
+const EVERY_NODE = 'all';
+
+/** ` ON CLUSTER name`, or nothing. */
+const onCluster = (cluster: string | undefined) => (cluster ? ` ON CLUSTER ${plainName('cluster', cluster)}` : '');
+
+function catalogDdl(cluster: string | undefined): string {
+  return `CREATE TABLE IF NOT EXISTS training_sets${onCluster(cluster)} (
   table String,
   run_id String,
   written_at DateTime64(3, 'UTC'),
@@ -77,22 +87,27 @@ const CATALOG_DDL = `CREATE TABLE IF NOT EXISTS training_sets (
   last_event_time Nullable(DateTime64(3, 'UTC')),
   file String COMMENT 'the file written beside the table'
 )
-ENGINE = ReplacingMergeTree(written_at)
+ENGINE = ${engineOf('ReplacingMergeTree', 'written_at', cluster, EVERY_NODE)}
 ORDER BY (table, run_id)
 COMMENT 'one row per training-set run written to a table (read with FINAL: a rerun replaces its row)'`;
+}
 
-function tableDdl(table: string, features: readonly string[]): string {
+const TABLE_KEYS = `PARTITION BY run_id
+ORDER BY (event_time, event_id)`;
+
+function tableDdl(table: string, features: readonly string[], cluster: string | undefined): string {
   const columns = [
     ...typedStructure(features),
     'definitions_version LowCardinality(String)',
     'run_id LowCardinality(String)',
   ];
-  return `CREATE TABLE IF NOT EXISTS ${ident(table)} (\n  ${columns.join(',\n  ')}\n)
-ENGINE = MergeTree
-PARTITION BY run_id
-ORDER BY (event_time, event_id)
+  return `CREATE TABLE IF NOT EXISTS ${ident(table)}${onCluster(cluster)} (\n  ${columns.join(',\n  ')}\n)
+ENGINE = ${engineOf('MergeTree', '', cluster, EVERY_NODE)}
+${TABLE_KEYS}
 COMMENT 'point-in-time training rows; one partition per run (see training_sets)'`;
 }
+
+export const trainingDdl = { catalog: catalogDdl, table: tableDdl };
 
 async function columnsOf(ch: ClickHouseClient, table: string): Promise<string[]> {
   const rs = await ch.query({
@@ -115,6 +130,8 @@ export interface TrainingTableWrite {
   file: string;
   format: TrainingFormat;
   meta: TrainingMeta;
+  /** Create the tables Replicated on every node of this cluster (see OfflineSchemaOptions.cluster). */
+  cluster?: string;
 }
 
 /**
@@ -125,7 +142,7 @@ export interface TrainingTableWrite {
 export async function writeTrainingTable(ch: ClickHouseClient, w: TrainingTableWrite): Promise<void> {
   const { table, runId, meta } = w;
   if (!isPlainTableName(table)) throw new Error(`table name "${table}" is not a plain identifier`);
-  await ch.command({ query: tableDdl(table, meta.features) });
+  await ch.command({ query: tableDdl(table, meta.features, w.cluster) });
   const expected = [...ROW_KEYS, 'label', ...meta.features, 'definitions_version', 'run_id'];
   const actual = await columnsOf(ch, table);
   if (actual.join(',') !== expected.join(',')) {
@@ -134,7 +151,9 @@ export async function writeTrainingTable(ch: ClickHouseClient, w: TrainingTableW
     );
   }
   const staging = `${table}__staging_${randomUUID().replaceAll('-', '')}`;
-  await ch.command({ query: `CREATE TABLE ${ident(staging)} AS ${ident(table)}` });
+  // A plain MergeTree on the node the client talks to, also on a cluster (REPLACE PARTITION takes its parts into the
+  // Replicated table, which replicates them; a copy of the Replicated engine would join the table's Keeper path).
+  await ch.command({ query: `CREATE TABLE ${ident(staging)} AS ${ident(table)} ENGINE = MergeTree ${TABLE_KEYS}` });
   try {
     await withLocalRows(ch, localRows(w.file, w.format, meta.features), (from) =>
       ch.command({
@@ -146,7 +165,7 @@ export async function writeTrainingTable(ch: ClickHouseClient, w: TrainingTableW
   } finally {
     await ch.command({ query: `DROP TABLE IF EXISTS ${ident(staging)}` });
   }
-  await ch.command({ query: CATALOG_DDL });
+  await ch.command({ query: catalogDdl(w.cluster) });
   await ch.insert({
     table: 'training_sets',
     format: 'JSONEachRow',

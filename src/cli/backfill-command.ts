@@ -155,7 +155,14 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
         let runId: string | undefined;
         if (table) {
           runId = (opts.runId as string | undefined) ?? defaultRunId(src, opts.from, opts.to, meta);
-          await writeTrainingTable(await clickhouse(), { table, runId, file: out, format, meta });
+          await writeTrainingTable(await clickhouse(), {
+            table,
+            runId,
+            file: out,
+            format,
+            meta,
+            cluster: config.clickhouseCluster,
+          });
         }
         const seconds = (performance.now() - t0) / 1000;
         const bad = kafkaSource?.bad ?? [];

@@ -205,10 +205,16 @@ describe('offline store on the embedded ClickHouse engine', () => {
       await sink.writeBatch('b1', batch);
       const inserts = http.statements.slice(seen);
       expect(inserts).toHaveLength(4);
-      // The block arrived as the body of `INSERT ... FORMAT Native` (the stand-in reads it from its own file).
-      expect(inserts.every((q) => q.includes("insert_deduplication_token = 'b1:") && q.includes("'Native')"))).toBe(
-        true,
-      );
+      // The block arrived as the body of `INSERT ... FORMAT Native` (the stand-in reads it from its own file), with
+      // the settings a cluster's Distributed table needs to keep the token (schema.ts).
+      expect(
+        inserts.every(
+          (q) =>
+            q.includes("insert_deduplication_token = 'b1:") &&
+            q.includes('insert_distributed_sync = 1') &&
+            q.includes("'Native')"),
+        ),
+      ).toBe(true);
       expect(await rows('impressions', 'offset')).toEqual(batch.impressions);
       expect(await rows('clicks', 'offset')).toEqual(batch.clicks);
     } finally {
