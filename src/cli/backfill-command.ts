@@ -89,11 +89,6 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
       const table = opts.table as string | undefined;
       if (table && !isPlainTableName(table))
         throw new ConfigError(`--table "${table}" is not a plain table name (letters, digits, _)`);
-      if (config.clickhouse && (format === 'parquet' || table)) {
-        throw new ConfigError(
-          '--format parquet and --table use the embedded ClickHouse (its file() reads local files); unset --clickhouse',
-        );
-      }
       let ch: ClickHouseClient | undefined;
       const clickhouse = async () => {
         ch ??= await openClickHouse({ url: config.clickhouse, dir: config.clickhouseDir });
@@ -160,7 +155,14 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
         let runId: string | undefined;
         if (table) {
           runId = (opts.runId as string | undefined) ?? defaultRunId(src, opts.from, opts.to, meta);
-          await writeTrainingTable(await clickhouse(), { table, runId, file: out, format, meta });
+          await writeTrainingTable(await clickhouse(), {
+            table,
+            runId,
+            file: out,
+            format,
+            meta,
+            cluster: config.clickhouseCluster,
+          });
         }
         const seconds = (performance.now() - t0) / 1000;
         const bad = kafkaSource?.bad ?? [];

@@ -26,6 +26,10 @@ const program = new Command('tributary')
   .option('--valkey <url>', 'Valkey URL, redis://host:port; default: in process [env TRIBUTARY_VALKEY]')
   .option('--clickhouse <url>', 'ClickHouse server URL; default: embedded engine [env TRIBUTARY_CLICKHOUSE]')
   .option('--clickhouse-dir <dir>', 'embedded ClickHouse data folder [env TRIBUTARY_CLICKHOUSE_DIR]')
+  .option(
+    '--clickhouse-cluster <name>',
+    'create the offline tables Replicated + Distributed on this cluster of the --clickhouse server [env TRIBUTARY_CLICKHOUSE_CLUSTER]',
+  )
   .option('--partitions <n>', 'partitions for topics this command creates [env TRIBUTARY_PARTITIONS]')
   .option('--namespace <prefix>', 'prefix for topics, consumer group and Valkey keys [env TRIBUTARY_NAMESPACE]')
   .option('--models <dir>', 'model registry folder [env TRIBUTARY_MODELS_DIR]')
@@ -54,6 +58,7 @@ function configOf(cmd: Command) {
       valkey: g.valkey,
       clickhouse: g.clickhouse,
       clickhouseDir: g.clickhouseDir,
+      clickhouseCluster: g.clickhouseCluster,
       partitions: g.partitions,
       namespace: g.namespace,
       modelsDir: g.models,

@@ -13,6 +13,8 @@ export interface Config {
   /** ClickHouse server URL; unset = the embedded engine (chdb) at clickhouseDir. */
   clickhouse?: string;
   clickhouseDir: string;
+  /** A cluster of that server: the offline tables become Replicated + Distributed (src/offline/schema.ts). */
+  clickhouseCluster?: string;
   partitions: number;
   /** Prefix of topic names, the consumer group and Valkey keys: several pipelines can share servers. */
   namespace: string;
@@ -40,6 +42,7 @@ export const ENV: Readonly<Record<keyof Config, string>> = {
   valkey: 'TRIBUTARY_VALKEY',
   clickhouse: 'TRIBUTARY_CLICKHOUSE',
   clickhouseDir: 'TRIBUTARY_CLICKHOUSE_DIR',
+  clickhouseCluster: 'TRIBUTARY_CLICKHOUSE_CLUSTER',
   partitions: 'TRIBUTARY_PARTITIONS',
   namespace: 'TRIBUTARY_NAMESPACE',
   modelsDir: 'TRIBUTARY_MODELS_DIR',
@@ -130,6 +133,9 @@ function normalise(key: keyof Config, v: unknown): unknown {
   if ((key === 'schemaRegistry' || key === 'clickhouse') && !/^https?:\/\//.test(s)) {
     throw new ConfigError(`${key} must be an http(s) URL, got "${s}"`);
   }
+  // It goes into DDL (ON CLUSTER, Distributed) unquoted, as a cluster name of the server's config.
+  if (key === 'clickhouseCluster' && !/^[A-Za-z_][A-Za-z0-9_]*$/.test(s))
+    throw new ConfigError(`clickhouseCluster must be a plain cluster name (letters, digits, _), got "${s}"`);
   if (key === 'valkey' && !/^(redis|valkey)s?:\/\//.test(s))
     throw new ConfigError(`valkey must be a redis:// URL, got "${s}"`);
   return s;
@@ -144,6 +150,9 @@ export function loadConfig(flags: Overrides = {}, env = process.env, configFile?
       if (n !== undefined) out[key] = n;
     }
   }
+  // The embedded engine has no clusters (nor Keeper).
+  if (out.clickhouseCluster !== undefined && out.clickhouse === undefined)
+    throw new ConfigError('clickhouseCluster needs a ClickHouse server: pass --clickhouse URL (a node of the cluster)');
   return out as unknown as Config;
 }
 
@@ -153,6 +162,7 @@ export function describeConfig(c: Config): string {
   return Object.entries(c)
     .map(([k, v]) => {
       if (k === 'scoringToken') return `${k}: ${v === undefined ? '(none)' : '***'}`;
+      if (k === 'clickhouseCluster' && v === undefined) return `${k}: (none: one server)`;
       return `${k}: ${v === undefined || (Array.isArray(v) && v.length === 0) ? '(embedded)' : mask(String(v))}`;
     })
     .join('\n');

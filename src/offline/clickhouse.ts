@@ -12,12 +12,19 @@
 //   later queries of that client (an HTTP server scopes them to the one request). Don't pass per-query settings
 //   that must not leak, e.g. insert_deduplication_token: put them in the statement's SETTINGS clause instead.
 // - The `database` option of createClient is ignored by the chdb connection; openClickHouse issues `USE` instead.
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+// - Insert bodies reach the engine as text (the connection decodes them as UTF-8 into the statement), so binary
+//   formats can't be sent; `input()` gets no data. Results come back as bytes, any format.
+// Hence files: the embedded engine runs in this process and reads or writes them itself (file()); a server's file()
+// would touch the server's disk, so a server is sent them as request bodies and streams results back. That choice
+// is made here only (insertNative, withLocalRows, selectIntoLocalFile), keyed on how the client was opened.
+
+import { randomUUID } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
-import { finished } from 'node:stream/promises';
+import { finished, pipeline } from 'node:stream/promises';
 import { type ClickHouseClient, ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { createChdbConnection } from 'chdb/connection';
 import { ServiceUnreachableError } from '../config/unreachable.ts';
@@ -122,6 +129,14 @@ function blockPath(): string {
   return join(blockDir, `${process.pid}-${blocks++}.native`);
 }
 
+/** Sends `body` as the data of `query` (an INSERT ... FORMAT X) to a server, and waits for it to be applied. */
+async function sendBody(client: ClickHouseClient, query: string, body: Readable): Promise<void> {
+  const result = await client.exec({ query, values: body });
+  // The response body (empty for an INSERT) must be consumed to release the HTTP socket.
+  result.stream.resume();
+  await finished(result.stream);
+}
+
 /**
  * Inserts a Native block. A server gets it as the request body; the embedded engine takes only text through its
  * API, so it reads the block from a file (the engine reads its own binary format, no text to parse either way).
@@ -142,10 +157,68 @@ export async function insertNative(client: ClickHouseClient, insert: NativeInser
     }
     return;
   }
-  const result = await client.exec({ query: `${into} FORMAT Native`, values: Readable.from([insert.block]) });
-  // The response body (empty for an INSERT) must be consumed to release the HTTP socket.
-  result.stream.resume();
-  await finished(result.stream);
+  await sendBody(client, `${into} FORMAT Native`, Readable.from([insert.block]));
+}
+
+/** Rows in a file on this machine, as ClickHouse reads them. */
+export interface LocalRows {
+  path: string;
+  /** A ClickHouse input format, e.g. CSVWithNames, RowBinary, Parquet. */
+  format: string;
+  /** The file's columns (`name Type, ...`). */
+  structure: string;
+  /** Settings for parsing the file, e.g. `precise_float_parsing = 1`. */
+  settings?: string;
+}
+
+/**
+ * Runs `use` with a SQL table expression over the rows of a local file, in the file's order. The embedded engine
+ * reads the file itself; a server is sent it as an insert body into a scratch table in the client's database,
+ * dropped afterwards (so every statement of `use` must reach the same server: point the URL at one node, not a
+ * load balancer). Rows come back in insertion order by the scratch table's block numbers.
+ */
+export async function withLocalRows<T>(
+  client: ClickHouseClient,
+  rows: LocalRows,
+  use: (from: string) => Promise<T>,
+): Promise<T> {
+  const settings = rows.settings ? ` SETTINGS ${rows.settings}` : '';
+  if (embedded.has(client)) {
+    const file = `file(${sqlString(resolve(rows.path))}, ${sqlString(rows.format)}, ${sqlString(rows.structure)})`;
+    return use(`(SELECT * FROM ${file}${settings})`);
+  }
+  const scratch = quoteIdentifier(`tributary_scratch_${randomUUID().replaceAll('-', '')}`);
+  await client.command({
+    query: `CREATE TABLE ${scratch} (${rows.structure}) ENGINE = MergeTree ORDER BY tuple()
+            SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1`,
+  });
+  try {
+    await sendBody(client, `INSERT INTO ${scratch}${settings} FORMAT ${rows.format}`, createReadStream(rows.path));
+    return await use(`(SELECT * FROM ${scratch} ORDER BY _block_number, _block_offset)`);
+  } finally {
+    await client.command({ query: `DROP TABLE IF EXISTS ${scratch}` });
+  }
+}
+
+/**
+ * Writes the result of `select` into the local file `path` in `format`, replacing the file. The embedded engine
+ * writes it itself; a server streams it back as the response body.
+ */
+export async function selectIntoLocalFile(
+  client: ClickHouseClient,
+  select: string,
+  path: string,
+  format: string,
+): Promise<void> {
+  if (embedded.has(client)) {
+    await client.command({
+      query: `INSERT INTO FUNCTION file(${sqlString(resolve(path))}, ${sqlString(format)}) ${select}
+              SETTINGS engine_file_truncate_on_insert = 1`,
+    });
+    return;
+  }
+  const result = await client.exec({ query: `${select} FORMAT ${format}` });
+  await pipeline(result.stream, createWriteStream(path));
 }
 
 /** A ClickHouse client for the offline store: the server at `url`, or the embedded engine at `dir`. */

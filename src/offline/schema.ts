@@ -7,6 +7,8 @@ import type { ClickHouseClient } from '@clickhouse/client';
  * insert_deduplication_token values) are remembered per table, so a retried insert with the same token is dropped.
  */
 const DEDUP_WINDOW = 'non_replicated_deduplication_window = 10000';
+/** The same window for Replicated tables, where the hashes live in Keeper per shard. */
+const REPLICATED_DEDUP_WINDOW = 'replicated_deduplication_window = 10000';
 
 /** Where a message sat in Kafka, and when the stream applied it. */
 const COORDINATE_COLUMNS = `
@@ -24,22 +26,40 @@ const RECORD_COLUMNS = `${COORDINATE_COLUMNS},
 // winning. The key ends with the Kafka coordinates, so exactly the re-inserts of one message collapse (its
 // ad_id/event_time never change), and it starts with (ad_id, event_time) for the usual per-ad, time-range queries.
 // Partitions are months of event time; a message always lands in the same one, so duplicates meet on merge.
-const EVENT_TABLE_TAIL = `
-ENGINE = ReplacingMergeTree
-PARTITION BY toYYYYMM(event_time)
-ORDER BY (ad_id, event_time, topic, partition, offset)
-SETTINGS ${DEDUP_WINDOW}`;
+const EVENT_TABLE_KEYS = `PARTITION BY toYYYYMM(event_time)
+ORDER BY (ad_id, event_time, topic, partition, offset)`;
 
-export const OFFLINE_DDL: readonly string[] = [
-  `CREATE TABLE IF NOT EXISTS served_vectors (
+/**
+ * On a cluster, rows go to shards by their Kafka partition: a stream batch is one partition of one topic, so each
+ * insert lands whole on one shard (one block, one dedup token), and the re-inserts of a message meet the original
+ * on its shard, where ReplacingMergeTree and FINAL can collapse them.
+ */
+const BY_KAFKA_PARTITION = 'cityHash64(topic, partition)';
+
+interface Table {
+  name: string;
+  columns: string;
+  engine: 'MergeTree' | 'ReplacingMergeTree';
+  keys: string;
+  /** The Distributed table's sharding key on a cluster. */
+  shardBy: string;
+}
+
+const TABLES: readonly Table[] = [
+  {
+    name: 'served_vectors',
+    columns: `
   event_id String,
   event_time DateTime64(3, 'UTC'),${COORDINATE_COLUMNS},
   vector Array(Float64) COMMENT 'the features a scorer reading the online store then would have used, in definitions order'
-)
-ENGINE = ReplacingMergeTree
-ORDER BY (topic, partition, offset)
-SETTINGS ${DEDUP_WINDOW}`,
-  `CREATE TABLE IF NOT EXISTS impressions (
+`,
+    engine: 'ReplacingMergeTree',
+    keys: 'ORDER BY (topic, partition, offset)',
+    shardBy: BY_KAFKA_PARTITION,
+  },
+  {
+    name: 'impressions',
+    columns: `
   event_id String,
   event_time DateTime64(3, 'UTC'),
   request_id Nullable(String),
@@ -53,9 +73,14 @@ SETTINGS ${DEDUP_WINDOW}`,
   os LowCardinality(String),
   position Nullable(Int32),
   bid Nullable(Float64),${RECORD_COLUMNS}
-)${EVENT_TABLE_TAIL}`,
-
-  `CREATE TABLE IF NOT EXISTS clicks (
+`,
+    engine: 'ReplacingMergeTree',
+    keys: EVENT_TABLE_KEYS,
+    shardBy: BY_KAFKA_PARTITION,
+  },
+  {
+    name: 'clicks',
+    columns: `
   event_id String,
   event_time DateTime64(3, 'UTC'),
   impression_id String,
@@ -68,26 +93,35 @@ SETTINGS ${DEDUP_WINDOW}`,
   publisher_id LowCardinality(String),
   device LowCardinality(String),
   os LowCardinality(String),${RECORD_COLUMNS}
-)${EVENT_TABLE_TAIL}`,
-
+`,
+    engine: 'ReplacingMergeTree',
+    keys: EVENT_TABLE_KEYS,
+    shardBy: BY_KAFKA_PARTITION,
+  },
   // Tile deltas as written per batch, one row per entity and batch (its fields, values and ops side by side: a
   // row per tile cost the embedded engine more than everything else the stream inserts). 'incr' values add up, 'max'
   // values take the maximum. Plain MergeTree (every batch's row is kept); a retried batch is kept out by the insert
-  // deduplication token, not by merges.
-  `CREATE TABLE IF NOT EXISTS feature_tile_batches (
+  // deduplication token, not by merges. On a cluster an entity's rows share a shard, so feature_tiles_current
+  // groups each entity on its shard; a retried batch splits the same way, each shard dropping its part by the token.
+  {
+    name: 'feature_tile_batches',
+    columns: `
   entity String COMMENT 'entity key, e.g. ad:ad-7',
   tile_fields Array(String) COMMENT 'per value, its series id : tile index, e.g. 0.60:29401234',
   tile_values Array(Int64),
   tile_ops Array(Enum8('incr' = 1, 'max' = 2)),
   batch String COMMENT 'topic/partition/firstOffset-lastOffset that wrote the row',
   written_at DateTime64(3, 'UTC')
-)
-ENGINE = MergeTree
-ORDER BY entity
-SETTINGS ${DEDUP_WINDOW}`,
+`,
+    engine: 'MergeTree',
+    keys: 'ORDER BY entity',
+    shardBy: 'cityHash64(entity)',
+  },
+];
 
-  // Each tile's value now, as the online store holds it (for the features that are sums/counts/maxima).
-  `CREATE OR REPLACE VIEW feature_tiles_current AS
+// Each tile's value now, as the online store holds it (for the features that are sums/counts/maxima). A plain view:
+// on a cluster it reads the Distributed table, so it sees every shard.
+const VIEW = (onCluster: string) => `CREATE OR REPLACE VIEW feature_tiles_current${onCluster} AS
 SELECT
   entity,
   field,
@@ -96,12 +130,70 @@ SELECT
   max(written_at) AS written_at
 FROM feature_tile_batches
 ARRAY JOIN tile_fields AS field, tile_values AS value, tile_ops AS op
-GROUP BY entity, field, op`,
-];
+GROUP BY entity, field, op`;
+
+export interface OfflineSchemaOptions {
+  /**
+   * A cluster of the server's remote_servers (with Keeper, and the {shard} and {replica} macros per node): each
+   * table becomes a Replicated local table `<name>_local` on every node plus a Distributed table `<name>` over them,
+   * so readers and writers use the same names as on one server.
+   */
+  cluster?: string;
+}
+
+/** A cluster or database name as an identifier (plain names only: they also go into Keeper paths). */
+export function plainName(what: string, name: string): string {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+    throw new Error(`${what} "${name}" is not a plain name (letters, digits, _)`);
+  return name;
+}
+
+/**
+ * `engine` (with its `args`, e.g. a version column), or on a cluster its Replicated variant, whose replicas of one
+ * shard share a Keeper path. `shard` = '{shard}' for sharded tables, a constant for a table every node holds whole.
+ */
+export function engineOf(engine: string, args: string, cluster: string | undefined, shard = '{shard}'): string {
+  if (!cluster) return args ? `${engine}(${args})` : engine;
+  const replication = `'/clickhouse/tables/${shard}/{database}/{table}', '{replica}'`;
+  return `Replicated${engine}(${args ? `${replication}, ${args}` : replication})`;
+}
+
+/**
+ * The offline schema's DDL, idempotent. `database` names where the Distributed tables find their local ones on each
+ * node (needed with a cluster only).
+ */
+export function offlineDdl(options: OfflineSchemaOptions & { database?: string } = {}): string[] {
+  const { cluster } = options;
+  if (!cluster) {
+    const ddl = TABLES.map(
+      (t) => `CREATE TABLE IF NOT EXISTS ${t.name} (${t.columns})
+ENGINE = ${t.engine}
+${t.keys}
+SETTINGS ${DEDUP_WINDOW}`,
+    );
+    return [...ddl, VIEW('')];
+  }
+  const on = ` ON CLUSTER ${plainName('cluster', cluster)}`;
+  const database = plainName('database', options.database ?? 'default');
+  const ddl = TABLES.flatMap((t) => [
+    `CREATE TABLE IF NOT EXISTS ${t.name}_local${on} (${t.columns})
+ENGINE = ${engineOf(t.engine, '', cluster)}
+${t.keys}
+SETTINGS ${REPLICATED_DEDUP_WINDOW}`,
+    `CREATE TABLE IF NOT EXISTS ${t.name}${on} AS ${t.name}_local
+ENGINE = Distributed(${cluster}, ${database}, ${t.name}_local, ${t.shardBy})`,
+  ]);
+  return [...ddl, VIEW(on)];
+}
 
 /** Creates the offline tables and view in the client's current database if they are missing. */
-export async function ensureOfflineSchema(client: ClickHouseClient): Promise<void> {
-  for (const query of OFFLINE_DDL) await client.command({ query });
+export async function ensureOfflineSchema(client: ClickHouseClient, options: OfflineSchemaOptions = {}): Promise<void> {
+  let database: string | undefined;
+  if (options.cluster) {
+    const rs = await client.query({ query: 'SELECT currentDatabase() AS d', format: 'JSONEachRow' });
+    database = (await rs.json<{ d: string }>())[0]?.d;
+  }
+  for (const query of offlineDdl({ ...options, database })) await client.command({ query });
 }
 
 /** Empties the tables the stream writes (the embedded default rebuilds them from the file log on each start). */

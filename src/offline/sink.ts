@@ -174,13 +174,15 @@ export class OfflineSink {
       const columns = COLUMNS[part] as NativeColumn<(typeof values)[number]>[];
       // The token is this statement's setting, not the session's (on the embedded engine a session-wide one would
       // silently dedup the client's later token-less inserts: clickhouse.ts). async_insert = 0: insert dedup by
-      // token is the synchronous path's (chdb defaults async_insert to 1).
+      // token is the synchronous path's (chdb defaults async_insert to 1). insert_distributed_sync = 1: through a
+      // cluster's Distributed table the insert returns once the shards have the rows, token included, so the stream
+      // commits offsets only after that; a queued (background) insert could also batch blocks and defeat the token.
       inserts.push(
         insertNative(this.client, {
           table,
           columns: columns.map((c) => c.name),
           block: nativeBlock(columns, values),
-          settings: { insert_deduplication_token: `${batchId}:${table}`, async_insert: 0 },
+          settings: { insert_deduplication_token: `${batchId}:${table}`, async_insert: 0, insert_distributed_sync: 1 },
         }),
       );
     }

@@ -134,7 +134,7 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
     checkpoints = new MemoryCheckpoints();
   }
   if (o.offline) {
-    await ensureOfflineSchema(o.offline);
+    await ensureOfflineSchema(o.offline, { cluster: config.clickhouseCluster });
     if (embedded) await clearStreamTables(o.offline);
   }
 

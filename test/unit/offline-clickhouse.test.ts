@@ -1,12 +1,10 @@
 // The offline store on the real embedded engine (chdb) in a temp dir: no server needed.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { type ClickHouseClient, createClient } from '@clickhouse/client';
+import type { ClickHouseClient } from '@clickhouse/client';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { generate } from '../../src/events/generator.ts';
 import type { AdImpression } from '../../src/events/types.ts';
@@ -23,6 +21,7 @@ import {
   type TileRow,
   tileRowsOf,
 } from '../../src/offline/sink.ts';
+import { startClickHouseHttp } from '../support/clickhouse-http.ts';
 
 const T0 = Date.UTC(2026, 0, 15, 12, 0, 0, 123);
 
@@ -194,44 +193,33 @@ describe('offline store on the embedded ClickHouse engine', () => {
 
   it('inserts into a server as its HTTP interface takes Native blocks (dedup token included)', async () => {
     await open();
-    await ensureOfflineSchema(client);
-    // The server's side of an insert, in front of the real engine: the statement from the URL, the block from the
-    // body (the engine reads it from a file, as it does the embedded engine's own blocks).
-    const statements: string[] = [];
-    const front = createServer((req, res) => {
-      const query = new URL(req.url ?? '/', 'http://x').searchParams.get('query') ?? '';
-      const body: Buffer[] = [];
-      req.on('data', (b: Buffer) => body.push(b));
-      req.on('end', async () => {
-        try {
-          if (!query.endsWith(' FORMAT Native')) throw new Error(`not a Native insert: ${query}`);
-          statements.push(query);
-          const path = join(dir, `block-${statements.length}.native`);
-          writeFileSync(path, Buffer.concat(body));
-          await client.command({
-            query: `${query.slice(0, -' FORMAT Native'.length)} SELECT * FROM file('${path}', 'Native')`,
-          });
-          res.end();
-        } catch (err) {
-          res.statusCode = 500;
-          res.end(String(err));
-        }
-      });
-    });
-    await new Promise<void>((ok) => front.listen(0, '127.0.0.1', ok));
-    const server = createClient({ url: `http://127.0.0.1:${(front.address() as AddressInfo).port}` });
+    // The schema and the inserts through the HTTP client, to a stand-in answered by the same engine.
+    const http = await startClickHouseHttp(dir);
+    const server = await openClickHouse({ url: http.url, dir: 'unused', database: `t${db}` });
     try {
+      await ensureOfflineSchema(server);
       const batch = { impressions: [impression(0), impression(1)], clicks: [click(0)], tiles: [] };
       const sink = new OfflineSink(server);
+      const seen = http.statements.length;
       await sink.writeBatch('b1', batch);
       await sink.writeBatch('b1', batch);
-      expect(statements).toHaveLength(4);
-      expect(statements.every((q) => q.includes("insert_deduplication_token = 'b1:"))).toBe(true);
+      const inserts = http.statements.slice(seen);
+      expect(inserts).toHaveLength(4);
+      // The block arrived as the body of `INSERT ... FORMAT Native` (the stand-in reads it from its own file), with
+      // the settings a cluster's Distributed table needs to keep the token (schema.ts).
+      expect(
+        inserts.every(
+          (q) =>
+            q.includes("insert_deduplication_token = 'b1:") &&
+            q.includes('insert_distributed_sync = 1') &&
+            q.includes("'Native')"),
+        ),
+      ).toBe(true);
       expect(await rows('impressions', 'offset')).toEqual(batch.impressions);
       expect(await rows('clicks', 'offset')).toEqual(batch.clicks);
     } finally {
       await server.close();
-      front.close();
+      await http.close();
     }
   });
 
