@@ -38,17 +38,9 @@ export async function topicsWithSmallDeadLetters(kafka: Kafka, namespace: string
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await admin.createTopics({
-      waitForLeaders: true,
-      topics: [
-        {
-          topic: deadLetterTopic(namespace),
-          numPartitions: 3,
-          configEntries: [{ name: 'max.message.bytes', value: String(maxBytes) }],
-        },
-      ],
+    await ensureTopics(admin, allTopics(namespace), 3, {
+      configs: { [deadLetterTopic(namespace)]: { 'max.message.bytes': String(maxBytes) } },
     });
-    await ensureTopics(admin, allTopics(namespace), 3);
   } finally {
     await admin.disconnect();
   }
