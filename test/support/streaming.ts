@@ -54,7 +54,8 @@ export function asEventLog(log: Kafka | EventLog): EventLog {
 /**
  * Publishes the log and five bad messages; returns the log and how many messages are sent per topic in all.
  * With `holdBack`, that share of the log (its end) is published only when the test calls `publishRest()`: at once,
- * or in `rounds` sends `pauseMs` apart (production that lasts), calling `onRound` after each.
+ * or in `rounds` sends `pauseMs` apart (production that lasts), calling `onRound` after each with the count of held
+ * back events published so far (`held` in all).
  */
 export async function publishScenario(
   target: Kafka | EventLog,
@@ -80,7 +81,7 @@ export async function publishScenario(
       if (round > 0 && pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
       for (const r of records.slice(round * per, (round + 1) * per)) await publisher.add(r);
       await publisher.flush();
-      onRound?.(round + 1);
+      onRound?.(round + 1, Math.min(records.length, (round + 1) * per));
     }
     if (extra.length) await producer.send(extra);
     await producer.disconnect();
@@ -103,13 +104,19 @@ export async function publishScenario(
     { topic: topicOf('impression', namespace), messages: bad.map((b) => ({ key: 'bad', value: b.value })) },
   ]);
   const sent = log.filter((r) => r.record.kind === 'impression' || r.record.kind === 'click').length + bad.length;
-  return { log, bad, sent, publishRest: (rounds?: Rounds) => publish(log.slice(split), [], rounds) };
+  return {
+    log,
+    bad,
+    sent,
+    held: log.length - split,
+    publishRest: (rounds?: Rounds) => publish(log.slice(split), [], rounds),
+  };
 }
 
 interface Rounds {
   rounds?: number;
   pauseMs?: number;
-  onRound?: (round: number) => void;
+  onRound?: (round: number, published: number) => void;
 }
 
 export interface ReadBack {
