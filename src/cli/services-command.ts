@@ -9,9 +9,11 @@ const SCRIPT = join(dirname(fileURLToPath(import.meta.url)), '../../scripts/serv
 export function registerServicesCommand(program: Command): void {
   program
     .command('services')
-    .description('install, start, stop or show the local Kafka (KRaft), Valkey, Valkey Cluster and Schema Registry')
+    .description(
+      'install, start, stop or show the local Kafka (KRaft), Kafka cluster, Valkey, Valkey Cluster and Schema Registry',
+    )
     .argument('<action>', 'install | start | stop | status')
-    .argument('[names...]', 'kafka valkey valkey-cluster registry (default: all)')
+    .argument('[names...]', 'kafka kafka-cluster valkey valkey-cluster registry (default: all)')
     .addHelpText('after', '\nExamples:\n  tributary services start\n  tributary services status kafka')
     .action((action: string, names: string[]) => {
       const r = spawnSync('bash', [SCRIPT, action, ...names], { stdio: 'inherit' });

@@ -2,5 +2,5 @@
 import { SERVERS, setupServers } from './global-setup.ts';
 
 export default function setup(): Promise<() => Promise<void>> {
-  return setupServers([...SERVERS, 'valkey-cluster']);
+  return setupServers([...SERVERS, 'valkey-cluster', 'kafka-cluster']);
 }

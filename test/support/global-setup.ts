@@ -13,6 +13,7 @@ const PORTS: Record<string, number> = {
   valkey: Number(process.env.VALKEY_PORT ?? 6379),
   'valkey-cluster': Number(process.env.VALKEY_CLUSTER_PORT ?? 7101),
   kafka: Number(process.env.KAFKA_PORT ?? 9092),
+  'kafka-cluster': Number(process.env.KAFKA_CLUSTER_PORT ?? 9191),
   registry: Number(process.env.REGISTRY_PORT ?? 8081),
 };
 

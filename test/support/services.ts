@@ -4,6 +4,10 @@ import { createServer } from 'node:net';
 import { promisify } from 'node:util';
 
 export const KAFKA_BROKERS = [`127.0.0.1:${process.env.KAFKA_PORT ?? '9092'}`];
+/** The local three-broker Kafka (scripts/services/kafka-cluster.sh): brokers at KAFKA_CLUSTER_PORT and the two after. */
+export const KAFKA_CLUSTER_BROKERS = [0, 1, 2].map(
+  (i) => `127.0.0.1:${Number(process.env.KAFKA_CLUSTER_PORT ?? 9191) + i}`,
+);
 export const VALKEY_URL = `redis://127.0.0.1:${process.env.VALKEY_PORT ?? '6379'}`;
 /** A node of the local Valkey Cluster (scripts/services/valkey-cluster.sh): any node names the cluster. */
 export const VALKEY_CLUSTER_URL = `redis://127.0.0.1:${process.env.VALKEY_CLUSTER_PORT ?? '7101'}`;

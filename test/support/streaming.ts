@@ -38,17 +38,9 @@ export async function topicsWithSmallDeadLetters(kafka: Kafka, namespace: string
   const admin = kafka.admin();
   await admin.connect();
   try {
-    await admin.createTopics({
-      waitForLeaders: true,
-      topics: [
-        {
-          topic: deadLetterTopic(namespace),
-          numPartitions: 3,
-          configEntries: [{ name: 'max.message.bytes', value: String(maxBytes) }],
-        },
-      ],
+    await ensureTopics(admin, allTopics(namespace), 3, {
+      configs: { [deadLetterTopic(namespace)]: { 'max.message.bytes': String(maxBytes) } },
     });
-    await ensureTopics(admin, allTopics(namespace), 3);
   } finally {
     await admin.disconnect();
   }
@@ -61,8 +53,9 @@ export function asEventLog(log: Kafka | EventLog): EventLog {
 
 /**
  * Publishes the log and five bad messages; returns the log and how many messages are sent per topic in all.
- * With `holdBack`, that share of the log (its end) is published only when the test calls `publishRest()`. Topics
- * have `partitions` partitions (when this creates them).
+ * With `holdBack`, that share of the log (its end) is published only when the test calls `publishRest()`: at once,
+ * or in `rounds` sends `pauseMs` apart (production that lasts), calling `onRound` after each with the count of held
+ * back events published so far (`held` in all). Topics have `partitions` partitions (when this creates them).
  */
 export async function publishScenario(
   target: Kafka | EventLog,
@@ -75,12 +68,21 @@ export async function publishScenario(
   await eventLog.ensureTopics(allTopics(namespace), partitions);
   const log = generate(gen);
   const split = Math.round(log.length * (1 - holdBack));
-  const publish = async (records: typeof log, extra: { topic: string; messages: OutMessage[] }[] = []) => {
+  const publish = async (
+    records: typeof log,
+    extra: { topic: string; messages: OutMessage[] }[] = [],
+    { rounds = 1, pauseMs = 0, onRound }: Rounds = {},
+  ) => {
     const producer = eventLog.producer();
     await producer.connect();
     const publisher = new EventPublisher(producer, serde, namespace);
-    for (const r of records) await publisher.add(r);
-    await publisher.flush();
+    const per = Math.ceil(records.length / rounds);
+    for (let round = 0; round < rounds; round++) {
+      if (round > 0 && pauseMs > 0) await new Promise((r) => setTimeout(r, pauseMs));
+      for (const r of records.slice(round * per, (round + 1) * per)) await publisher.add(r);
+      await publisher.flush();
+      onRound?.(round + 1, Math.min(records.length, (round + 1) * per));
+    }
     if (extra.length) await producer.send(extra);
     await producer.disconnect();
   };
@@ -102,7 +104,19 @@ export async function publishScenario(
     { topic: topicOf('impression', namespace), messages: bad.map((b) => ({ key: 'bad', value: b.value })) },
   ]);
   const sent = log.filter((r) => r.record.kind === 'impression' || r.record.kind === 'click').length + bad.length;
-  return { log, bad, sent, publishRest: () => publish(log.slice(split)) };
+  return {
+    log,
+    bad,
+    sent,
+    held: log.length - split,
+    publishRest: (rounds?: Rounds) => publish(log.slice(split), [], rounds),
+  };
+}
+
+interface Rounds {
+  rounds?: number;
+  pauseMs?: number;
+  onRound?: (round: number, published: number) => void;
 }
 
 export interface ReadBack {
@@ -197,7 +211,7 @@ export async function expectSameVectors(
 
 /** A stream service on real Kafka/Valkey under `namespace` (group `<namespace>stream`), as the tests run it. */
 export function testStream(
-  kafka: Kafka,
+  kafka: Kafka | EventLog,
   valkey: Valkey | Cluster,
   features: FeatureSet,
   namespace: string,
