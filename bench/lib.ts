@@ -12,6 +12,9 @@ export const SERVERS = {
   kafka: [`127.0.0.1:${process.env.KAFKA_PORT ?? '9092'}`],
   valkey: `redis://127.0.0.1:${process.env.VALKEY_PORT ?? '6379'}`,
   registry: `http://127.0.0.1:${process.env.REGISTRY_PORT ?? '8081'}/apis/ccompat/v7`,
+  /** The three-broker Kafka and the Valkey Cluster (kafka-cluster.sh, valkey-cluster.sh). */
+  kafkaCluster: [0, 1, 2].map((i) => `127.0.0.1:${Number(process.env.KAFKA_CLUSTER_PORT ?? 9191) + i}`),
+  valkeyCluster: `redis://127.0.0.1:${process.env.VALKEY_CLUSTER_PORT ?? '7101'}`,
 };
 
 /** An embedded ClickHouse in a fresh temp dir with the offline schema, as `tributary stream` opens it; close removes it. */

@@ -9,10 +9,11 @@ import { backfillBench } from './backfill.ts';
 import { backfillIoBench } from './backfill-io.ts';
 import { type Bench, formatTable, Meter, type Row, SERVERS, writeResults } from './lib.ts';
 import { rankBench } from './rank.ts';
+import { scaleBench } from './scale.ts';
 import { streamBench } from './stream.ts';
 
 /** Every benchmark, in the order they run. Add new ones here. */
-const BENCHES: Bench[] = [streamBench, rankBench, backfillBench, backfillIoBench as Bench];
+const BENCHES: Bench[] = [streamBench, rankBench, backfillBench, backfillIoBench as Bench, scaleBench as Bench];
 
 const optionNames = new Set(BENCHES.flatMap((b) => Object.keys(b.options)));
 const { values: flags, positionals } = parseArgs({

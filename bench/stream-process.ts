@@ -3,7 +3,6 @@
 // the embedded ClickHouse in a temp dir. Its own process so that its CPU, memory and event loop are its own: the
 // bench's producer and probes run beside it, as other processes would. It reports over IPC when Valkey acknowledged
 // each batch's write (epoch ms), how far it got, and what a phase cost it.
-import { Valkey } from 'iovalkey';
 import pino from 'pino';
 import { createRegistryClient } from '../src/events/registry.ts';
 import { EventSerde } from '../src/events/serde.ts';
@@ -13,6 +12,7 @@ import { DEFAULT_GROUPS } from '../src/features/definitions.ts';
 import { createKafka } from '../src/kafka/client.ts';
 import { KafkaEventLog } from '../src/kafka/event-log.ts';
 import { OfflineSink } from '../src/offline/sink.ts';
+import { connectValkey } from '../src/online/connect.ts';
 import type { TileWriter } from '../src/online/contract.ts';
 import type { AdmittedEvents } from '../src/online/part-writer.ts';
 import { ValkeyStore } from '../src/online/valkey-store.ts';
@@ -32,10 +32,14 @@ export type ToStream =
       offline: boolean;
       maxBatch: number;
       latenessMs: number;
+      /** Where the log and the online store are (default: SERVERS' single nodes). */
+      kafka?: string[];
+      valkey?: string;
     }
   | { type: 'meter'; label: string; profileDir?: string }
   | { type: 'measure' }
   | { type: 'reach'; events: number }
+  | { type: 'processed' }
   | { type: 'batches' }
   | { type: 'stop' };
 
@@ -45,6 +49,7 @@ export type FromStream =
   | { type: 'metered' }
   | { type: 'measured'; seconds: number; cpuSeconds: number; peakRssMB: number }
   | { type: 'reached' }
+  | { type: 'processed'; events: number }
   | { type: 'batches'; count: number; ms: number }
   | { type: 'written'; source: string; offset: number; at: number }
   | { type: 'failed'; message: string }
@@ -75,7 +80,10 @@ const closers: (() => Promise<void> | void)[] = [];
 
 async function start(m: Extract<ToStream, { type: 'start' }>) {
   const features = new FeatureSet(DEFAULT_GROUPS);
-  const client = new Valkey(SERVERS.valkey, { enableAutoPipelining: true, maxRetriesPerRequest: null });
+  const client = await connectValkey(m.valkey ?? SERVERS.valkey, {
+    enableAutoPipelining: true,
+    maxRetriesPerRequest: null,
+  });
   closers.push(() => client.disconnect());
   const store = new ValkeyStore(client, {
     features,
@@ -95,7 +103,10 @@ async function start(m: Extract<ToStream, { type: 'start' }>) {
   metrics = new StreamMetrics();
   service = new StreamService(
     {
-      eventLog: new KafkaEventLog(createKafka(SERVERS.kafka, 'tributary-bench-stream'), SERVERS.kafka),
+      eventLog: new KafkaEventLog(
+        createKafka(m.kafka ?? SERVERS.kafka, 'tributary-bench-stream'),
+        m.kafka ?? SERVERS.kafka,
+      ),
       serde,
       features,
       online: m.online ? new ReportWrites(store) : undefined,
@@ -139,6 +150,8 @@ process.on('message', async (m: ToStream) => {
         while (s.processed < m.events) await new Promise((r) => setTimeout(r, 2));
         return send({ type: 'reached' });
       }
+      case 'processed':
+        return send({ type: 'processed', events: service?.processed ?? 0 });
       case 'batches':
         return send({ type: 'batches', ...(await batches()) });
       case 'stop':

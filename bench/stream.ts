@@ -96,7 +96,7 @@ type BatchStats = { count: number; ms: number };
 type StreamRun = Run & { batches: { throughput: BatchStats; latency: BatchStats } };
 
 /** The stream under measurement in its own process (stream-process.ts), and when it wrote each batch to Valkey. */
-class StreamProcess {
+export class StreamProcess {
   private readonly child = fork(fileURLToPath(new URL('./stream-process.ts', import.meta.url)), [], {
     execArgv: ['--import', 'tsx'],
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
