@@ -61,12 +61,17 @@ export async function rankingClient(url: string): Promise<Redis | Cluster> {
   };
   if (!(await isClusterNode(url))) return new Valkey(url, { enableAutoPipelining: true, ...nodeOptions });
   const { username, password, ...seed } = clusterSeed(url);
-  return new Cluster([seed], {
+  const cluster = new Cluster([seed], {
     enableAutoPipelining: true,
     enableOfflineQueue: false,
     clusterRetryStrategy: nodeOptions.retryStrategy,
     redisOptions: { ...nodeOptions, username, password },
   });
+  // A node's connection opens on its first command, which without an offline queue fails: open each as it is known.
+  cluster.on('+node', (node: Redis) => {
+    node.connect().catch(() => {});
+  });
+  return cluster;
 }
 
 /**

@@ -1,9 +1,13 @@
 // The online store in Valkey, in the parts layout (parts.ts): one hash per entity, `tb:{<entity key>}`, with a field
 // per source partition that writes it (its part, JSON) and that partition's marker "@<topic>/<partition>" (the last
 // batch end applied from it). The stream's state (part-writer.ts) loads a part on an entity's first touch and writes
-// each touched one whole after a batch: one call per batch (on a Cluster, one per hash). A read is one call for
-// every entity of a plan.
+// each touched one whole after a batch: one call per batch. A read is one call for every entity of a plan. On a
+// Cluster, one call per master: the scripts' cross-slot variants run on the master holding every hash they are
+// given (Valkey lets a script flagged allow-cross-slot-keys touch any slot its node serves); where that fails (a slot
+// moving, a failover) the hashes go one per call through the Cluster client, which follows the redirections.
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import calculateSlot from 'cluster-key-slot';
 import type { Cluster, Redis } from 'iovalkey';
 import type { FeatureSet } from '../features/compile.ts';
 import type { ReadRequest, ReadResult } from '../features/read-plan.ts';
@@ -15,6 +19,27 @@ import type { TrackedReadCache } from './read-cache.ts';
 /** A script of lua/ (each says what it takes and does). */
 const lua = (name: string) => readFileSync(new URL(`./lua/${name}.lua`, import.meta.url), 'utf8');
 
+/** A script as sent to one master of a Cluster: its hashes passed after their count in ARGV, not as KEYS. */
+interface NodeScript {
+  source: string;
+  sha: string;
+}
+
+function crossSlot(name: string): NodeScript {
+  const source = `#!lua flags=allow-cross-slot-keys
+local n = tonumber(ARGV[1])
+local KEYS, ARGV = { unpack(ARGV, 2, n + 1) }, { unpack(ARGV, n + 2) }
+${lua(name)}`;
+  return { source, sha: createHash('sha1').update(source).digest('hex') };
+}
+
+const NODE_SCRIPTS = {
+  tbLoadParts: crossSlot('load-parts'),
+  tbWriteParts: crossSlot('write-parts'),
+  tbReadParts: crossSlot('read-parts'),
+};
+type ScriptName = keyof typeof NODE_SCRIPTS;
+
 /** Hashes per script call: Valkey runs one script at a time, so no call holds it up long. */
 const CALL_KEYS = 1000;
 
@@ -24,7 +49,7 @@ const MAX_EXPIRE_SET = 400_000;
 type Client = (Redis | Cluster) & {
   tbLoadParts(numKeys: number, ...args: (string | number)[]): Promise<string>;
   tbWriteParts(numKeys: number, ...args: (string | number)[]): Promise<number>;
-  tbReadParts(numKeys: number, ...keys: string[]): Promise<string>;
+  tbReadParts(numKeys: number, ...args: (string | number)[]): Promise<string>;
 };
 
 export interface ValkeyStoreOptions {
@@ -85,9 +110,7 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
   }
 
   async loadParts(keys: readonly string[], source: string): Promise<(Part | null)[]> {
-    return (await this.calls(keys, (hashes) =>
-      this.client.tbLoadParts(hashes.length, ...hashes, source),
-    )) as (Part | null)[];
+    return (await this.answers('tbLoadParts', keys, () => [source])) as (Part | null)[];
   }
 
   async writeParts(keys: readonly string[], parts: readonly string[], source: string, endOffset: number) {
@@ -110,38 +133,107 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
     const hashes = expire.keys.concat(keep.keys);
     const values = expire.values.concat(keep.values);
     const ttl = this.options.ttlSeconds;
-    await this.chunks(hashes.length, (from, to) =>
-      this.client.tbWriteParts(
-        to - from,
-        ...hashes.slice(from, to),
-        source,
-        endOffset,
-        ttl,
-        Math.max(0, Math.min(to, expiring) - from),
-        ...values.slice(from, to),
-      ),
-    );
+    // Each call's share of the hashes keeps their order: those to be given the TTL first, and their count.
+    await this.calls('tbWriteParts', hashes, (slice) => [
+      source,
+      endOffset,
+      ttl,
+      slice.filter((i) => i < expiring).length,
+      ...slice.map((i) => values[i] as string),
+    ]);
   }
 
-  /** Calls over items [0, n) in slices of a bounded size (one item each on a Cluster: a call's keys share a slot). */
-  private chunks<T>(n: number, call: (from: number, to: number) => Promise<T>): Promise<T[]> {
-    const step = this.client.isCluster ? 1 : CALL_KEYS;
-    const calls: Promise<T>[] = [];
-    for (let from = 0; from < n; from += step) calls.push(call(from, Math.min(n, from + step)));
-    return Promise.all(calls);
+  /**
+   * Runs a script over `hashes` in calls of at most CALL_KEYS, each given its share (indexes into `hashes`, in order)
+   * and the arguments `args` makes of it; answers each call's share and reply. On a Cluster, calls go to the master
+   * holding their hashes (by the client's slot map); a call that fails there is made again per hash through the
+   * Cluster client (the scripts are idempotent: a write never replaces a part with an earlier one).
+   */
+  private async calls(
+    script: ScriptName,
+    hashes: readonly string[],
+    args: (slice: number[]) => (string | number)[],
+  ): Promise<{ slice: number[]; reply: unknown }[]> {
+    const out: { slice: number[]; reply: unknown }[] = [];
+    const perCall = (slice: number[], call: () => Promise<unknown>) =>
+      call().then((reply) => {
+        out.push({ slice, reply });
+      });
+    const onClient = (slice: number[]) =>
+      perCall(
+        slice,
+        () =>
+          this.client[script](
+            slice.length,
+            ...slice.map((i) => hashes[i] as string),
+            ...args(slice),
+          ) as Promise<unknown>,
+      );
+    if (!this.client.isCluster) {
+      const calls: Promise<void>[] = [];
+      for (let from = 0; from < hashes.length; from += CALL_KEYS) {
+        const slice = Array.from({ length: Math.min(hashes.length, from + CALL_KEYS) - from }, (_, j) => from + j);
+        calls.push(onClient(slice));
+      }
+      await Promise.all(calls);
+      return out;
+    }
+    const cluster = this.client as Cluster;
+    const masters = new Map(cluster.nodes('master').map((n) => [`${n.options.host}:${n.options.port}`, n]));
+    const byNode = new Map<Redis | undefined, number[]>();
+    for (let i = 0; i < hashes.length; i++) {
+      const node = masters.get(cluster.slots[calculateSlot(hashes[i] as string)]?.[0] ?? '');
+      const slice = byNode.get(node) ?? [];
+      byNode.set(node, slice);
+      slice.push(i);
+    }
+    const calls: Promise<void>[] = [];
+    for (const [node, all] of byNode)
+      for (let from = 0; from < all.length; from += CALL_KEYS) {
+        const slice = all.slice(from, from + CALL_KEYS);
+        const one = (i: number) => onClient([i]);
+        const each = () => Promise.all(slice.map(one)).then(() => {});
+        if (node === undefined) calls.push(each());
+        else
+          calls.push(
+            perCall(slice, () =>
+              onNode(
+                node,
+                script,
+                slice.map((i) => hashes[i] as string),
+                args(slice),
+              ),
+            ).catch(each),
+          );
+      }
+    await Promise.all(calls);
+    return out;
   }
 
-  /** One script over entities' hashes, answering a JSON array each call: the answers in entity order. */
-  private async calls(entities: readonly string[], call: (hashes: string[]) => Promise<string>): Promise<unknown[]> {
-    const replies = await this.chunks(entities.length, (from, to) =>
-      call(entities.slice(from, to).map((k) => this.entityHash(k))),
+  /** A script over entities' hashes, answering a JSON array per call: the answers in entity order. */
+  private async answers(
+    script: ScriptName,
+    entities: readonly string[],
+    args: (slice: number[]) => (string | number)[] = () => [],
+  ): Promise<unknown[]> {
+    const all = new Array<unknown>(entities.length);
+    const replies = await this.calls(
+      script,
+      entities.map((k) => this.entityHash(k)),
+      args,
     );
-    return replies.flatMap((r) => JSON.parse(r) as unknown[]);
+    for (const { slice, reply } of replies) {
+      const got = JSON.parse(reply as string) as unknown[];
+      slice.forEach((i, j) => {
+        all[i] = got[j];
+      });
+    }
+    return all;
   }
 
   /** Every part of each entity. */
   private fetch(keys: readonly string[]): Promise<Part[][]> {
-    return this.calls(keys, (hashes) => this.client.tbReadParts(hashes.length, ...hashes)) as Promise<Part[][]>;
+    return this.answers('tbReadParts', keys) as Promise<Part[][]>;
   }
 
   /** Cached entities being read now, by entity key: a concurrent read of one waits for it. */
@@ -242,5 +334,16 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
   /** Every part of each entity, as stored (for a served-vector overlay). */
   readParts(keys: readonly string[]): Promise<Part[][]> {
     return this.fetch(keys);
+  }
+}
+
+/** Runs a script's cross-slot variant on one master (loading it there if it is not yet). */
+async function onNode(node: Redis, script: ScriptName, hashes: string[], args: (string | number)[]): Promise<unknown> {
+  const { sha, source } = NODE_SCRIPTS[script];
+  try {
+    return await node.evalsha(sha, 0, hashes.length, ...hashes, ...args);
+  } catch (err) {
+    if (!(err as Error).message.startsWith('NOSCRIPT')) throw err;
+    return node.eval(source, 0, hashes.length, ...hashes, ...args);
   }
 }

@@ -42,7 +42,7 @@ describe('many stream processes in one group', () => {
     const many = `sp${stamp}m.`;
     // Published alike (the held-back end after the bad messages), so offsets match between the runs.
     await (await publishScenario(kafka, serde, single, scenario, { partitions: 6, holdBack: 0.7 })).publishRest();
-    // The end of the log comes in the middle of the changes: the later ones land while there is work.
+    // The end of the log is produced through the changes, so each lands while there is work.
     const { publishRest } = await publishScenario(kafka, serde, many, scenario, { partitions: 6, holdBack: 0.7 });
     const dirs = { single: mkdtempSync(join(tmpdir(), 'sp-single-')), many: mkdtempSync(join(tmpdir(), 'sp-many-')) };
 
@@ -51,6 +51,7 @@ describe('many stream processes in one group', () => {
     let offline = runs.start(many, dirs.many, OFFLINE);
     const online = [runs.start(many, dirs.many, ONLINE), runs.start(many, dirs.many, ONLINE)];
     online.push(runs.start(many, dirs.many, ONLINE));
+    const producing = publishRest({ rounds: 30, pauseMs: 400 });
     const events: string[] = [];
     const step = async (what: string, act: () => Promise<void> | void) => {
       await sleep(1500 + Math.random() * 1000);
@@ -65,7 +66,6 @@ describe('many stream processes in one group', () => {
     await step('add a process', () => {
       online.push(runs.start(many, dirs.many, ONLINE));
     });
-    await publishRest();
     await step('SIGKILL the offline process and restart it', async () => {
       offline.kill('SIGKILL');
       await exited(offline);
@@ -79,6 +79,7 @@ describe('many stream processes in one group', () => {
     await step('add a process', () => {
       online.push(runs.start(many, dirs.many, ONLINE));
     });
+    await producing;
     console.log(`stream processes: ${events.join(', ')}; ${online.length} online processes at the end`);
     await runs.untilCaughtUp(many, online);
     await runs.untilCaughtUp(many, [offline], 'tributary-offline');

@@ -97,6 +97,12 @@ describe('tributary stream on a Valkey Cluster', () => {
         },
         { readTimeoutMs: 5000 },
       );
+      // Rankings answer on defaults until scoring's connections are up (it never waits for one).
+      const nodes = () => (scoring.valkey as Cluster).nodes('master');
+      await until(
+        'scoring to reach every master',
+        () => nodes().length === 3 && nodes().every((n) => n.status === 'ready'),
+      );
       const time = Math.max(...contexts.map((c) => c.event_time)) + 60_000;
       for (let k = 0; k < 5; k++) {
         const at = contexts[(k * 613) % contexts.length] as AdImpression;
