@@ -1,7 +1,7 @@
 import { defineConfig } from 'vitest/config';
 
 // One set of real local servers serves every file of a project; files run one at a time so topics don't race, and
-// the cluster project runs after the integration one (groupOrder) so the two never load the machine together.
+// the cluster project is a group of its own (groupOrder), so it never runs beside the integration one.
 const servers = { fileParallelism: false, testTimeout: 60_000, hookTimeout: 120_000 };
 
 export default defineConfig({

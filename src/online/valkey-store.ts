@@ -75,6 +75,8 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
   private readonly prefix: string;
   private readonly parts: PartLayout;
   private readonly writer: PartWriter;
+  /** On a Cluster, hashes sent one per call because their master's call failed or their slot's master was unknown. */
+  perHashCalls = 0;
   /** When (epoch ms) this process last set each hash's TTL. */
   private readonly expireSet = new Map<string, number>();
 
@@ -192,7 +194,10 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
       for (let from = 0; from < all.length; from += CALL_KEYS) {
         const slice = all.slice(from, from + CALL_KEYS);
         const one = (i: number) => onClient([i]);
-        const each = () => Promise.all(slice.map(one)).then(() => {});
+        const each = () => {
+          this.perHashCalls += slice.length;
+          return Promise.all(slice.map(one)).then(() => {});
+        };
         if (node === undefined) calls.push(each());
         else
           calls.push(

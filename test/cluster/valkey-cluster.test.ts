@@ -66,6 +66,8 @@ describe('tributary stream on a Valkey Cluster', () => {
     await until('the stream to process every message', () => service.processed >= sent, 40_000);
     await service.stop();
     expect(service.processed).toBe(sent);
+    // Every write and load went to its master in calls of many hashes, none one by one.
+    expect(online.perHashCalls).toBe(0);
 
     // Entity hashes and checkpoints on every master, none of them holding most of the state.
     const byMaster = await keysByMaster(cluster, `${ns}*`);

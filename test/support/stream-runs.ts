@@ -35,8 +35,11 @@ export class StreamRuns {
     );
   }
 
-  /** A `tributary stream` process (small batches, 1 h lateness) writing its ClickHouse at `dir`. */
-  start(ns: string, dir: string, args: string[] = ['--record-served']): ChildProcess {
+  /**
+   * A `tributary stream` process (small batches, 1 h lateness) writing its ClickHouse: the embedded engine at a
+   * directory, or a server at a URL.
+   */
+  start(ns: string, offline: OfflineAt, args: string[] = ['--record-served']): ChildProcess {
     const child = spawn(
       process.execPath,
       [
@@ -58,7 +61,7 @@ export class StreamRuns {
           TRIBUTARY_KAFKA: KAFKA_BROKERS.join(','),
           TRIBUTARY_SCHEMA_REGISTRY: REGISTRY_URL,
           TRIBUTARY_VALKEY: this.valkeyUrl,
-          TRIBUTARY_CLICKHOUSE_DIR: dir,
+          ...clickhouseEnv(offline),
           TRIBUTARY_LOG_LEVEL: process.env.STREAM_RUNS_LOG_LEVEL ?? 'warn',
         },
         stdio: ['ignore', 'inherit', 'inherit'],
@@ -89,8 +92,8 @@ export class StreamRuns {
   }
 
   /** One process from where the group is to the end of the log. */
-  async runToEnd(ns: string, dir: string, args?: string[]): Promise<void> {
-    await this.untilCaughtUp(ns, [this.start(ns, dir, args)]);
+  async runToEnd(ns: string, offline: OfflineAt, args?: string[]): Promise<void> {
+    await this.untilCaughtUp(ns, [this.start(ns, offline, args)]);
   }
 
   stopAll(): void {
@@ -146,12 +149,18 @@ export class StreamRuns {
   }
 }
 
+/** A run's ClickHouse: the embedded engine's directory, or a server's URL. */
+export type OfflineAt = string | { url: string };
+
+const clickhouseEnv = (at: OfflineAt) =>
+  typeof at === 'string' ? { TRIBUTARY_CLICKHOUSE_DIR: at } : { TRIBUTARY_CLICKHOUSE: at.url };
+
 /** `tributary parity` over a run's ClickHouse: its exit code and last line. */
-export async function parity(dir: string): Promise<{ code: number; line: string }> {
+export async function parity(at: OfflineAt): Promise<{ code: number; line: string }> {
   const run = promisify(execFile)(
     process.execPath,
     ['--import', 'tsx', 'src/cli/main.ts', 'parity', '--allowed-lateness', '1h'],
-    { env: { ...process.env, TRIBUTARY_CLICKHOUSE_DIR: dir }, maxBuffer: 64 << 20 },
+    { env: { ...process.env, ...clickhouseEnv(at) }, maxBuffer: 64 << 20 },
   );
   const r = await run.then(
     (ok) => ({ code: 0, out: ok.stdout }),
