@@ -180,8 +180,10 @@ describe('the stream on a three-broker Kafka', () => {
     expect(roundAtKill).toBeLessThan(ROUNDS);
     expect(roundAtRestart).toBeGreaterThan(roundAtKill);
     expect(led.length).toBeGreaterThan(0);
+    // End to end it stands still while the producer waits for new leaders; with events waiting for it, the stream
+    // stands still no longer than the election took (a second's slack for the 100 ms samples and this machine).
     expect(stall).toBeLessThan(30_000);
-    expect(waiting).toBeLessThan(30_000);
+    expect(waiting).toBeLessThan(electedMs + 1_000);
 
     // In the log once (idempotent producers), counted once, dead letters as the replay has them.
     expect((await messagesIn(sources[0] as string)) + (await messagesIn(sources[1] as string))).toBe(sent);
