@@ -23,6 +23,8 @@ export interface Intent {
 
 export interface CheckpointStore {
   load(partitionId: string): Promise<Checkpoint | undefined>;
+  /** Called by a partition's new owner with the intent it loaded: what a crashed owner left marked is set straight. */
+  adopt(partitionId: string, intent: Intent | undefined): Promise<void>;
   /** Records the batch about to be written and returns its sequence number (increasing across the group). */
   begin(partitionId: string, start: number, end: number): Promise<number>;
   /** Records `next` and the admission state after the batch (its added ids, its watermark) atomically. */
@@ -82,25 +84,32 @@ export class ValkeyCheckpoints implements CheckpointStore {
     return `tb:{seq|${this.group}}|progress`;
   }
 
+  async adopt(partitionId: string, intent: Intent | undefined): Promise<void> {
+    // The mark says a batch of the partition is in flight: true only with an intent (replayed from here on). A mark
+    // without one was left by an owner that crashed before recording its intent, or after committing.
+    if (intent) await this.client.zadd(this.pending, intent.seq, partitionId);
+    else await this.client.zrem(this.pending, partitionId);
+  }
+
   async begin(partitionId: string, start: number, end: number): Promise<number> {
-    const seq = await this.client.incr(`tb:{seq|${this.group}}`);
-    // Marked pending before the intent exists: a crash between leaves a mark pendingBefore sees through.
-    await this.client.zadd(this.pending, seq, partitionId);
+    // Numbered and marked pending in one step (one slot): a batch numbered before another is always seen by it
+    // as in flight until committed; the intent (on the partition's slot) follows.
+    const seq = Number(
+      await this.client.eval(
+        "local s = redis.call('INCR', KEYS[1]) redis.call('ZADD', KEYS[2], s, ARGV[1]) return s",
+        2,
+        `tb:{seq|${this.group}}`,
+        this.pending,
+        partitionId,
+      ),
+    );
     await this.client.hset(this.key(partitionId), { intent_start: start, intent_end: end, intent_seq: seq });
     return seq;
   }
 
   async pendingBefore(seq?: number): Promise<string[]> {
-    const marks = await this.client.zrangebyscore(
-      this.pending,
-      '-inf',
-      seq === undefined ? '+inf' : `(${seq}`,
-      'WITHSCORES',
-    );
-    const partitions = marks.filter((_, i) => i % 2 === 0);
-    // Only a batch whose intent is still recorded is in flight; a mark left by a crash is not.
-    const intents = await Promise.all(partitions.map((p) => this.client.hget(this.key(p), 'intent_seq')));
-    return partitions.filter((_, k) => intents[k] === marks[2 * k + 1]);
+    // Every mark: one left by a crash is removed when the partition's next owner adopts it.
+    return this.client.zrangebyscore(this.pending, '-inf', seq === undefined ? '+inf' : `(${seq}`);
   }
 
   async slowest(partitionIds: readonly string[]): Promise<number | undefined> {
@@ -140,6 +149,8 @@ export class MemoryCheckpoints implements CheckpointStore {
     const c = this.data.get(partitionId);
     return c && structuredClone(c);
   }
+
+  async adopt(): Promise<void> {}
 
   async begin(partitionId: string, start: number, end: number): Promise<number> {
     const c = this.data.get(partitionId) ?? { next: start, admission: new Admission(0).snapshot() };

@@ -70,6 +70,8 @@ interface PartitionState {
   next?: number;
   intent?: Intent;
   seeked: boolean;
+  /** Whether the checkpoint store has been told this process took the partition over (CheckpointStore.adopt). */
+  adopted: boolean;
 }
 
 /** How often the group's slowest partition (the prune horizon) is looked up, at most. */
@@ -174,6 +176,7 @@ export class StreamService {
         next: cp?.next,
         intent: cp?.intent,
         seeked: false,
+        adopted: false,
       };
       this.states.set(id, st);
     }
@@ -216,6 +219,12 @@ export class StreamService {
       resolveOffset(String(st.next - 1));
     }
     const attempt = <T>(sink: string, write: () => Promise<T>) => this.retry(sink, id, write, heartbeat, isRunning);
+    if (!st.adopted) {
+      const intent = st.intent;
+      const adopted = await attempt('checkpoint', () => this.deps.checkpoints.adopt(id, intent).then(() => true));
+      if (adopted === undefined) return;
+      st.adopted = true;
+    }
     while (messages.length > 0 && isRunning() && !isStale() && !this.stopping) {
       let take = Math.min(messages.length, this.options.maxBatch);
       if (st.intent) {
