@@ -43,6 +43,9 @@ type ScriptName = keyof typeof NODE_SCRIPTS;
 /** Hashes per script call: Valkey runs one script at a time, so no call holds it up long. */
 const CALL_KEYS = 1000;
 
+/** How long a batch's write waits for a master's replicas to have it, at most. */
+const REPLICA_WAIT_MS = 2_000;
+
 /** Hashes whose TTL this process remembers setting, at most (then it sets them again). */
 const MAX_EXPIRE_SET = 400_000;
 
@@ -143,6 +146,23 @@ export class ValkeyStore implements FeatureReader, TileWriter, PartReader, PartS
       slice.filter((i) => i < expiring).length,
       ...slice.map((i) => values[i] as string),
     ]);
+    if (this.client.isCluster) await this.replicated(this.client as Cluster);
+  }
+
+  /**
+   * Waits (a bounded while) until every master's replicas have this client's writes: a master that fails over then
+   * hands its replica the parts it acknowledged, before the stream's checkpoint says the batch is done. Valkey
+   * replicates asynchronously; without this a failover could drop a batch the checkpoint counts as written.
+   */
+  private async replicated(cluster: Cluster): Promise<void> {
+    const replicas = new Map<string, number>();
+    for (const [master, ...others] of cluster.slots) if (master) replicas.set(master, others.length);
+    await Promise.all(
+      cluster.nodes('master').map((node) => {
+        const n = replicas.get(`${node.options.host}:${node.options.port}`) ?? 0;
+        return n > 0 ? node.call('WAIT', n, REPLICA_WAIT_MS) : undefined;
+      }),
+    );
   }
 
   /**
