@@ -6,20 +6,18 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Cluster } from 'iovalkey';
-import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openScoring } from '../../src/cli/scoring-run.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
-import { type AdImpression, type AdRequest, EVENT_KINDS } from '../../src/events/types.ts';
+import { type AdImpression, EVENT_KINDS } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { ModelRegistry } from '../../src/model/registry.ts';
 import { connectValkey } from '../../src/online/connect.ts';
-import { ScoringMetrics } from '../../src/scoring/metrics.ts';
-import { Ranker } from '../../src/scoring/ranker.ts';
+import { expectRanksAsReplay } from '../support/cluster-rankings.ts';
 import { replayRecords, trainAndRegister } from '../support/models.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_CLUSTER_URL } from '../support/services.ts';
 import {
@@ -89,16 +87,6 @@ describe('tributary stream on a Valkey Cluster', () => {
     );
     const scoring = await openScoring(config);
     try {
-      const reference = new Ranker(
-        {
-          features,
-          reader: ref.store,
-          models: scoring.models,
-          metrics: new ScoringMetrics(),
-          log: pino({ level: 'silent' }),
-        },
-        { readTimeoutMs: 5000 },
-      );
       // Rankings answer on defaults until scoring's connections are up (it never waits for one).
       const nodes = () => (scoring.valkey as Cluster).nodes('master');
       await until(
@@ -106,30 +94,7 @@ describe('tributary stream on a Valkey Cluster', () => {
         () => nodes().length === 3 && nodes().every((n) => n.status === 'ready'),
       );
       const time = Math.max(...contexts.map((c) => c.event_time)) + 60_000;
-      for (let k = 0; k < 5; k++) {
-        const at = contexts[(k * 613) % contexts.length] as AdImpression;
-        const ads = Array.from({ length: 20 }, (_, j) => contexts[(k * 97 + j * 31) % contexts.length] as AdImpression);
-        const req: AdRequest = {
-          request_id: `vc-${k}`,
-          event_time: time,
-          user_id: at.user_id,
-          publisher_id: at.publisher_id,
-          category: null,
-          device: at.device,
-          os: at.os,
-          candidates: ads.map((a) => ({
-            ad_id: a.ad_id,
-            campaign_id: a.campaign_id,
-            advertiser_id: a.advertiser_id,
-            category: a.category,
-            bid: a.bid,
-          })),
-        };
-        const got = await scoring.ranker.rank(req);
-        expect(got.features_defaulted).toBe(false);
-        const scores = (r: typeof got) => r.ranked.map((c) => [c.ad_id, c.pctr, c.unknown]);
-        expect(scores(got)).toEqual(scores(await reference.rank(req)));
-      }
+      await expectRanksAsReplay(scoring.ranker, scoring.models, features, ref.store, contexts, time);
     } finally {
       await scoring.close();
     }

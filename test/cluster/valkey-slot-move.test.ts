@@ -6,21 +6,19 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Cluster } from 'iovalkey';
-import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openScoring } from '../../src/cli/scoring-run.ts';
 import { loadConfig } from '../../src/config/config.ts';
 import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
-import { type AdImpression, type AdRequest, EVENT_KINDS } from '../../src/events/types.ts';
+import { type AdImpression, EVENT_KINDS } from '../../src/events/types.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { createKafka } from '../../src/kafka/client.ts';
 import { ModelRegistry } from '../../src/model/registry.ts';
 import { connectValkey } from '../../src/online/connect.ts';
-import { ScoringMetrics } from '../../src/scoring/metrics.ts';
-import { Ranker } from '../../src/scoring/ranker.ts';
 import { sourceTopics } from '../../src/streams/processor.ts';
+import { expectRanksAsReplay, rankAlong } from '../support/cluster-rankings.ts';
 import { replayRecords, trainAndRegister } from '../support/models.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_CLUSTER_URL } from '../support/services.ts';
 import {
@@ -44,28 +42,6 @@ afterAll(async () => {
   cluster.disconnect();
 });
 
-/** A ranking for the user and page of impression k, over 20 ads of the log, at `time`. */
-function request(contexts: AdImpression[], k: number, time: number): AdRequest {
-  const at = contexts[(k * 613) % contexts.length] as AdImpression;
-  const ads = Array.from({ length: 20 }, (_, j) => contexts[(k * 97 + j * 31) % contexts.length] as AdImpression);
-  return {
-    request_id: `vm-${k}`,
-    event_time: time,
-    user_id: at.user_id,
-    publisher_id: at.publisher_id,
-    category: null,
-    device: at.device,
-    os: at.os,
-    candidates: ads.map((a) => ({
-      ad_id: a.ad_id,
-      campaign_id: a.campaign_id,
-      advertiser_id: a.advertiser_id,
-      category: a.category,
-      bid: a.bid,
-    })),
-  };
-}
-
 describe('slots moving on a Valkey Cluster', () => {
   it('lose and double nothing of the stream, and fail no ranking', { timeout: 300_000 }, async () => {
     cluster = (await connectValkey(VALKEY_CLUSTER_URL, { enableAutoPipelining: true })) as Cluster;
@@ -84,21 +60,8 @@ describe('slots moving on a Valkey Cluster', () => {
     const { service, online } = testStream(kafka, cluster, features, ns, { maxBatch: 150 });
     try {
       // Rankings all along, at the log's end: each answers (features or flagged defaults), none throws.
-      let moving = true;
-      const ranked = { ok: 0, defaulted: 0, failed: [] as string[] };
       const time = Math.max(...contexts.map((c) => c.event_time)) + 60_000;
-      const ranking = (async () => {
-        for (let k = 0; moving; k++) {
-          try {
-            const got = await scoring.ranker.rank(request(contexts, k, time));
-            if (got.features_defaulted) ranked.defaulted++;
-            else ranked.ok++;
-          } catch (err) {
-            ranked.failed.push((err as Error).message);
-          }
-          await new Promise((r) => setTimeout(r, 5));
-        }
-      })();
+      const rankings = rankAlong(scoring.ranker, contexts, time);
 
       await service.start();
       await until('the stream to write state', () => service.processed > 500, 30_000);
@@ -115,8 +78,7 @@ describe('slots moving on a Valkey Cluster', () => {
       during.to = service.processed;
       await publishRest();
       await until('the stream to process every message', () => service.processed >= sent, 120_000);
-      moving = false;
-      await ranking;
+      const ranked = await rankings.stop();
       await service.stop();
       console.log(
         `slot move: ${slots.size} slots, ${keysMoved} keys moved while the stream went from ${during.from} to ` +
@@ -132,23 +94,7 @@ describe('slots moving on a Valkey Cluster', () => {
 
       const ref = await referenceState(await readPartitions(kafka, ns, sent), ns, features, serde);
       await expectSameVectors(features, contexts, online, ref.store);
-      const reference = new Ranker(
-        {
-          features,
-          reader: ref.store,
-          models: scoring.models,
-          metrics: new ScoringMetrics(),
-          log: pino({ level: 'silent' }),
-        },
-        { readTimeoutMs: 5000 },
-      );
-      for (let k = 0; k < 5; k++) {
-        const req = request(contexts, k, time);
-        const scores = (r: Awaited<ReturnType<Ranker['rank']>>) => r.ranked.map((c) => [c.ad_id, c.pctr, c.unknown]);
-        const got = await scoring.ranker.rank(req);
-        expect(got.features_defaulted).toBe(false);
-        expect(scores(got)).toEqual(scores(await reference.rank(req)));
-      }
+      await expectRanksAsReplay(scoring.ranker, scoring.models, features, ref.store, contexts, time);
     } finally {
       await service.stop().catch(() => {});
       await scoring.close();
