@@ -19,6 +19,14 @@ export class ScoringMetrics {
     buckets: STAGE_BUCKETS,
     registers: [this.registry],
   });
+  /** Whole /v1/rank requests, by status class (2xx, 4xx, 5xx): the rate, the errors and the latency alerts read. */
+  readonly requests = new Histogram({
+    name: 'tributary_rank_request_seconds',
+    help: 'Time per POST /v1/rank request, from arrival to reply sent, by status class',
+    labelNames: ['code'],
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
   readonly rankings = new Counter({
     name: 'tributary_rankings_total',
     help: 'Rankings answered, by whether features came from the store or defaults (store slow or down)',

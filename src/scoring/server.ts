@@ -172,6 +172,11 @@ export async function buildServer(deps: ServerDeps, options: ServerOptions) {
       .send({ error: 'method not allowed', reason: `${path} answers ${allow}, not ${req.method}` });
   });
 
+  app.addHook('onResponse', async (req, reply) => {
+    if (req.routeOptions.url !== '/v1/rank' || req.method !== 'POST') return;
+    deps.metrics.requests.observe({ code: `${Math.floor(reply.statusCode / 100)}xx` }, reply.elapsedTime / 1000);
+  });
+
   app.post(
     '/v1/rank',
     {

@@ -169,3 +169,18 @@ describe('POST /v1/rank contract', () => {
     expect((await app.inject({ method: 'PUT', url: '/v1/nope' })).statusCode).toBe(404);
   });
 });
+
+describe('request metrics', () => {
+  it('times /v1/rank requests by status class, and nothing else', async () => {
+    const count = async (code: string) =>
+      (await metrics.requests.get()).values.find(
+        (v) => v.metricName === 'tributary_rank_request_seconds_count' && v.labels.code === code,
+      )?.value ?? 0;
+    const [ok, bad] = [await count('2xx'), await count('4xx')];
+    expect((await rank(good())).status).toBe(200);
+    expect((await rank({ ...good(), candidates: [] })).status).toBe(400);
+    await app.inject({ method: 'GET', url: '/healthz' });
+    expect(await count('2xx')).toBe(ok + 1);
+    expect(await count('4xx')).toBe(bad + 1);
+  });
+});
