@@ -14,6 +14,15 @@ export interface Checkpoint {
   intent?: Intent;
 }
 
+/** Where a partition stands, cheaply (no admission state): for lag, freshness and the console. */
+export interface Position {
+  next: number;
+  /** Newest event time committed (epoch ms). */
+  maxEventTime: number;
+  /** Wall-clock time of the commit (epoch ms). */
+  committedAt: number;
+}
+
 /** A batch in flight: its offsets and its place in the order batches are applied. */
 export interface Intent {
   start: number;
@@ -40,6 +49,8 @@ export interface CheckpointStore {
    * the allowed lateness. Undefined while any of them has committed nothing.
    */
   slowest(partitionIds: readonly string[]): Promise<number | undefined>;
+  /** Each partition's last commit (undefined for one never committed), in the order asked. */
+  positions(partitionIds: readonly string[]): Promise<(Position | undefined)[]>;
 }
 
 export class ValkeyCheckpoints implements CheckpointStore {
@@ -125,7 +136,12 @@ export class ValkeyCheckpoints implements CheckpointStore {
     const { added, dropped } = admission.drainChanges();
     for (const [bucket, ids] of added) tx.sadd(`${k}|seen|${bucket}`, ...ids);
     for (const b of dropped) tx.del(`${k}|seen|${b}`);
-    tx.hset(k, { next, max_event_time: admission.maxEventTime, buckets: JSON.stringify(admission.buckets()) });
+    tx.hset(k, {
+      next,
+      max_event_time: admission.maxEventTime,
+      buckets: JSON.stringify(admission.buckets()),
+      committed_at: Date.now(),
+    });
     tx.hdel(k, 'intent_start', 'intent_end', 'intent_seq');
     await tx.exec();
     // Other slots on a Cluster, so not in the transaction: a crash before these leaves a stale mark (ignored) and
@@ -135,6 +151,17 @@ export class ValkeyCheckpoints implements CheckpointStore {
       this.client.hset(this.progress, partitionId, admission.maxEventTime),
     ]);
   }
+
+  async positions(partitionIds: readonly string[]): Promise<(Position | undefined)[]> {
+    return Promise.all(
+      partitionIds.map(async (id) => {
+        const [next, max, at] = await this.client.hmget(this.key(id), 'next', 'max_event_time', 'committed_at');
+        return next === null
+          ? undefined
+          : { next: Number(next), maxEventTime: Number(max), committedAt: Number(at ?? 0) };
+      }),
+    );
+  }
 }
 
 /**
@@ -143,6 +170,7 @@ export class ValkeyCheckpoints implements CheckpointStore {
  */
 export class MemoryCheckpoints implements CheckpointStore {
   private readonly data = new Map<string, Checkpoint>();
+  private readonly committedAt = new Map<string, number>();
   private seq = 0;
 
   async load(partitionId: string): Promise<Checkpoint | undefined> {
@@ -162,6 +190,17 @@ export class MemoryCheckpoints implements CheckpointStore {
   async commit(partitionId: string, next: number, admission: Admission): Promise<void> {
     admission.drainChanges();
     this.data.set(partitionId, { next, admission: admission.snapshot() });
+    this.committedAt.set(partitionId, Date.now());
+  }
+
+  async positions(partitionIds: readonly string[]): Promise<(Position | undefined)[]> {
+    return partitionIds.map((id) => {
+      const c = this.data.get(id);
+      const at = this.committedAt.get(id);
+      return c && at !== undefined
+        ? { next: c.next, maxEventTime: c.admission.maxEventTime, committedAt: at }
+        : undefined;
+    });
   }
 
   /** One process, one batch at a time: nothing is ever in flight beside the caller's. */

@@ -23,6 +23,7 @@ import { type CheckpointStore, MemoryCheckpoints, ValkeyCheckpoints } from './ch
 import type { EventLog } from './event-log.ts';
 import { StreamMetrics } from './metrics.ts';
 import { sourceTopics } from './processor.ts';
+import { partitionProgress } from './progress.ts';
 import { StreamService } from './service.ts';
 
 /** Kafka when brokers are configured, else the file log at `config.logDir`. */
@@ -178,11 +179,5 @@ export async function openStream(config: Config, o: StreamRunOptions): Promise<O
 
 /** True once every partition's checkpoint of these topics has reached the end of the log. */
 export async function caughtUp(log: EventLog, checkpoints: CheckpointStore, topics: string[]): Promise<boolean> {
-  for (const topic of topics) {
-    for (const { partition, offset } of await log.endOffsets(topic)) {
-      const cp = await checkpoints.load(`${topic}/${partition}`);
-      if ((cp?.next ?? 0) !== offset) return false;
-    }
-  }
-  return true;
+  return (await partitionProgress(log, checkpoints, topics)).every((p) => p.lag === 0);
 }

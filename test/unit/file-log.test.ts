@@ -5,9 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type PartitionerArgs, Partitioners } from 'kafkajs';
 import { describe, expect, it } from 'vitest';
+import { Admission } from '../../src/features/admission.ts';
 import { FileEventLog } from '../../src/log/file-event-log.ts';
 import { FileLog, type LogRecord } from '../../src/log/file-log.ts';
+import { MemoryCheckpoints } from '../../src/streams/checkpoint.ts';
 import type { LogBatchPayload } from '../../src/streams/event-log.ts';
+import { partitionProgress } from '../../src/streams/progress.ts';
 
 const fresh = () => mkdtempSync(join(tmpdir(), 'tributary-log-'));
 const rec = (i: number): LogRecord => ({
@@ -161,5 +164,24 @@ describe('file event log (the Kafka interface)', () => {
     await new Promise((r) => setTimeout(r, 150));
     await second.disconnect();
     expect(got).toEqual(['31']);
+  });
+});
+
+describe('partition progress', () => {
+  it('is the log end against the last commit: lag, newest event time, commit time; zero before any commit', async () => {
+    const events = new FileEventLog(fresh());
+    await events.ensureTopics(['t'], 2);
+    events.log.append([{ topic: 't', partition: 0, records: [0, 1, 2, 3, 4].map(rec) }]);
+    events.log.append([{ topic: 't', partition: 1, records: [rec(0)] }]);
+    const checkpoints = new MemoryCheckpoints();
+    const admission = new Admission(1000);
+    admission.admit('e1', 1_700_000_000_500);
+    const before = Date.now();
+    await checkpoints.begin('t/0', 0, 2);
+    await checkpoints.commit('t/0', 3, admission);
+    const [p0, p1] = await partitionProgress(events, checkpoints, ['t']);
+    expect(p0).toMatchObject({ topic: 't', partition: 0, end: 5, next: 3, lag: 2, newestEventTime: 1_700_000_000_500 });
+    expect(p0?.committedAt).toBeGreaterThanOrEqual(before);
+    expect(p1).toEqual({ topic: 't', partition: 1, end: 1, next: 0, lag: 1 });
   });
 });
