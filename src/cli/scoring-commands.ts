@@ -48,9 +48,19 @@ export function registerScoringCommands(program: Command, configOf: (cmd: Comman
       .command('score')
       .description('rank AdRequest events from ad_requests and publish ScoredRanking events to ad_rankings')
       .option('--group <id>', 'consumer group id', 'tributary-score')
-      .option('--concurrency <n>', 'rankings in flight at once', '16'),
-  ).action(async (opts: Record<string, string>, cmd: Command) => {
-    const { runScore } = await import('./scoring-run.ts');
-    await runScore(configOf(cmd), opts);
-  });
+      .option('--concurrency <n>', 'rankings in flight at once', '16')
+      .option('--metrics-port <port>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
+      .option('--metrics-host <host>', 'address the metrics listen on (0.0.0.0 for a scraper elsewhere)', '127.0.0.1'),
+  )
+    .addHelpText(
+      'after',
+      "\nThe metrics are those of serve's /metrics: rankings (by features source), stage timings, requests dead-lettered\n" +
+        '(tributary_rank_rejected_total{reason}), the model in service.\n\nExample:\n' +
+        '  tributary score --kafka 127.0.0.1:9092 --schema-registry http://127.0.0.1:8081/apis/ccompat/v7 \\\n' +
+        '    --valkey redis://127.0.0.1:6379 --metrics-port 9465',
+    )
+    .action(async (opts: Record<string, string>, cmd: Command) => {
+      const { runScore } = await import('./scoring-run.ts');
+      await runScore(configOf(cmd), opts);
+    });
 }

@@ -18,6 +18,7 @@ import { buildServer } from '../scoring/server.ts';
 import { clusterMetrics, isWorker, leaveCluster, runPrimary, workerNumber } from '../scoring/workers.ts';
 import { openEventLog, openSerde } from '../streams/open.ts';
 import { log } from './log.ts';
+import { serveMetrics } from './metrics-server.ts';
 
 function requireValkey(config: Config): string {
   if (!config.valkey)
@@ -135,10 +136,17 @@ export async function runScore(config: Config, opts: Record<string, string>): Pr
       concurrency,
     },
   );
+  const server = await serveMetrics(scoring.metrics.registry, opts.metricsPort, opts.metricsHost as string).catch(
+    async (err) => {
+      await scoring.close();
+      throw err;
+    },
+  );
   await consumer.start();
-  log.info({ model: scoring.models.model?.version ?? null }, 'scoring requests');
+  log.info({ model: scoring.models.model?.version ?? null, metrics: server?.address() ?? null }, 'scoring requests');
   await untilSignal();
   log.info({ scored: consumer.scored, deadLettered: consumer.deadLettered }, 'stopping');
   await consumer.stop();
+  server?.close();
   await scoring.close();
 }

@@ -1,5 +1,4 @@
 // `tributary stream`: the stream service on the configured log and stores (streams/open.ts), until stopped.
-import { createServer } from 'node:http';
 import type { Command } from 'commander';
 import { type Config, ConfigError } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
@@ -7,6 +6,7 @@ import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { openClickHouse } from '../offline/clickhouse.ts';
 import { openStream } from '../streams/open.ts';
 import { log } from './log.ts';
+import { serveMetrics } from './metrics-server.ts';
 import { durationOption } from './options.ts';
 
 /** How long a stop may take before the process exits anyway. */
@@ -30,7 +30,10 @@ export function registerStreamCommand(program: Command, configOf: (cmd: Command)
       '10m',
     )
     .option('--max-batch <n>', 'most events processed and written per batch', '20000')
-    .option('--metrics-port <port>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
+    .option(
+      '--metrics-port <port>',
+      "serve Prometheus metrics at http://HOST:PORT/metrics; lag, freshness and last commit cover all of the group's partitions, whichever instance holds them",
+    )
     .option('--metrics-host <host>', 'address the metrics listen on (0.0.0.0 for a scraper elsewhere)', '127.0.0.1')
     .option('--no-offline', 'do not write ClickHouse')
     .option(
@@ -98,12 +101,15 @@ Examples:
         log,
       });
       const { metrics, service } = stream;
-      const server = opts.metricsPort
-        ? createServer(async (req, res) => {
-            if (req.url !== '/metrics') return void res.writeHead(404).end();
-            res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(await metrics.registry.metrics());
-          }).listen(Number(opts.metricsPort), String(opts.metricsHost))
-        : undefined;
+      const server = await serveMetrics(
+        metrics.registry,
+        opts.metricsPort as string | undefined,
+        String(opts.metricsHost),
+      ).catch(async (err) => {
+        await stream.close();
+        await ch?.close();
+        throw err;
+      });
 
       await service.start();
       log.info(

@@ -1,5 +1,11 @@
 // What the stream service counts; exposed in Prometheus format.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { PartitionProgress } from './progress.ts';
+
+/** A scrape reads the partitions' progress (the log's ends, the checkpoints) at most this often... */
+const PROGRESS_EVERY_MS = 1000;
+/** ...and waits at most this long for it: a slow store gives the last values read, never a hung scrape. */
+const PROGRESS_WAIT_MS = 2000;
 
 export class StreamMetrics {
   readonly registry = new Registry();
@@ -33,6 +39,73 @@ export class StreamMetrics {
     labelNames: ['topic', 'partition'],
     registers: [this.registry],
   });
+  // The group's progress, read at scrape time (never on the batch path): every partition of the source topics,
+  // whichever instance of the group holds it, so a partition nobody consumes still shows its lag growing.
+  readonly lag: Gauge = new Gauge({
+    name: 'tributary_stream_consumer_lag',
+    help: "Messages in the log not yet processed by the group, per partition (all of the group's partitions)",
+    labelNames: ['topic', 'partition'],
+    registers: [this.registry],
+    collect: () => this.fill(this.lag, (p) => p.lag),
+  });
+  readonly freshness: Gauge = new Gauge({
+    name: 'tributary_stream_freshness_seconds',
+    help: 'Now minus the newest event time applied and committed, per partition (the age of the newest data a read sees)',
+    labelNames: ['topic', 'partition'],
+    registers: [this.registry],
+    collect: () => this.fill(this.freshness, (p, now) => p.newestEventTime && (now - p.newestEventTime) / 1000),
+  });
+  readonly lastCommit: Gauge = new Gauge({
+    name: 'tributary_stream_last_commit_timestamp_seconds',
+    help: "When the partition's last checkpoint was committed (epoch seconds)",
+    labelNames: ['topic', 'partition'],
+    registers: [this.registry],
+    collect: () => this.fill(this.lastCommit, (p) => p.committedAt && p.committedAt / 1000),
+  });
+
+  private progressOf?: () => Promise<readonly PartitionProgress[]>;
+  private progress?: readonly PartitionProgress[];
+  private progressAt = 0;
+  private progressRead?: Promise<void>;
+
+  /** Where the lag, freshness and last-commit gauges read the group's progress (progress.ts's partitionProgress). */
+  followProgress(read: () => Promise<readonly PartitionProgress[]>): void {
+    this.progressOf = read;
+  }
+
+  /** One read shared by the three gauges and by concurrent scrapes; a failed or slow read keeps the last one. */
+  private async currentProgress(): Promise<readonly PartitionProgress[] | undefined> {
+    const read = this.progressOf;
+    if (read && !this.progressRead && Date.now() - this.progressAt >= PROGRESS_EVERY_MS) {
+      this.progressAt = Date.now();
+      this.progressRead = read()
+        .then((p) => {
+          this.progress = p;
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          this.progressRead = undefined;
+        });
+    }
+    if (this.progressRead) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([this.progressRead, new Promise((r) => (timer = setTimeout(r, PROGRESS_WAIT_MS)))]);
+      clearTimeout(timer);
+    }
+    return this.progress;
+  }
+
+  private async fill(gauge: Gauge, value: (p: PartitionProgress, now: number) => number | undefined): Promise<void> {
+    const progress = await this.currentProgress();
+    if (!progress) return;
+    const now = Date.now();
+    // Partitions come and go with topics: only what the last read found is shown.
+    gauge.reset();
+    for (const p of progress) {
+      const v = value(p, now);
+      if (v !== undefined) gauge.set({ topic: p.topic, partition: p.partition }, v);
+    }
+  }
 }
 
 /** "late: ..." -> "late"; "unknown schema id 7" -> "unknown schema id": a label with few values. */

@@ -56,7 +56,6 @@ export interface BatchOutcome {
   clicks: Recorded<AdClick>[];
   deadLetters: DeadLetter[];
   counts: Record<Verdict | 'invalid', number>;
-  newestEventTime: number;
   served: ServedRow[];
 }
 
@@ -102,7 +101,6 @@ export async function processBatch(
     clicks: [],
     deadLetters: [],
     counts: { applied: 0, late: 0, duplicate: 0, invalid: 0 },
-    newestEventTime: 0,
     served: [],
   };
   const coordinatesOf = (m: LogMessage): Coordinates => ({
@@ -145,7 +143,6 @@ export async function processBatch(
     if (verdict === 'applied') {
       if (view) servedOf.push(m);
       admitted.push(event);
-      if (event.event_time > out.newestEventTime) out.newestEventTime = event.event_time;
     } else if (verdict === 'late') {
       const behind = Math.round((watermark - event.event_time) / 1000);
       out.deadLetters.push({

@@ -22,6 +22,7 @@ import {
   processBatch,
   sourceTopics,
 } from './processor.ts';
+import { partitionProgress } from './progress.ts';
 
 /** The offline store's write side; must ignore a batch id it has already written. */
 export interface OfflineWriter {
@@ -112,6 +113,7 @@ export class StreamService {
       [topics.click, 'click'],
     ]);
     this.deadLetterBytes = options.deadLetterBytes ?? DEFAULT_DEAD_LETTER_BYTES;
+    deps.metrics.followProgress(() => partitionProgress(deps.eventLog, deps.checkpoints, [...this.sources.keys()]));
     this.failed = new Promise((resolve) => {
       this.fail = (err) => {
         if (this.stopping) return;
@@ -307,7 +309,7 @@ export class StreamService {
       if (committed === undefined) return;
       st.next = outcome.lastOffset + 1;
       st.intent = undefined;
-      this.record(topic, partition, outcome, t0, chunk.length);
+      this.record(topic, partition, outcome, t0, chunk.length, st.admission.watermark);
       resolveOffset(String(outcome.lastOffset));
       await commitOffsetsIfNecessary();
       await heartbeat();
@@ -358,7 +360,7 @@ export class StreamService {
     return this.horizonCache?.time;
   }
 
-  private record(topic: string, partition: number, o: BatchOutcome, t0: number, n: number): void {
+  private record(topic: string, partition: number, o: BatchOutcome, t0: number, n: number, watermark: number): void {
     const m = this.deps.metrics;
     for (const [verdict, count] of Object.entries(o.counts) as [keyof Counts, number][]) {
       this.counts[verdict] += count;
@@ -366,7 +368,9 @@ export class StreamService {
     }
     for (const d of o.deadLetters) m.deadLetters.inc({ topic, reason: reasonClass(d.reason) });
     m.batchSeconds.observe((performance.now() - t0) / 1000);
-    m.watermark.set({ topic, partition }, o.newestEventTime / 1000);
+    // The partition's watermark as committed (a batch's own newest event time would fall back, or to 0 for a batch of
+    // dead letters only); none before its first applied event.
+    if (Number.isFinite(watermark)) m.watermark.set({ topic, partition }, watermark / 1000);
     this.processed += n;
   }
 

@@ -19,6 +19,7 @@ import { OfflineSink } from '../../src/offline/sink.ts';
 import { KAFKA_BROKERS, REGISTRY_URL, VALKEY_URL } from '../support/services.ts';
 import {
   expectSameVectors,
+  LATENESS_MS,
   publishScenario,
   readPartitions,
   referenceState,
@@ -45,10 +46,32 @@ describe('tributary stream', () => {
     });
 
     const { service, online, metrics } = testStream(kafka, valkey, features, ns, { maxBatch: 700 });
+    // Scraped as Prometheus would: every message waits before the stream starts.
+    const gauge = async (name: string) =>
+      (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === name)?.values ?? [];
+    const sum = (vs: { value: number }[]) => vs.reduce((s, v) => s + v.value, 0);
+    const started = Date.now();
+    expect(sum(await gauge('tributary_stream_consumer_lag'))).toBe(sent);
     await service.start();
     await until('the stream to process every message', () => service.processed >= sent);
+    // Lag reaches 0 once caught up (the gauges are read at most once a second).
+    await until('the lag to reach 0', async () => sum(await gauge('tributary_stream_consumer_lag')) === 0, 10_000);
     await service.stop();
     expect(service.processed).toBe(sent);
+    // Freshness: now minus the newest applied event time, which is the watermark the batches set plus the lateness.
+    const watermarks = new Map(
+      (await gauge('tributary_stream_watermark_seconds')).map((v) => [JSON.stringify(v.labels), v.value]),
+    );
+    const freshness = await gauge('tributary_stream_freshness_seconds');
+    expect(freshness.length).toBe(watermarks.size);
+    for (const f of freshness) {
+      const age = Date.now() / 1000 - (watermarks.get(JSON.stringify(f.labels)) as number) - LATENESS_MS / 1000;
+      expect(Math.abs(f.value - age), JSON.stringify(f.labels)).toBeLessThan(5);
+    }
+    for (const c of await gauge('tributary_stream_last_commit_timestamp_seconds')) {
+      expect(c.value * 1000).toBeGreaterThanOrEqual(started - 1000);
+      expect(c.value * 1000).toBeLessThanOrEqual(Date.now());
+    }
 
     const ref = await referenceState(await readPartitions(kafka, ns, sent), ns, features, serde);
     expect(ref.counts.invalid).toBe(bad.length);
