@@ -10,6 +10,7 @@ import { SingleBar } from 'cli-progress';
 import { checkParity } from '../backfill/parity.ts';
 import { runBackfill } from '../backfill/run.ts';
 import { fromClickHouse } from '../backfill/sources.ts';
+import { writeTrainingTable } from '../backfill/training-clickhouse.ts';
 import { type Config, ConfigError } from '../config/config.ts';
 import { generate } from '../events/generator.ts';
 import type { AdImpression, AdRequest } from '../events/types.ts';
@@ -35,6 +36,9 @@ export interface DemoOptions {
   port: string;
   serve: boolean;
 }
+
+/** The ClickHouse table the demo's training set is loaded into (as `tributary backfill --table` would). */
+export const DEMO_TRAINING_TABLE = 'training_rows';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
@@ -132,8 +136,10 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
     attributionMs: HOUR,
     allowedLatenessMs: HOUR,
   });
+  // Also in ClickHouse, beside the stream's tables, so analysts can query the rows (the README's examples do).
+  await writeTrainingTable(ch, { table: DEMO_TRAINING_TABLE, runId: 'demo', file: trainingSet, format: 'csv', meta });
   say(
-    `  ${fmt(meta.rows)} rows, ${fmt(meta.positives)} clicked, ${fmt(meta.held_back)} held back (attribution window open) in ${((performance.now() - tBackfill) / 1000).toFixed(1)} s -> ${trainingSet}`,
+    `  ${fmt(meta.rows)} rows, ${fmt(meta.positives)} clicked, ${fmt(meta.held_back)} held back (attribution window open) in ${((performance.now() - tBackfill) / 1000).toFixed(1)} s -> ${trainingSet} and table ${DEMO_TRAINING_TABLE}`,
   );
 
   step('parity: served (online store) == backfill == independent ClickHouse SQL, every impression, every feature');

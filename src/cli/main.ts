@@ -11,6 +11,7 @@ import { registerModelsCommand } from './models-command.ts';
 import { registerParityCommand } from './parity-command.ts';
 import { registerScoringCommands } from './scoring-commands.ts';
 import { registerServicesCommand } from './services-command.ts';
+import { registerSqlCommand } from './sql-command.ts';
 import { registerStreamCommand } from './stream-command.ts';
 import { registerTrainCommand } from './train-command.ts';
 
@@ -89,6 +90,7 @@ registerStreamCommand(program, configOf);
 registerFeaturesCommand(program, configOf);
 registerBackfillCommand(program, configOf);
 registerParityCommand(program, configOf);
+registerSqlCommand(program, configOf);
 registerTrainCommand(program, configOf);
 registerModelsCommand(program, configOf);
 registerScoringCommands(program, configOf);
