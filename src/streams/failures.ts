@@ -39,9 +39,14 @@ export function permanentFailure(err: unknown): string | undefined {
   if (e.name === 'KafkaJSNonRetriableError' && e.cause && kafkaRefusal(e.cause as never))
     return `Kafka refused the write: ${(e.cause as Error).message}`;
   if (e.name === 'ReplyError' && VALKEY_PERMANENT.test(message)) return `Valkey refused the write: ${message}`;
-  if (e.name === 'ClickHouseError' && e.code !== undefined && !CLICKHOUSE_TRANSIENT.has(String(e.code)))
+  // By class name: the client's error keeps name "Error", and the embedded engine's comes from its own copy.
+  if (isClickHouseError(err) && e.code !== undefined && !CLICKHOUSE_TRANSIENT.has(String(e.code)))
     return `ClickHouse refused the write (code ${String(e.code)}): ${message}`;
   return undefined;
+}
+
+function isClickHouseError(err: object): boolean {
+  return (err as Error).name === 'ClickHouseError' || err.constructor?.name === 'ClickHouseError';
 }
 
 /** A kafkajs protocol error's type, whether thrown as is or wrapped (KafkaJSNonRetriableError's cause). */
