@@ -84,13 +84,12 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
   const t0 = performance.now();
   const features = new FeatureSet(DEFAULT_GROUPS);
 
-  step(`generating ${days} days of traffic into the file log (${config.logDir})`);
   const records = generate({ days, impressionsPerDay: perDay, candidatesPerRequest: candidates });
-  const published = await publishAll(config, records, log);
   const streamed = records.filter((r) => r.record.kind === 'impression' || r.record.kind === 'click').length;
-  say(`  ${fmt(published)} events (impressions, clicks, ad requests; late, out-of-order and duplicate ones too)`);
 
-  step('streaming impressions and clicks into the in-process online store and the embedded ClickHouse');
+  step(
+    `generating ${days} days of traffic into the file log (${config.logDir}) an hour at a time, streaming each hour into the in-process online store and the embedded ClickHouse`,
+  );
   const ch = await openClickHouse({ dir: config.clickhouseDir });
   const stream = await openStream(config, {
     features,
@@ -106,8 +105,13 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
   const consumed = async () => (await stream.metrics.events.get()).values.reduce((total, v) => total + v.value, 0);
   const bar = tty ? new SingleBar({ format: '  {bar} {value}/{total} events | {rate}/s' }) : undefined;
   bar?.start(streamed, 0, { rate: 0 });
-  while (!(await stream.caughtUp())) {
-    await sleep(200);
+  // The log is written an hour of ingestion time at a time and streamed before the next hour lands, as a stream
+  // that keeps up sees live traffic. Written all at once, each partition's backlog would be applied whole after
+  // another's (every impression before any click): every click feature would read 0 in serving and training.
+  let published = 0;
+  for (const hour of byHour(records)) {
+    published += await publishAll(config, hour, log);
+    while (!(await stream.caughtUp())) await sleep(10);
     const n = await consumed();
     bar?.update(n, { rate: fmt(n / ((performance.now() - tStream) / 1000)) });
   }
@@ -115,6 +119,9 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
   bar?.update(streamed, { rate: fmt(streamed / streamSeconds) });
   bar?.stop();
   await stream.close();
+  say(
+    `  ${fmt(published)} events published (impressions, clicks, ad requests; late, out-of-order and duplicate ones too)`,
+  );
   const verdicts = new Map<string, number>();
   for (const v of (await stream.metrics.events.get()).values)
     verdicts.set(String(v.labels.verdict), (verdicts.get(String(v.labels.verdict)) ?? 0) + v.value);
@@ -231,6 +238,20 @@ async function scalar(ch: Awaited<ReturnType<typeof openClickHouse>>, query: str
  * Ranks every request of the held-out period at its own moment (by pCTR: bids left out) and checks where the ad
  * that was shown and then clicked lands among its candidates.
  */
+/** The log's records in runs of one hour of ingestion time, in log order. */
+function* byHour(records: ReturnType<typeof generate>) {
+  let run: typeof records = [];
+  for (const r of records) {
+    const first = run[0];
+    if (first && Math.floor(r.ingestTime / HOUR) !== Math.floor(first.ingestTime / HOUR)) {
+      yield run;
+      run = [];
+    }
+    run.push(r);
+  }
+  if (run.length > 0) yield run;
+}
+
 async function scoreHeldOut(ranker: Ranker, records: ReturnType<typeof generate>, from: number) {
   const clicked = new Set<string>();
   const shown = new Map<string, AdImpression>();
