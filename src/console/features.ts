@@ -154,6 +154,8 @@ export interface History {
   /** Sample times (epoch ms) and, per feature, its value at each. */
   times: number[];
   values: number[][];
+  /** The values read at `at`, when asked (to set beside the online store's at the same moment). */
+  atValues: number[] | null;
 }
 
 /** Most sample points per history; the span is also bounded (MAX_HISTORY_SPAN_MS) so each point means a tile. */
@@ -166,6 +168,7 @@ export async function featureHistory(
   entity: string,
   key: string,
   range: { from?: number; to?: number } = {},
+  at?: number,
 ): Promise<History> {
   const { group, context } = parseEntityKey(features, entity, key);
   if (range.from !== undefined && range.to !== undefined && range.from >= range.to)
@@ -215,5 +218,6 @@ export async function featureHistory(
     last: events ? last : null,
     times,
     values,
+    atValues: at === undefined ? null : await readGroup(features, store, group, context, at),
   };
 }

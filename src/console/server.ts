@@ -211,10 +211,10 @@ export async function buildConsole(deps: ConsoleDeps, options: ConsoleOptions = 
       const range = { from: parseTime('from', q.from), to: parseTime('to', q.to) };
       const asked = parseTime('at', q.at);
       if (!deps.offline) throw new BadRequest(deps.offlineProblem ?? 'no offline store');
-      const history = await featureHistory(deps.offline, deps.features, q.entity, q.key, range);
-      // "Now" of the data: the newest event the stream applied (the demo's history is weeks old), else the clock.
+      // "Now" of the data: the newest event the stream applied (a replayed history may be weeks old), else the clock.
       const newest = Math.max(...(deps.sampler.latest?.partitions ?? []).map((p) => p.newestEventTime ?? 0), 0);
       const at = asked ?? (newest || Date.now());
+      const history = await featureHistory(deps.offline, deps.features, q.entity, q.key, range, at);
       let online: number[] | null = null;
       let onlineProblem: string | null = deps.onlineProblem ?? null;
       if (deps.online)

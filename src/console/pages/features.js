@@ -94,19 +94,28 @@ async function show(box, query, cat) {
     return;
   }
   if (h.onlineProblem) box.append(errorBox(h.onlineProblem));
-  const atIndex = h.times.findLastIndex((t) => t <= h.at);
   const rows = h.features.map((name, i) => ({
     name,
-    history: atIndex >= 0 ? h.values[i][atIndex] : null,
-    historyTime: atIndex >= 0 ? h.times[atIndex] : null,
+    history: h.atValues?.[i] ?? null,
     online: h.online ? h.online[i] : null,
   }));
+  const same = (r) =>
+    r.online !== null &&
+    r.history !== null &&
+    Math.abs(r.online - r.history) <= 1e-9 * Math.max(1, Math.abs(r.history));
   box.append(
     table(
       [
         { label: 'feature', value: (r) => r.name },
-        { label: 'history (last point)', num: true, value: (r) => fmt.value(r.history) },
-        { label: 'online now', num: true, value: (r) => fmt.value(r.online) },
+        { label: `offline history at ${fmt.time(h.at)}`, num: true, value: (r) => fmt.value(r.history) },
+        { label: 'online store, same moment', num: true, value: (r) => fmt.value(r.online) },
+        {
+          label: '',
+          value: (r) =>
+            r.online === null
+              ? ''
+              : el('span', { class: `badge ${same(r) ? 'good' : 'bad'}` }, same(r) ? 'equal' : 'differs'),
+        },
       ],
       rows,
     ),
