@@ -159,7 +159,7 @@ function calibration(m) {
     { x: 'predicted CTR', y: 'observed CTR', id: 'calibration', height: 280, legend: true },
   );
   const box = el('div', { class: 'charts' }, c.box);
-  queueMicrotask(() => c.set([xs, at(m.calibration), at(m.baselineCalibration), xs]));
+  requestAnimationFrame(() => c.set([xs, at(m.calibration), at(m.baselineCalibration), xs]));
   return box;
 }
 

@@ -99,7 +99,11 @@ export const color = (i) => PALETTE[i % PALETTE.length];
  */
 export function chart(title, series, opts = {}) {
   const box = el('div', { class: 'chart', 'data-chart': opts.id ?? title }, el('h3', {}, title));
-  const width = () => Math.max(280, box.clientWidth - 16 || opts.width || 420);
+  // The box's laid-out width; before layout (0) the default.
+  const width = () => {
+    const w = box.getBoundingClientRect().width - 16;
+    return w > 100 ? w : (opts.width ?? 420);
+  };
   const time = opts.x === undefined || opts.x === 'time';
   let plot;
   const config = () => ({
