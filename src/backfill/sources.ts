@@ -32,11 +32,16 @@ export async function* fromEventFile(path: string): AsyncGenerator<ReplayRecord>
 type Row = [string, number, number, number, ...unknown[]];
 
 /** An event table's rows in the stream's apply order; times as epoch ms. Rows are arrays (no key per value). */
-async function* ordered(client: ClickHouseClient, table: string, columns: readonly string[]): AsyncGenerator<Row> {
+async function* ordered(
+  client: ClickHouseClient,
+  table: string,
+  columns: readonly string[],
+  where: string,
+): AsyncGenerator<Row> {
   const time = (c: string) => (c.endsWith('_time') ? `toUnixTimestamp64Milli(${c})` : c);
   const rs = await client.query({
     query: `SELECT topic, partition, batch_seq, offset, ${columns.map(time).join(', ')}
-            FROM ${table} FINAL ORDER BY batch_seq, offset`,
+            FROM ${table} FINAL ${where ? `WHERE ${where}` : ''} ORDER BY batch_seq, offset`,
     format: 'JSONCompactEachRow',
     clickhouse_settings: { output_format_json_quote_64bit_integers: 0 },
   });
@@ -99,10 +104,13 @@ export async function partitionsIn(client: ClickHouseClient): Promise<number> {
   return row?.n ?? 0;
 }
 
-/** Every consumed event from the offline store, in the stream's apply order: (batch_seq, offset). */
-export async function* fromClickHouse(client: ClickHouseClient): AsyncGenerator<ReplayRecord> {
-  const imps = ordered(client, 'impressions', IMPRESSION);
-  const clicks = ordered(client, 'clicks', CLICK);
+/**
+ * Every consumed event from the offline store, in the stream's apply order: (batch_seq, offset). `where`: a SQL
+ * condition on both event tables' columns (e.g. one entity's applied events, for the console's feature history).
+ */
+export async function* fromClickHouse(client: ClickHouseClient, where = ''): AsyncGenerator<ReplayRecord> {
+  const imps = ordered(client, 'impressions', IMPRESSION, where);
+  const clicks = ordered(client, 'clicks', CLICK, where);
   const impPartition = partitionNamer();
   const clickPartition = partitionNamer();
   let i = await imps.next();

@@ -12,6 +12,8 @@ import { runBackfill } from '../backfill/run.ts';
 import { fromClickHouse } from '../backfill/sources.ts';
 import { writeTrainingTable } from '../backfill/training-clickhouse.ts';
 import { type Config, ConfigError } from '../config/config.ts';
+import { registrySource } from '../console/metrics-source.ts';
+import { startConsole } from '../console/start.ts';
 import { generate } from '../events/generator.ts';
 import type { AdImpression, AdRequest } from '../events/types.ts';
 import { FeatureSet } from '../features/compile.ts';
@@ -25,6 +27,9 @@ import { ModelRuntime } from '../scoring/model-runtime.ts';
 import { Ranker } from '../scoring/ranker.ts';
 import { buildServer } from '../scoring/server.ts';
 import { openStream } from '../streams/open.ts';
+import { sourceTopics } from '../streams/processor.ts';
+import { partitionProgress } from '../streams/progress.ts';
+import { startLiveTraffic } from './demo-live.ts';
 import { publishAll } from './events-commands.ts';
 import { log as baseLog } from './log.ts';
 
@@ -34,12 +39,15 @@ export interface DemoOptions {
   candidates: string;
   out: string;
   port: string;
+  consolePort: string;
+  liveRate: string;
   serve: boolean;
 }
 
 /** The ClickHouse table the demo's training set is loaded into (as `tributary backfill --table` would). */
 export const DEMO_TRAINING_TABLE = 'training_rows';
 
+const DAY_MS = 86_400_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fmt = (x: number) => Math.round(x).toLocaleString('en-US');
 const quantile = (sorted: number[], q: number) =>
@@ -55,6 +63,8 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
   const perDay = Number(opts.impressionsPerDay);
   const candidates = Number(opts.candidates);
   const port = Number(opts.port);
+  const consolePort = Number(opts.consolePort);
+  const liveRate = Number(opts.liveRate);
   for (const [flag, v] of [
     ['--days', days],
     ['--impressions-per-day', perDay],
@@ -62,10 +72,16 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
   ] as const)
     if (!Number.isInteger(v) || v < 1) throw new ConfigError(`${flag} must be a positive integer`);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError('--port must be 0..65535');
+  if (!Number.isInteger(consolePort) || consolePort < 0 || consolePort > 65535)
+    throw new ConfigError('--console-port must be 0..65535');
+  if (!(liveRate >= 0 && liveRate <= 1000)) throw new ConfigError('--live-rate must be 0..1000 impressions/s');
   if (days < 2) throw new ConfigError('--days must be at least 2: the model is evaluated on a later period');
   // Say it now rather than after the whole loop.
   if (opts.serve && !(await portFree(port)))
     throw new ConfigError(`port ${port} is taken: pass --port N (0 = any free port) or --no-serve`);
+  if (opts.serve && consolePort === port && port !== 0) throw new ConfigError('--console-port must differ from --port');
+  if (opts.serve && !(await portFree(consolePort)))
+    throw new ConfigError(`port ${consolePort} is taken: pass --console-port N (0 = any free port) or --no-serve`);
 
   const dir = resolve(opts.out);
   rmSync(dir, { recursive: true, force: true });
@@ -84,7 +100,10 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
   const t0 = performance.now();
   const features = new FeatureSet(DEFAULT_GROUPS);
 
-  const records = generate({ days, impressionsPerDay: perDay, candidatesPerRequest: candidates });
+  // The days up to today's midnight (UTC): the live traffic after the report (demo-live.ts) continues them at the
+  // wall clock, so rankings and windows read "now" over the generated history.
+  const start = Math.floor(Date.now() / DAY_MS) * DAY_MS - days * DAY_MS;
+  const records = generate({ start, days, impressionsPerDay: perDay, candidatesPerRequest: candidates });
   const streamed = records.filter((r) => r.record.kind === 'impression' || r.record.kind === 'click').length;
 
   step(
@@ -118,7 +137,8 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
   const streamSeconds = (performance.now() - tStream) / 1000;
   bar?.update(streamed, { rate: fmt(streamed / streamSeconds) });
   bar?.stop();
-  await stream.close();
+  // Served, the stream keeps running after the report and applies the live traffic (demo-live.ts).
+  if (!opts.serve) await stream.close();
   say(
     `  ${fmt(published)} events published (impressions, clicks, ad requests; late, out-of-order and duplicate ones too)`,
   );
@@ -155,7 +175,7 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
     `  ${fmt(parity.impressions)} impressions × ${features.names.length} features: ${parity.mismatches} mismatches` +
       (parity.missingServed + parity.missingSql ? ` (${parity.missingServed + parity.missingSql} missing)` : ''),
   );
-  await ch.close();
+  if (!opts.serve) await ch.close();
 
   step('training a logistic regression (ONNX) on the earlier 80%, evaluating on the later 20%');
   const result = await train({ trainingSet, features, evalFraction: 0.2, l2: 0.01, seed: 1 });
@@ -210,13 +230,51 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
     time: sample.event_time,
     candidates: sample.candidates.slice(0, 3),
   });
+  // The console, in this process: the embedded online store, checkpoints and ClickHouse live here.
+  const web = await startConsole(
+    {
+      features,
+      registry,
+      offline: ch,
+      online: stream.online,
+      about: { mode: 'demo (embedded)', namespace: config.namespace, sources: ['stream', 'serve'] },
+      log,
+    },
+    {
+      progress: () =>
+        partitionProgress(stream.eventLog, stream.checkpoints, Object.values(sourceTopics(config.namespace))),
+      metrics: [registrySource('stream', stream.metrics.registry), registrySource('serve', metrics.registry)],
+    },
+    { port: consolePort, host: '127.0.0.1', token: config.scoringToken },
+  );
+  const stopTraffic =
+    liveRate > 0
+      ? await startLiveTraffic({
+          config,
+          eventLog: stream.eventLog,
+          rankUrl: address,
+          token: config.scoringToken,
+          impressionsPerSecond: liveRate,
+          candidates: Math.min(candidates, 5),
+          log,
+        })
+      : async () => {};
   say(`\nserving /v1/rank at ${address} (Ctrl-C to stop). Try:`);
-  say(`  curl -s ${address}/v1/rank -H 'content-type: application/json' -d '${body}'`);
+  say(
+    `  curl -s ${address}/v1/rank -H 'content-type: application/json' ${config.scoringToken ? `-H 'authorization: Bearer $TRIBUTARY_SCORING_TOKEN' ` : ''}-d '${body}'`,
+  );
+  say(
+    `console at ${web.url}${liveRate > 0 ? ` (live traffic: about ${liveRate} impressions/s appended to the log and ranked)` : ''}`,
+  );
   await new Promise<void>((done) => {
     process.once('SIGINT', done);
     process.once('SIGTERM', done);
   });
+  await stopTraffic();
+  await web.close();
   await app.close();
+  await stream.close();
+  await ch.close();
   await models.stop();
 }
 

@@ -4,6 +4,7 @@ import { ConfigError, describeConfig, loadConfig } from '../config/config.ts';
 import { ServiceUnreachableError } from '../config/unreachable.ts';
 import { SchemaCompatibilityError } from '../events/registry.ts';
 import { registerBackfillCommand } from './backfill-command.ts';
+import { registerConsoleCommand } from './console-command.ts';
 import { registerDemoCommand } from './demo-command.ts';
 import { registerEventCommands } from './events-commands.ts';
 import { registerFeaturesCommand } from './features-command.ts';
@@ -95,6 +96,7 @@ registerTrainCommand(program, configOf);
 registerModelsCommand(program, configOf);
 registerScoringCommands(program, configOf);
 registerDemoCommand(program, configOf);
+registerConsoleCommand(program, configOf);
 registerServicesCommand(program);
 
 /** Exit codes: 0 ok, 1 failure or bad input rows, 2 usage or configuration error, 3 a server is unreachable. */

@@ -103,7 +103,8 @@ const RankReply = Type.Object({
 const Problem = Type.Object({ error: Type.String(), reason: Type.String() });
 const Health = Type.Object({ status: Type.String(), problems: Type.Optional(Type.Array(Type.String())) });
 
-function tokenMatches(header: string | undefined, token: string): boolean {
+/** Whether an Authorization header carries `Bearer <token>` (constant-time); the console checks its POSTs with it too. */
+export function tokenMatches(header: string | undefined, token: string): boolean {
   const given = Buffer.from(header?.startsWith('Bearer ') ? header.slice(7) : '');
   const want = Buffer.from(token);
   return given.length === want.length && timingSafeEqual(given, want);

@@ -48,7 +48,19 @@ describe('tributary CLI', () => {
   }, async () => {
     const demo = spawn(
       process.execPath,
-      args(['demo', '--out', demoDir, '--days', '2', '--impressions-per-day', '12000', '--port', '0']),
+      args([
+        'demo',
+        '--out',
+        demoDir,
+        '--days',
+        '2',
+        '--impressions-per-day',
+        '12000',
+        '--port',
+        '0',
+        '--console-port',
+        '0',
+      ]),
       { env },
     );
     let stdout = '';
