@@ -13,6 +13,7 @@ import { registerScoringCommands } from './scoring-commands.ts';
 import { registerServicesCommand } from './services-command.ts';
 import { registerStreamCommand } from './stream-command.ts';
 import { registerTrainCommand } from './train-command.ts';
+import { registerVerifyCommand } from './verify-command.ts';
 
 const program = new Command('tributary')
   .description('Real-time ad features and scoring: Kafka -> features -> Valkey + ClickHouse -> ONNX ranking')
@@ -89,6 +90,7 @@ registerStreamCommand(program, configOf);
 registerFeaturesCommand(program, configOf);
 registerBackfillCommand(program, configOf);
 registerParityCommand(program, configOf);
+registerVerifyCommand(program, configOf);
 registerTrainCommand(program, configOf);
 registerModelsCommand(program, configOf);
 registerScoringCommands(program, configOf);
