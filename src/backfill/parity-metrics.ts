@@ -14,4 +14,9 @@ export class ParityMetrics {
     labelNames: ['feature'],
     registers: [this.registry],
   });
+  readonly missing = new Counter({
+    name: 'tributary_parity_missing_total',
+    help: 'Sampled impressions the stream applied whose served vector was not recorded (stream without --record-served)',
+    registers: [this.registry],
+  });
 }

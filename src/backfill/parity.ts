@@ -5,6 +5,8 @@ import type { ClickHouseClient } from '@clickhouse/client';
 import type { FeatureKind, FeatureSet } from '../features/compile.ts';
 import type { FeatureGroup } from '../features/define.ts';
 import { opOf } from '../features/ops/index.ts';
+import { insertNative } from '../offline/clickhouse.ts';
+import { type NativeColumn, native, nativeBlock } from '../offline/native.ts';
 import { sqlFeatures } from './parity-sql.ts';
 import { inChunks, Replay } from './replay.ts';
 import { fromClickHouse, partitionsIn } from './sources.ts';
@@ -30,6 +32,15 @@ function same(exact: boolean, a: number, b: number): boolean {
 
 /** Whether a feature of this kind is compared exactly (its op's integers), not to a relative 1e-9. */
 const exactKind = (kind: FeatureKind) => kind !== 'ratio' && opOf(kind).exact;
+
+/**
+ * The parity rule, for the batch check and the live one alike: whether feature i's value `a` agrees with the
+ * reference `b` (counts exactly, everything else to a relative 1e-9).
+ */
+export function agreement(features: FeatureSet): (i: number, a: number, b: number) => boolean {
+  const exact = features.features.map((f) => exactKind(f.kind));
+  return (i, a, b) => same(exact[i] as boolean, a, b);
+}
 
 async function servedVectors(ch: ClickHouseClient): Promise<Map<string, Float64Array>> {
   const rs = await ch.query({ query: 'SELECT event_id, vector FROM served_vectors FINAL', format: 'JSONEachRow' });
@@ -63,17 +74,16 @@ export async function checkParity(
     features: features.features.map((f) => ({ name: f.name, servedMismatches: 0, sqlMismatches: 0 })),
     mismatches: 0,
   };
-  const exact = features.features.map((f) => exactKind(f.kind));
+  const agrees = agreement(features);
   for (const [id, b] of backfill) {
     const a = served.get(id);
     const c = sql.get(id);
     if (!a) report.missingServed++;
     if (!c) report.missingSql++;
-    exact.forEach((isExact, i) => {
-      const fp = report.features[i] as FeatureParity;
+    report.features.forEach((fp, i) => {
       const bad = {
-        served: a !== undefined && !same(isExact, a[i] as number, b[i] as number),
-        sql: c !== undefined && !same(isExact, c[i] as number, b[i] as number),
+        served: a !== undefined && !agrees(i, a[i] as number, b[i] as number),
+        sql: c !== undefined && !agrees(i, c[i] as number, b[i] as number),
       };
       if (bad.served) fp.servedMismatches++;
       if (bad.sql) fp.sqlMismatches++;
@@ -86,4 +96,43 @@ export async function checkParity(
     report.missingSql +
     report.features.reduce((s, f) => s + f.servedMismatches + f.sqlMismatches, 0);
   return report;
+}
+
+/** Keeps a report in parity_runs (schema.ts), one row per run, for the console. */
+export async function recordParityRun(ch: ClickHouseClient, report: ParityReport, at = Date.now()): Promise<void> {
+  const examples = Object.fromEntries(report.features.flatMap((f) => (f.example ? [[f.name, f.example]] : [])));
+  const row = { ...report, at, examples: JSON.stringify(examples) };
+  const uints = (name: string, get: (f: FeatureParity) => number): NativeColumn<typeof row> =>
+    native.array(
+      name,
+      'UInt64',
+      (r) => r.features.length,
+      (w, r) => {
+        for (const f of r.features) w.i64(get(f));
+      },
+    );
+  const columns: NativeColumn<typeof row>[] = [
+    native.time('run_at', (r) => r.at),
+    native.u64('impressions', (r) => r.impressions),
+    native.u64('missing_served', (r) => r.missingServed),
+    native.u64('missing_sql', (r) => r.missingSql),
+    native.u64('mismatches', (r) => r.mismatches),
+    native.array(
+      'features',
+      'String',
+      (r) => r.features.length,
+      (w, r) => {
+        for (const f of r.features) w.string(f.name);
+      },
+    ),
+    uints('served_mismatches', (f) => f.servedMismatches),
+    uints('sql_mismatches', (f) => f.sqlMismatches),
+    native.string('examples', (r) => r.examples),
+  ];
+  await insertNative(ch, {
+    table: 'parity_runs',
+    columns: columns.map((c) => c.name),
+    block: nativeBlock(columns, [row]),
+    settings: { async_insert: 0, insert_distributed_sync: 1 },
+  });
 }

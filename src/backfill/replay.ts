@@ -9,12 +9,13 @@ import { type StepChunk, TileRings } from '../features/tile-rings.ts';
 /**
  * One record of the log. A source that dictionary-encodes its key fields (the column file) also hands their
  * ids: `ids[idsAt + k]` is the id of KEY_FIELDS[k], dense from 0 per field, one dictionary for the whole source
- * (every record of a replay carries ids, or none does). The replay then looks up no key strings.
+ * (every record of a replay carries ids, or none does). The replay then looks up no key strings. A source that knows
+ * where the stream applied a record (the offline store) gives its batch_seq and offset.
  */
 export type ReplayRecord = (
   | { source: 'impression'; partition: string; event: AdImpression }
   | { source: 'click'; partition: string; event: AdClick }
-) & { ids?: Int32Array; idsAt?: number };
+) & { ids?: Int32Array; idsAt?: number; batchSeq?: number; offset?: number };
 
 /**
  * Feature state a replay reads (impressions' vectors into `out`) and then updates with each admitted event: the

@@ -31,21 +31,40 @@ export async function* fromEventFile(path: string): AsyncGenerator<ReplayRecord>
 /** A row of an event table: the Kafka coordinates (topic, partition, batch_seq, offset), then `columns`. */
 type Row = [string, number, number, number, ...unknown[]];
 
+/** Batches (by batch_seq) to read: those after `after` and through `through`; unset = no bound that side. */
+export interface BatchRange {
+  after?: number;
+  through?: number;
+  /** A SQL condition on both event tables' columns (e.g. one entity's applied events, for the console's history). */
+  where?: string;
+}
+
 /** An event table's rows in the stream's apply order; times as epoch ms. Rows are arrays (no key per value). */
 async function* ordered(
   client: ClickHouseClient,
   table: string,
   columns: readonly string[],
-  where: string,
+  range: BatchRange,
 ): AsyncGenerator<Row> {
   const time = (c: string) => (c.endsWith('_time') ? `toUnixTimestamp64Milli(${c})` : c);
   const rs = await client.query({
     query: `SELECT topic, partition, batch_seq, offset, ${columns.map(time).join(', ')}
-            FROM ${table} FINAL ${where ? `WHERE ${where}` : ''} ORDER BY batch_seq, offset`,
+            FROM ${table} FINAL ${batchFilter(range)} ORDER BY batch_seq, offset`,
     format: 'JSONCompactEachRow',
     clickhouse_settings: { output_format_json_quote_64bit_integers: 0 },
   });
   for await (const rows of rs.stream()) for (const row of rows) yield row.json<Row>();
+}
+
+/** The WHERE clause of a batch range ('' for the whole history). */
+export function batchFilter({ after, through, where }: BatchRange): string {
+  const at = (flag: string, n: number | undefined) => {
+    if (n === undefined) return [];
+    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${flag} must be a whole number, got ${n}`);
+    return [`batch_seq ${flag} ${n}`];
+  };
+  const terms = [...at('>', after), ...at('<=', through), ...(where ? [`(${where})`] : [])];
+  return terms.length === 0 ? '' : `WHERE ${terms.join(' AND ')}`;
 }
 
 const before = (a: Row, b: Row) => a[2] < b[2] || (a[2] === b[2] && a[3] < b[3]);
@@ -105,12 +124,12 @@ export async function partitionsIn(client: ClickHouseClient): Promise<number> {
 }
 
 /**
- * Every consumed event from the offline store, in the stream's apply order: (batch_seq, offset). `where`: a SQL
- * condition on both event tables' columns (e.g. one entity's applied events, for the console's feature history).
+ * Every consumed event from the offline store (of the batches in `range`), in the stream's apply order:
+ * (batch_seq, offset). Each record carries its batch_seq and offset.
  */
-export async function* fromClickHouse(client: ClickHouseClient, where = ''): AsyncGenerator<ReplayRecord> {
-  const imps = ordered(client, 'impressions', IMPRESSION, where);
-  const clicks = ordered(client, 'clicks', CLICK, where);
+export async function* fromClickHouse(client: ClickHouseClient, range: BatchRange = {}): AsyncGenerator<ReplayRecord> {
+  const imps = ordered(client, 'impressions', IMPRESSION, range);
+  const clicks = ordered(client, 'clicks', CLICK, range);
   const impPartition = partitionNamer();
   const clickPartition = partitionNamer();
   let i = await imps.next();
@@ -118,11 +137,13 @@ export async function* fromClickHouse(client: ClickHouseClient, where = ''): Asy
   while (!i.done || !c.done) {
     if (!i.done && (c.done || before(i.value, c.value))) {
       const event = eventOf<AdImpression>(IMPRESSION, i.value);
-      yield { source: 'impression', partition: impPartition(i.value), event };
+      const [, , batchSeq, offset] = i.value;
+      yield { source: 'impression', partition: impPartition(i.value), event, batchSeq, offset };
       i = await imps.next();
     } else if (!c.done) {
       const event = eventOf<AdClick>(CLICK, c.value);
-      yield { source: 'click', partition: clickPartition(c.value), event };
+      const [, , batchSeq, offset] = c.value;
+      yield { source: 'click', partition: clickPartition(c.value), event, batchSeq, offset };
       c = await clicks.next();
     }
   }

@@ -15,6 +15,7 @@ import { registerServicesCommand } from './services-command.ts';
 import { registerSqlCommand } from './sql-command.ts';
 import { registerStreamCommand } from './stream-command.ts';
 import { registerTrainCommand } from './train-command.ts';
+import { registerVerifyCommand } from './verify-command.ts';
 
 const program = new Command('tributary')
   .description('Real-time ad features and scoring: Kafka -> features -> Valkey + ClickHouse -> ONNX ranking')
@@ -91,6 +92,7 @@ registerStreamCommand(program, configOf);
 registerFeaturesCommand(program, configOf);
 registerBackfillCommand(program, configOf);
 registerParityCommand(program, configOf);
+registerVerifyCommand(program, configOf);
 registerSqlCommand(program, configOf);
 registerTrainCommand(program, configOf);
 registerModelsCommand(program, configOf);

@@ -1,10 +1,11 @@
 // `tributary parity`: served (online) == backfill == SQL, for every impression the stream applied.
 import type { Command } from 'commander';
-import { checkParity } from '../backfill/parity.ts';
+import { checkParity, recordParityRun } from '../backfill/parity.ts';
 import type { Config } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { openClickHouse } from '../offline/clickhouse.ts';
+import { ensureOfflineSchema } from '../offline/schema.ts';
 import { durationOption } from './options.ts';
 import { requireStreamHistory } from './stream-history.ts';
 
@@ -16,7 +17,7 @@ export function registerParityCommand(program: Command, configOf: (cmd: Command)
     .option('--json', 'print the report as JSON')
     .addHelpText(
       'after',
-      '\nNeeds the stream to have run with --record-served.\nExample:\n  tributary parity --clickhouse-dir .data/clickhouse',
+      '\nNeeds the stream to have run with --record-served. Each run is kept in ClickHouse (parity_runs).\nExample:\n  tributary parity --clickhouse-dir .data/clickhouse',
     )
     .action(async (opts: { allowedLateness: string; json?: boolean }, cmd: Command) => {
       const config = configOf(cmd);
@@ -32,6 +33,9 @@ export function registerParityCommand(program: Command, configOf: (cmd: Command)
           durationOption('--allowed-lateness', opts.allowedLateness),
         );
         const seconds = ((performance.now() - t0) / 1000).toFixed(1);
+        // Kept for the console (parity_runs), whatever the result.
+        await ensureOfflineSchema(ch, { cluster: config.clickhouseCluster });
+        await recordParityRun(ch, report);
         if (opts.json) {
           process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
         } else {

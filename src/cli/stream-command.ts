@@ -8,6 +8,7 @@ import { openStream } from '../streams/open.ts';
 import { log } from './log.ts';
 import { serveMetrics } from './metrics-server.ts';
 import { durationOption } from './options.ts';
+import { openLiveParity, sampleOption } from './verify-command.ts';
 
 /** How long a stop may take before the process exits anyway. */
 const STOP_SECONDS = 15;
@@ -44,7 +45,16 @@ export function registerStreamCommand(program: Command, configOf: (cmd: Command)
       '--record-served',
       'record the vector each impression would have been served (ClickHouse served_vectors; for `tributary parity`)',
     )
-    .option('--until-caught-up', 'stop once every partition has been processed to the end of the log')
+    .option(
+      '--verify',
+      'with --record-served: check served vectors against the log as they are recorded (live parity, as `tributary verify --follow`)',
+    )
+    .option('--verify-sample <rate>', 'share of impressions the live check compares, chosen by event id', '1')
+    .option('--verify-flush <duration>', 'how often the live check writes its counts (ClickHouse parity_live)', '10s')
+    .option(
+      '--until-caught-up',
+      'stop once every partition has been processed to the end of the log (and, with --verify, checked)',
+    )
     .addHelpText(
       'after',
       `
@@ -53,6 +63,7 @@ the online features in this process, rebuilding them (and the embedded ClickHous
 
 Examples:
   tributary generate --days 1 && tributary stream --until-caught-up
+  tributary stream --record-served --verify --verify-sample 0.1 --metrics-port 9464
   tributary stream --kafka 127.0.0.1:9092 --schema-registry http://127.0.0.1:8081/apis/ccompat/v7 \\
     --valkey redis://127.0.0.1:6379 --metrics-port 9464`,
     )
@@ -64,6 +75,11 @@ Examples:
       if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new ConfigError('--max-batch must be a positive integer');
       const allowedLatenessMs = durationOption('--allowed-lateness', String(opts.allowedLateness));
       const maxClockSkewMs = durationOption('--max-clock-skew', String(opts.maxClockSkew));
+      const verify = opts.verify === true;
+      if (verify && (opts.recordServed !== true || opts.offline === false))
+        throw new ConfigError('--verify checks recorded served vectors: pass --record-served (and keep ClickHouse on)');
+      const verifySample = sampleOption('--verify-sample', String(opts.verifySample));
+      const verifyFlushMs = durationOption('--verify-flush', String(opts.verifyFlush));
 
       // Listening for stop signals before anything starts: one during start-up stops the stream once it is up.
       let signals = 0;
@@ -101,8 +117,24 @@ Examples:
         log,
       });
       const { metrics, service } = stream;
+      // The embedded engine takes one process per data folder, so the check runs here, beside the stream.
+      const live =
+        verify && ch
+          ? await openLiveParity(ch, {
+              config,
+              features,
+              eventLog: stream.eventLog,
+              checkpoints: stream.checkpoints,
+              allowedLatenessMs,
+              sample: verifySample,
+              // Without Valkey the stream rebuilds its history from the log on each start, numbering batches anew.
+              fresh: !config.valkey,
+              log,
+            })
+          : undefined;
+      const registries = live ? [metrics.registry, live.metrics.registry] : [metrics.registry];
       const server = await serveMetrics(
-        metrics.registry,
+        registries,
         opts.metricsPort as string | undefined,
         String(opts.metricsHost),
       ).catch(async (err) => {
@@ -117,11 +149,13 @@ Examples:
         'streaming',
       );
       void service.failed.then(settle);
+      const stopChecking = new AbortController();
+      const checking = live?.parity.follow({ intervalMs: 500, flushMs: verifyFlushMs, signal: stopChecking.signal });
       if (opts.untilCaughtUp) {
         const check = async () => {
           if (settled) return;
           try {
-            if (await stream.caughtUp()) return settle(undefined);
+            if ((await stream.caughtUp()) && (!live || (await live.parity.caughtUp()))) return settle(undefined);
           } catch (err) {
             log.warn({ err: (err as Error).message }, 'could not check progress; trying again');
           }
@@ -136,6 +170,10 @@ Examples:
         process.exit(1);
       }, STOP_SECONDS * 1000);
       deadline.unref();
+      // The check ends first (its last step and flush read the stream's checkpoints, which close with it); a batch
+      // the stream commits meanwhile is checked by the next run.
+      stopChecking.abort();
+      await checking?.catch((err: Error) => log.error({ err: err.message }, 'live parity: last flush failed'));
       await stream.close();
       server?.close();
       await ch?.close();

@@ -181,7 +181,7 @@ export async function featureHistory(
   const clicks: AdClick[] = [];
   let first = Number.POSITIVE_INFINITY;
   let last = Number.NEGATIVE_INFINITY;
-  for await (const r of fromClickHouse(offline, where)) {
+  for await (const r of fromClickHouse(offline, { where })) {
     if (r.source === 'impression') impressions.push(r.event);
     else clicks.push(r.event);
     first = Math.min(first, r.event.event_time);

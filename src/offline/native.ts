@@ -130,6 +130,7 @@ export const native = {
   time: scalar("DateTime64(3, 'UTC')", putI64),
   u32: scalar<number>('UInt32', (w, x) => w.u32(x)),
   u64: scalar('UInt64', putI64),
+  f64: scalar<number>('Float64', (w, x) => w.f64(x)),
   optI32: nullable<number>('Int32', (w, x) => w.i32(x), 0),
   optF64: nullable<number>('Float64', (w, x) => w.f64(x), 0),
   /** An Array column: the running end offsets of the rows' arrays (`count` elements each), then every row's elements. */

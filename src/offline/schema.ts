@@ -117,6 +117,59 @@ const TABLES: readonly Table[] = [
     keys: 'ORDER BY entity',
     shardBy: 'cityHash64(entity)',
   },
+  // The parity checks' results, for the console. Each `tributary parity` run: one row, per feature its mismatches.
+  {
+    name: 'parity_runs',
+    columns: `
+  run_at DateTime64(3, 'UTC'),
+  impressions UInt64,
+  missing_served UInt64,
+  missing_sql UInt64,
+  mismatches UInt64,
+  features Array(String),
+  served_mismatches Array(UInt64) COMMENT 'per feature (same index as features): served != backfill',
+  sql_mismatches Array(UInt64) COMMENT 'per feature: SQL != backfill',
+  examples String COMMENT 'JSON: per feature, one mismatching impression'
+`,
+    engine: 'MergeTree',
+    keys: 'ORDER BY run_at',
+    shardBy: 'rand()',
+  },
+  // The live check (backfill/live-parity.ts): one row per flush, counting what it compared since the last one. The
+  // newest row's last_batch_seq is where a restarted check resumes.
+  {
+    name: 'parity_live',
+    columns: `
+  at DateTime64(3, 'UTC'),
+  checked UInt64 COMMENT 'sampled impressions compared',
+  missing UInt64 COMMENT 'sampled impressions with no served vector',
+  features Array(String),
+  mismatches Array(UInt64) COMMENT 'per feature (same index as features)',
+  last_batch_seq UInt64 COMMENT 'checked through this batch (the stream apply order)'
+`,
+    engine: 'MergeTree',
+    keys: 'ORDER BY at',
+    shardBy: 'rand()',
+  },
+  // One row per served feature value the live check found wrong. Keyed by the impression's coordinates: a range
+  // checked again after a crash before its parity_live row collapses onto the first rows (FINAL or a merge).
+  {
+    name: 'parity_mismatches',
+    columns: `
+  at DateTime64(3, 'UTC'),
+  event_id String,
+  topic LowCardinality(String),
+  partition UInt32,
+  offset UInt64,
+  event_time DateTime64(3, 'UTC'),
+  feature String,
+  served Float64,
+  recomputed Float64
+`,
+    engine: 'ReplacingMergeTree',
+    keys: 'ORDER BY (topic, partition, offset, feature)',
+    shardBy: BY_KAFKA_PARTITION,
+  },
 ];
 
 // Each tile's value now, as the online store holds it (for the features that are sums/counts/maxima). A plain view:

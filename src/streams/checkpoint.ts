@@ -51,6 +51,12 @@ export interface CheckpointStore {
   slowest(partitionIds: readonly string[]): Promise<number | undefined>;
   /** Each partition's last commit (undefined for one never committed), in the order asked. */
   positions(partitionIds: readonly string[]): Promise<(Position | undefined)[]>;
+  /**
+   * The highest batch number h such that every batch of the group numbered h or lower has committed (its sink
+   * writes are complete) or will never write: a reader of the offline store in (batch_seq, offset) order may go
+   * up to h and no row numbered h or lower will appear later. 0 before any batch.
+   */
+  settledThrough(): Promise<number>;
 }
 
 export class ValkeyCheckpoints implements CheckpointStore {
@@ -116,6 +122,14 @@ export class ValkeyCheckpoints implements CheckpointStore {
     );
     await this.client.hset(this.key(partitionId), { intent_start: start, intent_end: end, intent_seq: seq });
     return seq;
+  }
+
+  async settledThrough(): Promise<number> {
+    // The counter first: every batch numbered up to it was marked pending when numbered (one step), so a batch of
+    // those not committed by the time the marks are read is among them.
+    const last = Number((await this.client.get(`tb:{seq|${this.group}}`)) ?? 0);
+    const [, lowest] = await this.client.zrange(this.pending, 0, 0, 'WITHSCORES');
+    return lowest === undefined ? last : Math.min(last, Number(lowest) - 1);
   }
 
   async pendingBefore(seq?: number): Promise<string[]> {
@@ -201,6 +215,12 @@ export class MemoryCheckpoints implements CheckpointStore {
         ? { next: c.next, maxEventTime: c.admission.maxEventTime, committedAt: at }
         : undefined;
     });
+  }
+
+  async settledThrough(): Promise<number> {
+    let settled = this.seq;
+    for (const c of this.data.values()) if (c.intent) settled = Math.min(settled, c.intent.seq - 1);
+    return settled;
   }
 
   /** One process, one batch at a time: nothing is ever in flight beside the caller's. */

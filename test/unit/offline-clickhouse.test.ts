@@ -147,6 +147,9 @@ describe('offline store on the embedded ClickHouse engine', () => {
       { name: 'feature_tile_batches', engine: 'MergeTree', sorting_key: 'entity' },
       { name: 'feature_tiles_current', engine: 'View', sorting_key: '' },
       { name: 'impressions', engine: 'ReplacingMergeTree', sorting_key: 'ad_id, event_time, topic, partition, offset' },
+      { name: 'parity_live', engine: 'MergeTree', sorting_key: 'at' },
+      { name: 'parity_mismatches', engine: 'ReplacingMergeTree', sorting_key: 'topic, partition, offset, feature' },
+      { name: 'parity_runs', engine: 'MergeTree', sorting_key: 'run_at' },
       { name: 'served_vectors', engine: 'ReplacingMergeTree', sorting_key: 'topic, partition, offset' },
     ]);
   });

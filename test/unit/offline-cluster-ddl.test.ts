@@ -32,12 +32,23 @@ async function parsed(query: string): Promise<string> {
   return ((await rs.json<{ f: string }>())[0] as { f: string }).f;
 }
 
-const TABLES = ['served_vectors', 'impressions', 'clicks', 'feature_tile_batches'];
+const TABLES = [
+  'served_vectors',
+  'impressions',
+  'clicks',
+  'feature_tile_batches',
+  'parity_runs',
+  'parity_live',
+  'parity_mismatches',
+];
 const SHARD_KEYS: Record<string, string> = {
   served_vectors: 'cityHash64(topic, partition)',
   impressions: 'cityHash64(topic, partition)',
   clicks: 'cityHash64(topic, partition)',
   feature_tile_batches: 'cityHash64(entity)',
+  parity_runs: 'rand()',
+  parity_live: 'rand()',
+  parity_mismatches: 'cityHash64(topic, partition)',
 };
 
 describe('offline DDL on a cluster', () => {
