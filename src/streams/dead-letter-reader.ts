@@ -4,9 +4,9 @@
 import { deadLetterReplaysTopic, deadLetterTopic } from '../events/catalog.ts';
 import type { EventLog, ReadMessage } from './event-log.ts';
 import { reasonClass } from './metrics.ts';
+import { REPLAY_HEADER } from './processor.ts';
 
-/** Header a replayed record carries: the dead letter it came from, "partition:offset" of the dead-letter topic. */
-export const REPLAY_HEADER = 'replay_of';
+export { REPLAY_HEADER } from './processor.ts';
 
 /** Messages per ranged read. */
 const READ_CHUNK = 5_000;
@@ -176,25 +176,53 @@ export async function replayLedger(log: EventLog, namespace: string): Promise<Re
   return { done, begun };
 }
 
-/**
- * The namespace's dead letters by reason class (most first), each with its count, how many were replayed, and
- * its first `examples` letters (default 3).
- */
+/** Letters counted as they are read: by reason class (with the first few of each as examples) and by source topic. */
+export class DeadLetterTally {
+  total = 0;
+  private readonly byClass = new Map<string, DeadLetterSummary>();
+  private readonly byTopic = new Map<string, { topic: string; count: number; replayed: number }>();
+
+  constructor(private readonly examples = 3) {}
+
+  add(view: DeadLetterView): void {
+    this.total++;
+    let s = this.byClass.get(view.reasonClass);
+    if (!s) {
+      s = { reasonClass: view.reasonClass, count: 0, replayed: 0, examples: [] };
+      this.byClass.set(view.reasonClass, s);
+    }
+    let t = this.byTopic.get(view.source.topic);
+    if (!t) {
+      t = { topic: view.source.topic, count: 0, replayed: 0 };
+      this.byTopic.set(view.source.topic, t);
+    }
+    s.count++;
+    t.count++;
+    if (view.replayed) {
+      s.replayed++;
+      t.replayed++;
+    }
+    if (s.examples.length < this.examples) s.examples.push(view);
+  }
+
+  /** By reason class, most first. */
+  reasons(): DeadLetterSummary[] {
+    return [...this.byClass.values()].sort((a, b) => b.count - a.count || a.reasonClass.localeCompare(b.reasonClass));
+  }
+
+  /** By source topic, most first. */
+  topics(): { topic: string; count: number; replayed: number }[] {
+    return [...this.byTopic.values()].sort((a, b) => b.count - a.count || a.topic.localeCompare(b.topic));
+  }
+}
+
+/** The namespace's dead letters by reason class (most first), with counts and a few examples (default 3). */
 export async function summarizeDeadLetters(
   log: EventLog,
   namespace: string,
   { examples = 3, filter = {} }: { examples?: number; filter?: DeadLetterFilter } = {},
 ): Promise<DeadLetterSummary[]> {
-  const byClass = new Map<string, DeadLetterSummary>();
-  for await (const { view } of readDeadLetters(log, namespace, filter)) {
-    let s = byClass.get(view.reasonClass);
-    if (!s) {
-      s = { reasonClass: view.reasonClass, count: 0, replayed: 0, examples: [] };
-      byClass.set(view.reasonClass, s);
-    }
-    s.count++;
-    if (view.replayed) s.replayed++;
-    if (s.examples.length < examples) s.examples.push(view);
-  }
-  return [...byClass.values()].sort((a, b) => b.count - a.count || a.reasonClass.localeCompare(b.reasonClass));
+  const tally = new DeadLetterTally(examples);
+  for await (const { view } of readDeadLetters(log, namespace, filter)) tally.add(view);
+  return tally.reasons();
 }

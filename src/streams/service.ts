@@ -364,6 +364,7 @@ export class StreamService {
       this.counts[verdict] += count;
       if (count) m.events.inc({ topic, verdict }, count);
     }
+    for (const [verdict, count] of Object.entries(o.replays)) if (count) m.replays.inc({ topic, verdict }, count);
     for (const d of o.deadLetters) m.deadLetters.inc({ topic, reason: reasonClass(d.reason) });
     m.batchSeconds.observe((performance.now() - t0) / 1000);
     m.watermark.set({ topic, partition }, o.newestEventTime / 1000);
