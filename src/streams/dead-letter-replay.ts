@@ -48,7 +48,7 @@ function unreplayable(v: DeadLetterView, partitions: Map<string, number>): strin
 }
 
 /** The record a letter goes back as: its key and bytes, its original log timestamp, into its original partition. */
-function replayMessage(d: DeadLetter): OutMessage {
+export function replayMessage(d: DeadLetter): OutMessage {
   const { view, message } = d;
   return {
     key: message.key,
