@@ -151,11 +151,19 @@ export interface LedgerEntry {
   letter: string;
   /** Where its record goes, and that partition's end offset before the replay began: the copy lies at or after it. */
   target: { topic: string; partition: number; from: number };
+  /** The original's offset in that partition (two letters of one record, from a batch repeated after a crash). */
+  sourceOffset: number;
 }
+
+/** A source record's coordinates as one string: "topic/partition@offset". */
+export const sourceId = (s: { topic: string; partition: number; offset: number }) =>
+  `${s.topic}/${s.partition}@${s.offset}`;
 
 export interface ReplayLedger {
   /** Letters replayed (their records acknowledged by the log). */
   done: Set<string>;
+  /** The source records of those letters (sourceId). */
+  doneSources: Set<string>;
   /** Letters whose replay began but is not known to have finished (a replay that crashed): in doubt. */
   begun: Map<string, LedgerEntry>;
 }
@@ -163,17 +171,19 @@ export interface ReplayLedger {
 export async function replayLedger(log: EventLog, namespace: string): Promise<ReplayLedger> {
   const topic = deadLetterReplaysTopic(namespace);
   const done = new Set<string>();
+  const doneSources = new Set<string>();
   const begun = new Map<string, LedgerEntry>();
   for (const partition of await partitionsOf(log, topic)) {
     for await (const m of readPartition(log, topic, partition)) {
       const e = JSON.parse(String(m.value)) as LedgerEntry;
       if (e.state === 'done') {
         done.add(e.letter);
+        doneSources.add(sourceId({ ...e.target, offset: e.sourceOffset }));
         begun.delete(e.letter);
       } else if (!done.has(e.letter)) begun.set(e.letter, e);
     }
   }
-  return { done, begun };
+  return { done, doneSources, begun };
 }
 
 /** Letters counted as they are read: by reason class (with the first few of each as examples) and by source topic. */

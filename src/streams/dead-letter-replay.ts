@@ -17,13 +17,17 @@ import {
   REPLAY_HEADER,
   readPartition,
   replayLedger,
+  sourceId,
 } from './dead-letter-reader.ts';
 import type { EventLog, OutMessage } from './event-log.ts';
 
 export interface ReplayOutcome {
   /** Sent by this run. */
   sent: DeadLetterView[];
-  /** Replayed by an earlier run (the ledger says so, or its copy was found after a crash): not sent again. */
+  /**
+   * Replayed by an earlier run (the ledger says so, or its copy was found after a crash), or another letter of the
+   * same source record is: not sent again.
+   */
   already: DeadLetterView[];
   /** Cannot be replayed, and why (a truncated letter lacks its bytes; a source partition that is gone). */
   refused: { view: DeadLetterView; why: string }[];
@@ -67,20 +71,24 @@ export async function replayDeadLetters(
   { dryRun = false, batch = 500, onProgress }: ReplayOptions = {},
 ): Promise<ReplayOutcome> {
   const out: ReplayOutcome = { sent: [], already: [], refused: [] };
-  const { done, begun } = await replayLedger(log, namespace);
+  const { done, doneSources, begun } = await replayLedger(log, namespace);
   const partitions = new Map<string, number>();
   for (const topic of new Set(letters.map((d) => d.view.source.topic)))
     if (topic) partitions.set(topic, (await log.endOffsets(topic)).length);
 
   const todo: DeadLetter[] = [];
   const inDoubt: DeadLetter[] = [];
+  // A batch repeated after a stream crash can dead-letter one record twice: its record goes back once.
+  const sources = new Set(doneSources);
   for (const d of letters) {
     const id = letterId(d.view.partition, d.view.offset);
     const why = unreplayable(d.view, partitions);
-    if (done.has(id)) out.already.push(d.view);
+    const source = sourceId(d.view.source);
+    if (done.has(id) || (!begun.has(id) && sources.has(source))) out.already.push(d.view);
     else if (why) out.refused.push({ view: d.view, why });
     else if (begun.has(id)) inDoubt.push(d);
     else todo.push(d);
+    if (!why) sources.add(source);
   }
   if (dryRun) {
     out.sent = [...inDoubt, ...todo].map((d) => d.view);
@@ -129,6 +137,7 @@ export async function replayDeadLetters(
           state: 'begun',
           letter: letterId(d.view.partition, d.view.offset),
           target: { topic, partition, from: ends.get(`${topic}/${partition}`) ?? 0 },
+          sourceOffset: d.view.source.offset,
         };
       });
       await mark(entries);

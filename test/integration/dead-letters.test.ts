@@ -165,6 +165,7 @@ async function listShowReplay(env: NodeJS.ProcessEnv, metrics: StreamMetrics, ev
     state: 'begun',
     letter: `${d?.view.partition}:${d?.view.offset}`,
     target: { ...d?.view.source, from: ends.find((e) => e.partition === d?.view.source.partition)?.offset },
+    sourceOffset: d?.view.source.offset,
   }));
   await eventLog.ensureTopics([deadLetterReplaysTopic(namespace)], 1);
   await producer.send([
