@@ -57,6 +57,7 @@ Examples:
         { openEventLog },
         { sourceTopics },
         { partitionProgress },
+        { summarizeDeadLetters },
         { log },
       ] = await Promise.all([
         import('../console/metrics-source.ts'),
@@ -71,6 +72,7 @@ Examples:
         import('../streams/open.ts'),
         import('../streams/processor.ts'),
         import('../streams/progress.ts'),
+        import('../streams/dead-letter-reader.ts'),
         import('./log.ts'),
       ]);
       const features = new FeatureSet(DEFAULT_GROUPS);
@@ -103,6 +105,7 @@ Examples:
           offlineProblem,
           online,
           onlineProblem: online ? undefined : EMBEDDED_STATE,
+          deadLetters: () => summarizeDeadLetters(eventLog, config.namespace, { examples: 3 }),
           about: {
             mode: config.kafka.length ? 'servers' : 'file log',
             namespace: config.namespace,

@@ -7,7 +7,7 @@ import { rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
-import { checkParity } from '../backfill/parity.ts';
+import { checkParity, recordParityRun } from '../backfill/parity.ts';
 import { runBackfill } from '../backfill/run.ts';
 import { fromClickHouse } from '../backfill/sources.ts';
 import { writeTrainingTable } from '../backfill/training-clickhouse.ts';
@@ -26,12 +26,14 @@ import { ScoringMetrics } from '../scoring/metrics.ts';
 import { ModelRuntime } from '../scoring/model-runtime.ts';
 import { Ranker } from '../scoring/ranker.ts';
 import { buildServer } from '../scoring/server.ts';
+import { summarizeDeadLetters } from '../streams/dead-letter-reader.ts';
 import { openStream } from '../streams/open.ts';
 import { sourceTopics } from '../streams/processor.ts';
 import { partitionProgress } from '../streams/progress.ts';
 import { startLiveTraffic } from './demo-live.ts';
 import { publishAll } from './events-commands.ts';
 import { log as baseLog } from './log.ts';
+import { openLiveParity } from './verify-command.ts';
 
 export interface DemoOptions {
   days: string;
@@ -171,6 +173,7 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
 
   step('parity: served (online store) == backfill == independent ClickHouse SQL, every impression, every feature');
   const parity = await checkParity(ch, features, DEFAULT_GROUPS, HOUR);
+  await recordParityRun(ch, parity);
   say(
     `  ${fmt(parity.impressions)} impressions × ${features.names.length} features: ${parity.mismatches} mismatches` +
       (parity.missingServed + parity.missingSql ? ` (${parity.missingServed + parity.missingSql} missing)` : ''),
@@ -230,6 +233,21 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
     time: sample.event_time,
     candidates: sample.candidates.slice(0, 3),
   });
+  // The live parity check over the stream's history so far, then following the live traffic (as `stream --verify`).
+  const live = await openLiveParity(ch, {
+    config,
+    features,
+    eventLog: stream.eventLog,
+    checkpoints: stream.checkpoints,
+    allowedLatenessMs: HOUR,
+    sample: 1,
+    fresh: true,
+    log,
+  });
+  const stopChecking = new AbortController();
+  const checking = live.parity
+    .follow({ intervalMs: 1000, flushMs: 5000, signal: stopChecking.signal })
+    .catch((err: Error) => log.error({ err: err.message }, 'live parity stopped'));
   // The console, in this process: the embedded online store, checkpoints and ClickHouse live here.
   const web = await startConsole(
     {
@@ -237,13 +255,18 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
       registry,
       offline: ch,
       online: stream.online,
-      about: { mode: 'demo (embedded)', namespace: config.namespace, sources: ['stream', 'serve'] },
+      deadLetters: () => summarizeDeadLetters(stream.eventLog, config.namespace, { examples: 3 }),
+      about: { mode: 'demo (embedded)', namespace: config.namespace, sources: ['stream', 'serve', 'verify'] },
       log,
     },
     {
       progress: () =>
         partitionProgress(stream.eventLog, stream.checkpoints, Object.values(sourceTopics(config.namespace))),
-      metrics: [registrySource('stream', stream.metrics.registry), registrySource('serve', metrics.registry)],
+      metrics: [
+        registrySource('stream', stream.metrics.registry),
+        registrySource('serve', metrics.registry),
+        registrySource('verify', live.metrics.registry),
+      ],
     },
     { port: consolePort, host: '127.0.0.1', token: config.scoringToken },
   );
@@ -271,6 +294,8 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
     process.once('SIGTERM', done);
   });
   await stopTraffic();
+  stopChecking.abort();
+  await checking;
   await web.close();
   await app.close();
   await stream.close();

@@ -14,27 +14,17 @@ import { tileOf } from '../features/window.ts';
 import { type ModelRegistry, ModelRegistryError } from '../model/registry.ts';
 import type { FeatureReader } from '../online/contract.ts';
 import { tokenMatches } from '../scoring/server.ts';
+import type { DeadLetterSummary, DeadLetterView } from '../streams/dead-letter-reader.ts';
 import { BadRequest, catalog, featureHistory, parseEntityKey, readGroup } from './features.ts';
 import { buckets, byLabel } from './metrics-source.ts';
 import { listModels, modelWeights } from './models.ts';
 import { readParity } from './parity.ts';
 import type { Sampler } from './sampler.ts';
 
-/** A dead-letter reason class with a few examples (the stream's letters, or its metrics' counts without examples). */
-export interface DeadLetterReason {
-  reasonClass: string;
-  count: number;
-  replayed: number;
-  examples: {
-    partition: number;
-    offset: number;
-    time: number;
-    reason: string;
-    source: { topic: string; partition: number; offset: number };
-    bytes: number;
-    replayed: boolean;
-  }[];
-}
+/** Dead letters by reason class with a few examples (the dead-letter topic's, or the stream metrics' counts). */
+export type DeadLetterReason = Pick<DeadLetterSummary, 'reasonClass' | 'count' | 'replayed'> & {
+  examples: Pick<DeadLetterView, 'partition' | 'offset' | 'time' | 'reason' | 'source' | 'bytes' | 'replayed'>[];
+};
 
 export interface ConsoleDeps {
   features: FeatureSet;

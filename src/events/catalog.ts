@@ -32,6 +32,14 @@ export function deadLetterTopic(namespace = ''): string {
   return `${namespace}tributary_dead_letters`;
 }
 
+/**
+ * The replay ledger: which dead letters `tributary dead-letters replay` has begun and finished sending back (one
+ * partition, so its entries keep their order).
+ */
+export function deadLetterReplaysTopic(namespace = ''): string {
+  return `${namespace}tributary_dead_letter_replays`;
+}
+
 export function allTopics(namespace = ''): string[] {
   return [...(Object.keys(KINDS) as EventKind[]).map((k) => topicOf(k, namespace)), deadLetterTopic(namespace)];
 }

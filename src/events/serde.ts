@@ -84,6 +84,33 @@ export class EventSerde {
     return this.read(kind, id, reader, buf as Buffer, { now, maxFutureMs });
   }
 
+  /**
+   * The bytes as their own (writer) schema reads them, with no reader schema and no validation: for looking at a
+   * message the pipeline refused. Throws BadEventError saying why they do not decode.
+   */
+  async inspect(buf: Buffer | null): Promise<{ schemaId: number; schemaName: string; value: unknown }> {
+    const id = schemaIdOf(buf);
+    if (typeof id === 'string') throw new BadEventError(id);
+    let schema: string;
+    try {
+      schema = (await this.client.getBySubjectAndId('', id)).schema;
+    } catch (err) {
+      const status = (err as { status?: number }).status;
+      if (status !== 404 && !(err instanceof Error && /not found/i.test(err.message))) throw err;
+      throw new BadEventError(`unknown schema id ${id}`);
+    }
+    const type = avroType(schema);
+    try {
+      return {
+        schemaId: id,
+        schemaName: String(type.name),
+        value: type.fromBuffer((buf as Buffer).subarray(HEADER_LENGTH)),
+      };
+    } catch (err) {
+      throw new BadEventError(`undecodable Avro body for schema id ${id}: ${(err as Error).message}`);
+    }
+  }
+
   private read<K extends EventKind>(kind: K, id: number, reader: Reader | string, buf: Buffer, clock: Clock | number) {
     if (typeof reader === 'string') throw new BadEventError(reader);
     let event: EventByKind[K];

@@ -1,7 +1,15 @@
 // Kafka behind the EventLog interface: the stream service's consumer group and producers, via kafkajs.
 // (ConfigResourceTypes from the package's default export: Node's CommonJS export detection misses it.)
-import kafkajs, { type Consumer, type Kafka, type Producer } from 'kafkajs';
-import type { EventLog, LogBatchPayload, LogConsumer, LogProducer, OutMessage } from '../streams/event-log.ts';
+import { randomUUID } from 'node:crypto';
+import kafkajs, { type Consumer, type IHeaders, type Kafka, type KafkaMessage, type Producer } from 'kafkajs';
+import type {
+  EventLog,
+  LogBatchPayload,
+  LogConsumer,
+  LogProducer,
+  OutMessage,
+  ReadMessage,
+} from '../streams/event-log.ts';
 import { ensureTopics, kafkaUnreachable, withAdmin } from './client.ts';
 
 export class KafkaEventLog implements EventLog {
@@ -19,7 +27,10 @@ export class KafkaEventLog implements EventLog {
   }
 
   async endOffsets(topic: string): Promise<{ partition: number; offset: number }[]> {
-    const offsets = await withAdmin(this.kafka, this.brokers, (admin) => admin.fetchTopicOffsets(topic));
+    const offsets = await withAdmin(this.kafka, this.brokers, async (admin) =>
+      // As on the file log, a topic that does not exist has no partitions (kafkajs would retry for a minute).
+      (await admin.listTopics()).includes(topic) ? admin.fetchTopicOffsets(topic) : [],
+    );
     return offsets.map((p) => ({ partition: p.partition, offset: Number(p.high) }));
   }
 
@@ -32,6 +43,57 @@ export class KafkaEventLog implements EventLog {
     );
     const value = Number(described.resources[0]?.configEntries[0]?.configValue);
     return Number.isFinite(value) && value > 0 ? value : undefined;
+  }
+
+  /**
+   * A throwaway consumer group that never commits, sought to `from`; its partitions other than this one are paused.
+   * Stops at the partition's end offset when the read starts, or after `max` messages.
+   */
+  async read(topic: string, partition: number, from: number, max: number): Promise<ReadMessage[]> {
+    const offsets = await withAdmin(this.kafka, this.brokers, async (admin) =>
+      (await admin.listTopics()).includes(topic) ? admin.fetchTopicOffsets(topic) : [],
+    );
+    const range = offsets.find((o) => o.partition === partition);
+    const end = Number(range?.high ?? 0);
+    const start = Math.max(from, Number(range?.low ?? 0));
+    if (!range || start >= end || max <= 0) return [];
+    const groupId = `tributary-read-${randomUUID()}`;
+    const consumer = this.kafka.consumer({ groupId, maxWaitTimeInMs: 100, maxBytesPerPartition: 4 << 20 });
+    const out: ReadMessage[] = [];
+    try {
+      await consumer.connect();
+      await consumer.subscribe({ topics: [topic], fromBeginning: true });
+      await new Promise<void>((resolve, reject) => {
+        // A read that makes no progress (the broker gone) fails instead of hanging.
+        let timer = setTimeout(() => reject(new Error(`reading ${topic}/${partition} timed out`)), READ_IDLE_MS);
+        consumer
+          .run({
+            autoCommit: false,
+            eachBatch: async ({ batch }) => {
+              if (batch.partition !== partition) {
+                consumer.pause([{ topic, partitions: [batch.partition] }]);
+                return;
+              }
+              clearTimeout(timer);
+              timer = setTimeout(() => reject(new Error(`reading ${topic}/${partition} timed out`)), READ_IDLE_MS);
+              for (const m of batch.messages) {
+                const o = Number(m.offset);
+                if (o >= start && o < end && out.length < max) out.push(readMessage(m));
+              }
+              if (out.length >= max || Number(batch.lastOffset()) + 1 >= end) {
+                clearTimeout(timer);
+                resolve();
+              }
+            },
+          })
+          .catch(reject);
+        consumer.seek({ topic, partition, offset: String(start) });
+      });
+    } finally {
+      await consumer.disconnect().catch(() => undefined);
+      await withAdmin(this.kafka, this.brokers, (admin) => admin.deleteGroups([groupId])).catch(() => undefined);
+    }
+    return out;
   }
 
   consumer(groupId: string): LogConsumer {
@@ -50,6 +112,25 @@ export class KafkaEventLog implements EventLog {
   producer(): LogProducer {
     return new KafkaLogProducer(this.kafka.producer({ idempotent: true, maxInFlightRequests: 1 }), this.brokers);
   }
+}
+
+/** How long a ranged read may go without a batch before it fails. */
+const READ_IDLE_MS = 30_000;
+
+function headersOf(h: IHeaders | undefined): Record<string, string> | undefined {
+  if (!h) return undefined;
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (v !== undefined) out[k] = (Array.isArray(v) ? v : [v]).map(String).join(',');
+  }
+  return out;
+}
+
+function readMessage(m: KafkaMessage): ReadMessage {
+  const out: ReadMessage = { offset: m.offset, timestamp: m.timestamp, key: m.key, value: m.value };
+  const headers = headersOf(m.headers);
+  if (headers) out.headers = headers;
+  return out;
 }
 
 /** Partitions whose batches may be in hand at once (each partition's own batches stay in order). */

@@ -2,7 +2,14 @@
 // here has one member (this process) that owns every partition; offsets commit to the log's folder.
 import { type PartitionerArgs, Partitioners } from 'kafkajs';
 import type { Logger } from 'pino';
-import type { EventLog, LogBatchPayload, LogConsumer, LogProducer, OutMessage } from '../streams/event-log.ts';
+import type {
+  EventLog,
+  LogBatchPayload,
+  LogConsumer,
+  LogProducer,
+  OutMessage,
+  ReadMessage,
+} from '../streams/event-log.ts';
 import { getOrCreate } from '../util/map.ts';
 import { FileLog, type LogRecord } from './file-log.ts';
 
@@ -34,6 +41,11 @@ export class FileEventLog implements EventLog {
     }));
   }
 
+  async read(topic: string, partition: number, from: number, max: number): Promise<ReadMessage[]> {
+    if (partition >= this.log.partitions(topic)) return [];
+    return this.log.read(topic, partition, Math.max(0, from), max);
+  }
+
   consumer(groupId: string): LogConsumer {
     return new FileLogConsumer(this.log, groupId, this.logger);
   }
@@ -60,7 +72,9 @@ class FileLogProducer implements LogProducer {
       if (n === 0) throw new Error(`topic ${topic} does not exist in the file log at ${this.log.dir}`);
       const partitionMetadata = Array.from({ length: n }, (_, partitionId) => ({ partitionId, leader: 0 }));
       for (const m of messages) {
-        const partition = this.partitioner({ topic, partitionMetadata, message: m } as unknown as PartitionerArgs);
+        const partition =
+          m.partition ?? this.partitioner({ topic, partitionMetadata, message: m } as unknown as PartitionerArgs);
+        if (partition < 0 || partition >= n) throw new Error(`topic ${topic} has no partition ${partition}`);
         const b = getOrCreate(batches, `${topic}/${partition}`, () => ({ topic, partition, records: [] }));
         b.records.push({
           key: typeof m.key === 'string' ? Buffer.from(m.key) : m.key,

@@ -25,7 +25,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
-import type { LogMessage } from '../streams/processor.ts';
+import type { ReadMessage } from '../streams/event-log.ts';
 
 export interface LogRecord {
   key: Buffer | null;
@@ -34,7 +34,7 @@ export interface LogRecord {
   headers?: Record<string, string>;
 }
 
-export type StoredMessage = LogMessage & { headers?: Record<string, string> };
+export type StoredMessage = ReadMessage;
 
 const HEAD = 8;
 /** Bytes read at a time when indexing a partition. */

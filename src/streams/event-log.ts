@@ -25,8 +25,13 @@ export interface LogConsumer {
   disconnect(): Promise<void>;
 }
 
+/** A message as a ranged read returns it: with its headers (as text). */
+export type ReadMessage = LogMessage & { headers?: Record<string, string> };
+
 export interface OutMessage {
   key: Buffer | string | null;
+  /** This partition of the topic, instead of the key's (a replay goes back where its original was). */
+  partition?: number;
   value: Buffer | null;
   /** Epoch ms as a string (kafkajs' convention); default: now. */
   timestamp?: string;
@@ -45,8 +50,13 @@ export interface EventLog {
   readonly where: string;
   /** Creates missing topics with this many partitions; existing topics stay as they are. */
   ensureTopics(topics: string[], partitions: number): Promise<void>;
-  /** Next offset to be written, per partition of a topic. */
+  /** Next offset to be written, per partition of a topic; none for a topic that does not exist. */
   endOffsets(topic: string): Promise<{ partition: number; offset: number }[]>;
+  /**
+   * Up to `max` messages of one partition from offset `from` on, in offset order, with their headers: those below
+   * the partition's end when the read starts (fewer or none at the tail). No consumer group is left behind.
+   */
+  read(topic: string, partition: number, from: number, max: number): Promise<ReadMessage[]>;
   consumer(groupId: string): LogConsumer;
   producer(): LogProducer;
   /** The most bytes one produce request may carry to `topic` (Kafka's max.message.bytes); none for the file log. */

@@ -21,6 +21,12 @@ export class StreamMetrics {
     labelNames: ['topic', 'reason'],
     registers: [this.registry],
   });
+  readonly replays = new Counter({
+    name: 'tributary_stream_replayed_events_total',
+    help: 'Replayed dead letters read (tributary dead-letters replay), by topic and what became of them',
+    labelNames: ['topic', 'verdict'],
+    registers: [this.registry],
+  });
   readonly batchSeconds = new Histogram({
     name: 'tributary_stream_batch_seconds',
     help: 'Time from fetch to committed checkpoint, per batch',

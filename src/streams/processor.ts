@@ -15,6 +15,17 @@ export interface LogMessage {
   timestamp: string;
   key: Buffer | null;
   value: Buffer | null;
+  /** As kafkajs gives them (Buffers), or text (the file log). */
+  headers?: Record<string, Buffer | string | (Buffer | string)[] | undefined>;
+}
+
+/** Header a replayed dead letter carries (dead-letter-replay.ts): the letter it came from, "partition:offset". */
+export const REPLAY_HEADER = 'replay_of';
+
+/** The dead letter a message is a replay of, or undefined for an original. */
+export function replayOf(m: Pick<LogMessage, 'headers'>): string | undefined {
+  const h = m.headers?.[REPLAY_HEADER];
+  return h === undefined ? undefined : String(h);
 }
 
 export type { KafkaCoordinates as Coordinates } from '../offline/sink.ts';
@@ -30,6 +41,8 @@ export interface DeadLetter {
   key: Buffer | null;
   value: Buffer | null;
   coordinates: Coordinates;
+  /** The dead letter this record was a replay of: a replay refused again says so. */
+  replayOf?: string;
 }
 
 /** A dead letter as a Kafka message: the original bytes, the reason and where they came from in headers. */
@@ -43,6 +56,7 @@ export function deadLetterMessage(d: DeadLetter) {
       source_partition: String(d.coordinates.partition),
       source_offset: String(d.coordinates.offset),
       ingest_time: String(d.coordinates.ingest_time),
+      ...(d.replayOf === undefined ? {} : { [REPLAY_HEADER]: d.replayOf }),
     },
   };
 }
@@ -56,6 +70,8 @@ export interface BatchOutcome {
   clicks: Recorded<AdClick>[];
   deadLetters: DeadLetter[];
   counts: Record<Verdict | 'invalid', number>;
+  /** Of those, the replayed dead letters (dead-letter-replay.ts). */
+  replays: Record<Verdict | 'invalid', number>;
   served: ServedRow[];
 }
 
@@ -101,6 +117,7 @@ export async function processBatch(
     clicks: [],
     deadLetters: [],
     counts: { applied: 0, late: 0, duplicate: 0, invalid: 0 },
+    replays: { applied: 0, late: 0, duplicate: 0, invalid: 0 },
     served: [],
   };
   const coordinatesOf = (m: LogMessage): Coordinates => ({
@@ -122,7 +139,15 @@ export async function processBatch(
     } catch (err) {
       if (!(err instanceof BadEventError)) throw err;
       out.counts.invalid++;
-      out.deadLetters.push({ reason: err.reason, key: m.key, value: m.value, coordinates: coordinatesOf(m) });
+      const of = replayOf(m);
+      if (of !== undefined) out.replays.invalid++;
+      out.deadLetters.push({
+        reason: err.reason,
+        key: m.key,
+        value: m.value,
+        coordinates: coordinatesOf(m),
+        replayOf: of,
+      });
     }
   }
   const view =
@@ -140,6 +165,8 @@ export async function processBatch(
     const watermark = admission.watermark;
     const verdict = admission.admit(event.event_id, event.event_time);
     out.counts[verdict]++;
+    const of = replayOf(m);
+    if (of !== undefined) out.replays[verdict]++;
     if (verdict === 'applied') {
       if (view) servedOf.push(m);
       admitted.push(event);
@@ -150,6 +177,7 @@ export async function processBatch(
         key: m.key,
         value: m.value,
         coordinates: coordinatesOf(m),
+        replayOf: of,
       });
     }
     if (!recordEvents) continue;

@@ -366,6 +366,7 @@ export class StreamService {
       this.counts[verdict] += count;
       if (count) m.events.inc({ topic, verdict }, count);
     }
+    for (const [verdict, count] of Object.entries(o.replays)) if (count) m.replays.inc({ topic, verdict }, count);
     for (const d of o.deadLetters) m.deadLetters.inc({ topic, reason: reasonClass(d.reason) });
     m.batchSeconds.observe((performance.now() - t0) / 1000);
     // The partition's watermark as committed (a batch's own newest event time would fall back, or to 0 for a batch of

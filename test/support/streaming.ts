@@ -224,6 +224,8 @@ export function testStream(
     /** false: a group that writes only the offline store (and sends no dead letters), under group `group`. */
     online?: false;
     group?: string;
+    /** The stream's --max-clock-skew (default: the stream's). */
+    maxClockSkewMs?: number;
   },
 ) {
   const online = new ValkeyStore(valkey, {
@@ -249,6 +251,7 @@ export function testStream(
       namespace,
       groupId: `${namespace}${o.group ?? 'stream'}`,
       allowedLatenessMs: LATENESS_MS,
+      maxClockSkewMs: o.maxClockSkewMs,
       maxBatch: o.maxBatch,
       sendDeadLetters: o.online !== false,
     },
