@@ -140,6 +140,12 @@ describe('tributary console', () => {
     const rate = Number(String(await page.locator('[data-card="rate"] .value').textContent()).replace(/,/g, ''));
     expect(Number.isNaN(rate)).toBe(false);
     expect(text).toMatch(/last checkpoint/);
+    // Dead letters read from the dead-letter topic: by reason, with examples naming their source records.
+    await page.locator('h2', { hasText: 'Examples' }).waitFor();
+    const letters = await page.locator('main').textContent();
+    expect(letters).toContain('From the dead-letter topic');
+    expect(letters).toMatch(/ad_(impressions|clicks)\/\d+@\d+/);
+    expect(letters).toMatch(/late: /);
     await page.screenshot({ path: join(shots, 'pipeline.png'), fullPage: true });
     expect(problems).toEqual([]);
     await page.close();
@@ -177,10 +183,18 @@ describe('tributary console', () => {
     await page.close();
   });
 
-  it('Parity: says what to run when no run is recorded', async () => {
+  it("Parity: the demo's batch run by feature, in parity, and the live check's intervals", async () => {
+    // The live check (hosted by the demo) writes its first interval once it has gone over the history.
+    await expect
+      .poll(async () => ((await api('/api/parity')).body as { live: unknown }).live, { timeout: 30_000 })
+      .toBeTruthy();
     const { page, problems } = await open('/parity');
-    await page.getByText('no parity run yet').waitFor();
-    expect(await page.locator('main').textContent()).toContain('tributary parity');
+    await page.locator('[data-parity="last"]').waitFor();
+    expect(await page.locator('[data-parity="last"]').textContent()).toMatch(/in parity .* 0 mismatches/);
+    expect(await page.locator('main').textContent()).toContain('ad__ctr_7d');
+    await page.locator('[data-chart="live-checked"][data-points]').waitFor();
+    expect(await points(page, 'live-checked')).toBeGreaterThan(0);
+    expect(await page.locator('main').textContent()).toContain('none: every checked value equals its recomputation');
     await page.screenshot({ path: join(shots, 'parity.png'), fullPage: true });
     expect(problems).toEqual([]);
     await page.close();
