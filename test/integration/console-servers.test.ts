@@ -14,6 +14,7 @@ import { Valkey } from 'iovalkey';
 import { chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { byLabel, parseMetrics } from '../../src/console/metrics-source.ts';
+import { topicOf } from '../../src/events/catalog.ts';
 import { createRegistryClient } from '../../src/events/registry.ts';
 import { EventSerde } from '../../src/events/serde.ts';
 import { type AdImpression, EVENT_KINDS } from '../../src/events/types.ts';
@@ -226,6 +227,35 @@ describe('tributary console on real servers', () => {
     expect(Object.fromEntries(reasons.map((r) => [r.reasonClass, r.count]))).toEqual(counted);
     expect(Object.keys(counted)).toEqual(expect.arrayContaining(['late', 'unknown schema id']));
     for (const r of reasons) expect(r.examples.length).toBe(Math.min(3, r.count));
+  });
+
+  it('Pipeline: dead letters the running stream sends later appear, counted as its metric counts them', async () => {
+    const byReason = async () =>
+      Object.fromEntries(
+        ((await api('/api/pipeline')).body.deadLetters.reasons as { reasonClass: string; count: number }[]).map((r) => [
+          r.reasonClass,
+          r.count,
+        ]),
+      );
+    const metric = async () =>
+      byLabel(
+        parseMetrics(await (await fetch(streamMetrics)).text(), 'stream'),
+        'tributary_stream_dead_letters_total',
+        'reason',
+      );
+    const before = await byReason();
+    const producer = kafka.producer();
+    await producer.connect();
+    await producer.send({
+      topic: topicOf('impression', ns),
+      messages: [0, 1].map((i) => ({ key: `later-${i}`, value: Buffer.from('not avro either') })),
+    });
+    await producer.disconnect();
+    const magic = 'unknown magic byte';
+    await expect
+      .poll(byReason, { timeout: 30_000, interval: 500 })
+      .toMatchObject({ [magic]: (before[magic] ?? 0) + 2 });
+    expect(await byReason()).toEqual(Object.fromEntries(Object.entries(await metric()).filter(([, n]) => n > 0)));
   });
 
   it("Features: an ad's history at its last event equals the online store's values in Valkey", async () => {
