@@ -46,6 +46,7 @@ let versions: [string, string];
 let streamMetrics: string;
 let serveUrl: string;
 let consoleUrl: string;
+let consoleChild: ChildProcess;
 
 /** A `tributary` process on the test servers under the namespace; the scoring token only where passed. */
 function cli(args: string[]) {
@@ -170,6 +171,7 @@ beforeAll(async () => {
     '--interval',
     '500',
   ]);
+  consoleChild = consoleProcess.child;
   await until(
     'the console to print its URL',
     () => {
@@ -372,5 +374,11 @@ describe('tributary console on real servers', () => {
     } finally {
       await browser.close();
     }
+  });
+
+  it('stops on SIGTERM, its connections to the servers closed', async () => {
+    consoleChild.kill('SIGTERM');
+    await exited(consoleChild);
+    expect(consoleChild.exitCode).toBe(0);
   });
 });
