@@ -57,7 +57,7 @@ Examples:
         { openEventLog },
         { sourceTopics },
         { partitionProgress },
-        { summarizeDeadLetters },
+        { DeadLetterWatch },
         { log },
       ] = await Promise.all([
         import('../console/metrics-source.ts'),
@@ -72,7 +72,7 @@ Examples:
         import('../streams/open.ts'),
         import('../streams/processor.ts'),
         import('../streams/progress.ts'),
-        import('../streams/dead-letter-reader.ts'),
+        import('../console/dead-letters.ts'),
         import('./log.ts'),
       ]);
       const features = new FeatureSet(DEFAULT_GROUPS);
@@ -97,6 +97,7 @@ Examples:
           ttlSeconds: 0,
           retentionMs: features.retentionMs,
         });
+      const letters = new DeadLetterWatch(eventLog, config.namespace);
       const running = await startConsole(
         {
           features,
@@ -105,7 +106,7 @@ Examples:
           offlineProblem,
           online,
           onlineProblem: online ? undefined : EMBEDDED_STATE,
-          deadLetters: () => summarizeDeadLetters(eventLog, config.namespace, { examples: 3 }),
+          deadLetters: () => letters.summary(),
           about: {
             mode: config.kafka.length ? 'servers' : 'file log',
             namespace: config.namespace,

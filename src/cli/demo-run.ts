@@ -12,6 +12,7 @@ import { runBackfill } from '../backfill/run.ts';
 import { fromClickHouse } from '../backfill/sources.ts';
 import { writeTrainingTable } from '../backfill/training-clickhouse.ts';
 import { type Config, ConfigError } from '../config/config.ts';
+import { DeadLetterWatch } from '../console/dead-letters.ts';
 import { registrySource } from '../console/metrics-source.ts';
 import { startConsole } from '../console/start.ts';
 import { generate } from '../events/generator.ts';
@@ -26,7 +27,6 @@ import { ScoringMetrics } from '../scoring/metrics.ts';
 import { ModelRuntime } from '../scoring/model-runtime.ts';
 import { Ranker } from '../scoring/ranker.ts';
 import { buildServer } from '../scoring/server.ts';
-import { summarizeDeadLetters } from '../streams/dead-letter-reader.ts';
 import { openStream } from '../streams/open.ts';
 import { sourceTopics } from '../streams/processor.ts';
 import { partitionProgress } from '../streams/progress.ts';
@@ -249,13 +249,14 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
     .follow({ intervalMs: 1000, flushMs: 5000, signal: stopChecking.signal })
     .catch((err: Error) => log.error({ err: err.message }, 'live parity stopped'));
   // The console, in this process: the embedded online store, checkpoints and ClickHouse live here.
+  const letters = new DeadLetterWatch(stream.eventLog, config.namespace);
   const web = await startConsole(
     {
       features,
       registry,
       offline: ch,
       online: stream.online,
-      deadLetters: () => summarizeDeadLetters(stream.eventLog, config.namespace, { examples: 3 }),
+      deadLetters: () => letters.summary(),
       about: { mode: 'demo (embedded)', namespace: config.namespace, sources: ['stream', 'serve', 'verify'] },
       log,
     },

@@ -207,6 +207,8 @@ describe('tributary console', () => {
     const { page, problems } = await open('/models', [/\/api\/models\/[0-9a-f]{12}\/promote$/]);
     await page.locator('[data-chart="calibration"][data-points]').waitFor();
     expect(await points(page, 'calibration')).toBeGreaterThanOrEqual(10);
+    // The weights are fetched after the versions are drawn.
+    await page.getByText('ad__ctr_7d').first().waitFor();
     const text = await page.locator('main').textContent();
     expect(text).toMatch(/AUC/);
     expect(text).toContain('ad__ctr_7d');
