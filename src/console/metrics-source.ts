@@ -42,10 +42,19 @@ export function publicUrl(url: string): string {
 
 export function scrapeSource(url: string, timeoutMs = 2000): MetricsSource {
   const name = publicUrl(url);
+  // fetch refuses a URL with credentials: they go as Basic auth (a scrape endpoint behind a proxy that wants it).
+  const target = new URL(url);
+  const headers: Record<string, string> = {};
+  if (target.username || target.password) {
+    const user = `${decodeURIComponent(target.username)}:${decodeURIComponent(target.password)}`;
+    headers.authorization = `Basic ${Buffer.from(user).toString('base64')}`;
+    target.username = '';
+    target.password = '';
+  }
   return {
     name,
     async text() {
-      const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+      const res = await fetch(target, { headers, signal: AbortSignal.timeout(timeoutMs) });
       if (!res.ok) throw new Error(`HTTP ${res.status}`);
       return res.text();
     },

@@ -32,6 +32,7 @@ import { exited, parity } from '../support/stream-runs.ts';
 import { caughtUp, publishScenario, until } from '../support/streaming.ts';
 
 const TOKEN = 'console-servers-token';
+const SCRAPE_PASSWORD = 'scrape-secret-7f3a';
 const ns = `cs${Date.now()}.`;
 const kafka = createKafka(KAFKA_BROKERS);
 const valkey = new Valkey(VALKEY_URL);
@@ -162,7 +163,8 @@ beforeAll(async () => {
     '--models',
     registry.dir,
     '--scrape',
-    `${serveUrl}/metrics`,
+    // With credentials, as a scrape behind a proxy would be: sent as Basic auth, never shown.
+    `${serveUrl.replace('://', `://scraper:${SCRAPE_PASSWORD}@`)}/metrics`,
     streamMetrics,
     '--token',
     TOKEN,
@@ -347,6 +349,20 @@ describe('tributary console on real servers', () => {
     await expect
       .poll(async () => (await api('/api/serving')).body.modelVersions, { timeout: 15_000, interval: 500 })
       .toEqual([second]);
+  });
+
+  it('shows no secret: neither the token nor the scrape password is in any page or API answer', async () => {
+    const paths = ['/', '/pipeline', '/features', '/parity', '/models', '/serving'];
+    const apis = ['overview', 'pipeline', 'features', 'parity', 'models', 'serving'].map((p) => `/api/${p}`);
+    for (const path of [...paths, ...apis]) {
+      const res = await fetch(`${consoleUrl}${path}`);
+      expect(res.status, path).toBe(200);
+      const body = await res.text();
+      expect(body, path).not.toContain(TOKEN);
+      expect(body, path).not.toContain(SCRAPE_PASSWORD);
+    }
+    // The serve process was scraped through the URL with credentials: its model version is there.
+    expect((await api('/api/serving')).body.modelVersions).toHaveLength(1);
   });
 
   it('one page in Chromium: the Pipeline with every partition and the dead letters', async () => {
