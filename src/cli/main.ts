@@ -103,7 +103,10 @@ registerDemoCommand(program, configOf);
 registerConsoleCommand(program, configOf);
 registerServicesCommand(program);
 
-/** Exit codes: 0 ok, 1 failure or bad input rows, 2 usage or configuration error, 3 a server is unreachable. */
+/**
+ * Exit codes: 0 ok, 1 failure or bad input rows, 2 usage or configuration error, 3 a server is unreachable,
+ * 4 a model was trained and registered but the promotion gate kept the current one (`train --promote`, `retrain`).
+ */
 try {
   await program.parseAsync(process.argv);
 } catch (err) {
