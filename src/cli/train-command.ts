@@ -3,12 +3,12 @@ import type { Command } from 'commander';
 import { type Config, ConfigError } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
-import { describeDecision, NOT_PROMOTED_EXIT_CODE, registerThroughGate } from '../model/gate.ts';
+import { describeDecision, judge, NOT_PROMOTED_EXIT_CODE, registerDecided } from '../model/gate.ts';
 import type { CalibrationBucket } from '../model/metrics.ts';
 import { ModelRegistry } from '../model/registry.ts';
 import { train } from '../model/train.ts';
 
-function numberFlag(flag: string, v: string, ok: (n: number) => boolean, rule: string): number {
+export function numberFlag(flag: string, v: string, ok: (n: number) => boolean, rule: string): number {
   const n = Number(v);
   if (!Number.isFinite(n) || !ok(n)) throw new ConfigError(`${flag} must be ${rule}, got "${v}"`);
   return n;
@@ -68,10 +68,8 @@ Examples:
       const features = new FeatureSet(DEFAULT_GROUPS);
       const r = await train({ trainingSet: opts.trainingSet as string, features, evalFraction, l2, seed });
       const registry = new ModelRegistry(config.modelsDir);
-      const { version, before, decision, promoted } = await registerThroughGate(registry, r, features, {
-        gate: opts.promote === true,
-        force: opts.force === true,
-      });
+      const decision = opts.promote === true ? await judge(registry, r, features, opts.force === true) : undefined;
+      const { version, before, promoted } = await registerDecided(registry, r.bytes, r.run, decision);
 
       const status =
         before === version

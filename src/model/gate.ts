@@ -232,29 +232,36 @@ export function describeDecision(d: GateDecision): string[] {
   return lines;
 }
 
-/**
- * Registers a trained model with the gate's decision in its run record, then promotes it when the gate says so.
- * Without `gate` the model is registered unpromoted (current only when there is none), with no decision.
- */
-export async function registerThroughGate(
+/** The gate's decision for a trained model against the registry's current one. */
+export async function judge(
   registry: ModelRegistry,
-  trained: { bytes: Uint8Array; run: TrainingRun; evaluation: EvaluationRows },
+  candidate: { bytes: Uint8Array; evaluation: EvaluationRows },
   features: FeatureSet,
-  o: { gate: boolean; force?: boolean },
-): Promise<{ version: string; before: string | null; decision?: GateDecision; promoted: boolean }> {
-  const version = modelVersion(trained.bytes);
+  force?: boolean,
+): Promise<GateDecision> {
+  const current = await registry.current();
+  return compareOnRows({
+    candidate: { version: modelVersion(candidate.bytes), bytes: candidate.bytes },
+    current: current === null ? null : { version: current, bytes: await registry.read(current) },
+    evaluation: candidate.evaluation,
+    features,
+    force,
+  });
+}
+
+/**
+ * Registers a model with the decision in its run record and promotes it when the decision says so; without a
+ * decision it becomes current only when there is none.
+ */
+export async function registerDecided(
+  registry: ModelRegistry,
+  bytes: Uint8Array,
+  run: TrainingRun,
+  decision?: GateDecision,
+): Promise<{ version: string; before: string | null; promoted: boolean }> {
   const before = await registry.current();
-  let decision: GateDecision | undefined;
-  if (o.gate)
-    decision = await compareOnRows({
-      candidate: { version, bytes: trained.bytes },
-      current: before === null ? null : { version: before, bytes: await registry.read(before) },
-      evaluation: trained.evaluation,
-      features,
-      force: o.force,
-    });
-  await registry.register(trained.bytes, decision ? { ...trained.run, gate: decision } : trained.run);
+  const version = await registry.register(bytes, decision ? { ...run, gate: decision } : run);
   const promoted = decision ? decision.promote : before === null;
   if (promoted) await registry.promote(version);
-  return { version, before, decision, promoted };
+  return { version, before, promoted };
 }

@@ -21,6 +21,8 @@ export interface TrainingRun {
   seconds: number;
   /** The promotion gate's decision, when the run went through it (`train --promote`, `retrain`). */
   gate?: GateDecision;
+  /** The `tributary retrain` run that produced it (its record: <dir>/runs/<id>/record.json). */
+  retrain_run?: string;
 }
 
 export interface ModelEntry {
