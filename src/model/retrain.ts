@@ -1,8 +1,8 @@
 // `tributary retrain`'s core: backfill -> train -> gate -> promote as one job with a run folder,
 // <models>/runs/<id>/, holding each step's output and state.json (the steps done so far). A run killed at any
 // point resumes at the step it was in (the backfill itself from its checkpoint); a completed run is a no-op that
-// returns its record. The id is a hash of the inputs (the history's extent included), so the same history and
-// parameters name the same run. It reuses runBackfill and train; it adds no second implementation of either.
+// returns its record. The id is a hash of the inputs (the history included: a file's size and time, the day for
+// the stream's offline store), so the same history and parameters name the same run. It reuses runBackfill and train; it adds no second implementation of either.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
@@ -22,7 +22,7 @@ export type Step = (typeof STEPS)[number];
 /** What a run depends on: the same inputs, the same run (and id). */
 export interface RetrainInputs {
   source: string;
-  /** The history's extent when the run was named (file size and time, or the offline store's counts). */
+  /** The history the run covers: a file's size and time, or the UTC day for the offline store. */
   history: unknown;
   definitions_version: string;
   attribution_ms: number;
