@@ -21,7 +21,7 @@ import { log } from './log.ts';
 import { durationOption } from './options.ts';
 import { requireStreamHistory } from './stream-history.ts';
 
-function parseTime(flag: string, v: string | undefined): number | undefined {
+export function parseTime(flag: string, v: string | undefined): number | undefined {
   if (v === undefined) return undefined;
   const t = Date.parse(v);
   if (Number.isNaN(t)) throw new ConfigError(`${flag} "${v}" is not a time (use ISO-8601, e.g. 2026-11-02T00:00:00Z)`);
@@ -34,10 +34,49 @@ function defaultRunId(source: string, from: string | undefined, to: string | und
   return createHash('sha256').update(JSON.stringify(params)).digest('hex').slice(0, 16);
 }
 
-function positiveInt(flag: string, v: string): number {
+export function positiveInt(flag: string, v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n <= 0) throw new ConfigError(`${flag} must be a positive whole number, got "${v}"`);
   return n;
+}
+
+export interface BackfillSource {
+  open: () => AsyncIterable<ReplayRecord>;
+  /** How many partitions the source holds, when known. */
+  partitions?: number;
+  kafkaSource?: KafkaSource;
+}
+
+/** Opens `--source` (clickhouse, kafka or file:PATH) for the backfill: `backfill` and `retrain` share it. */
+export async function backfillSource(
+  config: Config,
+  src: string,
+  maxClockSkewMs: number,
+  clickhouse: () => Promise<ClickHouseClient>,
+): Promise<BackfillSource> {
+  if (src.startsWith('file:')) {
+    const path = src.slice(5);
+    return { open: () => fromEventFile(path), partitions: 2 }; // one partition per event kind
+  }
+  if (src === 'clickhouse') {
+    const client = await clickhouse();
+    await requireStreamHistory(client, config, '');
+    return { open: () => fromClickHouse(client), partitions: await partitionsIn(client) };
+  }
+  if (src === 'kafka') {
+    if (config.kafka.length === 0) throw new ConfigError('--source kafka needs Kafka: pass --kafka host:port');
+    if (!config.schemaRegistry)
+      throw new ConfigError('--source kafka needs a Schema Registry: pass --schema-registry URL');
+    const source = new KafkaSource({
+      kafka: createKafka(config.kafka),
+      brokers: config.kafka,
+      serde: new EventSerde(createRegistryClient(config.schemaRegistry)),
+      namespace: config.namespace,
+      maxClockSkewMs,
+    });
+    return { open: () => source.open(), kafkaSource: source };
+  }
+  throw new ConfigError(`--source must be clickhouse, kafka or file:PATH, got "${src}"`);
 }
 
 export function registerBackfillCommand(program: Command, configOf: (cmd: Command) => Config): void {
@@ -94,34 +133,12 @@ export function registerBackfillCommand(program: Command, configOf: (cmd: Comman
         ch ??= await openClickHouse({ url: config.clickhouse, dir: config.clickhouseDir });
         return ch;
       };
-      let open: () => AsyncIterable<ReplayRecord>;
-      let kafkaSource: KafkaSource | undefined;
-      let partitions: number | undefined;
-      if (src.startsWith('file:')) {
-        const path = src.slice(5);
-        open = () => fromEventFile(path);
-        partitions = 2; // one per event kind
-      } else if (src === 'clickhouse') {
-        const client = await clickhouse();
-        await requireStreamHistory(client, config, '');
-        open = () => fromClickHouse(client);
-        partitions = await partitionsIn(client);
-      } else if (src === 'kafka') {
-        if (config.kafka.length === 0) throw new ConfigError('--source kafka needs Kafka: pass --kafka host:port');
-        if (!config.schemaRegistry)
-          throw new ConfigError('--source kafka needs a Schema Registry: pass --schema-registry URL');
-        const source = new KafkaSource({
-          kafka: createKafka(config.kafka),
-          brokers: config.kafka,
-          serde: new EventSerde(createRegistryClient(config.schemaRegistry)),
-          namespace: config.namespace,
-          maxClockSkewMs: durationOption('--max-clock-skew', opts.maxClockSkew as string),
-        });
-        kafkaSource = source;
-        open = () => source.open();
-      } else {
-        throw new ConfigError(`--source must be clickhouse, kafka or file:PATH, got "${src}"`);
-      }
+      const { open, partitions, kafkaSource } = await backfillSource(
+        config,
+        src,
+        durationOption('--max-clock-skew', opts.maxClockSkew as string),
+        clickhouse,
+      );
       const converter = format === 'parquet' ? parquetConverter(await clickhouse()) : undefined;
       const bar = process.stderr.isTTY
         ? new SingleBar({ format: 'replay {bar} {value} events | {rate}/s | {duration}s' })

@@ -11,6 +11,7 @@ import { registerEventCommands } from './events-commands.ts';
 import { registerFeaturesCommand } from './features-command.ts';
 import { registerModelsCommand } from './models-command.ts';
 import { registerParityCommand } from './parity-command.ts';
+import { registerRetrainCommand } from './retrain-command.ts';
 import { registerScoringCommands } from './scoring-commands.ts';
 import { registerServicesCommand } from './services-command.ts';
 import { registerSqlCommand } from './sql-command.ts';
@@ -98,12 +99,16 @@ registerDeadLettersCommand(program, configOf);
 registerSqlCommand(program, configOf);
 registerTrainCommand(program, configOf);
 registerModelsCommand(program, configOf);
+registerRetrainCommand(program, configOf);
 registerScoringCommands(program, configOf);
 registerDemoCommand(program, configOf);
 registerConsoleCommand(program, configOf);
 registerServicesCommand(program);
 
-/** Exit codes: 0 ok, 1 failure or bad input rows, 2 usage or configuration error, 3 a server is unreachable. */
+/**
+ * Exit codes: 0 ok, 1 failure or bad input rows, 2 usage or configuration error, 3 a server is unreachable,
+ * 4 a model was trained and registered but the promotion gate kept the current one (`train --promote`, `retrain`).
+ */
 try {
   await program.parseAsync(process.argv);
 } catch (err) {

@@ -3,6 +3,7 @@ import type { Command } from 'commander';
 import type { Config } from '../config/config.ts';
 import { readContract } from '../model/contract.ts';
 import { ModelRegistry } from '../model/registry.ts';
+import { listRuns, readRecord } from '../model/retrain.ts';
 
 const fixed = (v: unknown, digits: number) => (typeof v === 'number' ? v.toFixed(digits) : '-');
 
@@ -33,12 +34,38 @@ export function registerModelsCommand(program: Command, configOf: (cmd: Command)
 
   models
     .command('show <version>')
-    .description("a model's contract (features, definitions version, training window) and its training run")
+    .description(
+      "a model's contract (features, definitions version, training window), its training run with the gate's decision, and the retrain run's record",
+    )
     .action(async (version: string, _o: unknown, cmd: Command) => {
       const registry = registryOf(cmd);
       const contract = readContract(await registry.read(version));
       const run = (await registry.list()).find((e) => e.version === version)?.run;
-      say(JSON.stringify({ version, current: (await registry.current()) === version, contract, run }, null, 2));
+      const retrain = run?.retrain_run ? await readRecord(registry, run.retrain_run) : undefined;
+      say(
+        JSON.stringify({ version, current: (await registry.current()) === version, contract, run, retrain }, null, 2),
+      );
+    });
+
+  models
+    .command('runs')
+    .description("`tributary retrain` runs, oldest first: steps done, the model and the gate's verdict")
+    .action(async (_o: unknown, cmd: Command) => {
+      const runs = await listRuns(registryOf(cmd));
+      if (!runs.length) {
+        say(`no retrain runs in ${configOf(cmd).modelsDir}/runs (see tributary retrain --help)`);
+        return;
+      }
+      say('  run               started at                steps done                 model         verdict');
+      for (const r of runs) {
+        const g = r.record?.gate;
+        const verdict = g
+          ? `${g.promote ? (g.forced ? 'promoted (forced)' : 'promoted') : 'held'}: ${g.reason}`
+          : 'incomplete';
+        say(
+          `  ${r.id.padEnd(16)}  ${r.started_at.padEnd(24)}  ${r.done.join(',').padEnd(25)}  ${(r.record?.version ?? '-').padEnd(12)}  ${verdict}`,
+        );
+      }
     });
 
   models

@@ -3,11 +3,12 @@ import type { Command } from 'commander';
 import { type Config, ConfigError } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
+import { describeDecision, judge, NOT_PROMOTED_EXIT_CODE, registerDecided } from '../model/gate.ts';
 import type { CalibrationBucket } from '../model/metrics.ts';
 import { ModelRegistry } from '../model/registry.ts';
 import { train } from '../model/train.ts';
 
-function numberFlag(flag: string, v: string, ok: (n: number) => boolean, rule: string): number {
+export function numberFlag(flag: string, v: string, ok: (n: number) => boolean, rule: string): number {
   const n = Number(v);
   if (!Number.isFinite(n) || !ok(n)) throw new ConfigError(`${flag} must be ${rule}, got "${v}"`);
   return n;
@@ -36,10 +37,22 @@ export function registerTrainCommand(program: Command, configOf: (cmd: Command) 
     .option('--eval-fraction <x>', 'share of the latest rows held out for evaluation', '0.2')
     .option('--l2 <x>', 'L2 penalty on the standardised weights (objective: mean log loss + l2/2·|w|²)', '0.01')
     .option('--seed <n>', 'seed of the bootstrap behind the AUC-lift interval', '1')
-    .option('--promote', 'make the new model current (it also becomes current when there is none)')
+    .option(
+      '--promote',
+      `make the new model current if it passes the promotion gate against the current one (exit ${NOT_PROMOTED_EXIT_CODE} when it does not; it becomes current anyway when there is none)`,
+    )
+    .option('--force', 'with --promote: promote even when the gate says no (recorded as forced)')
     .addHelpText(
       'after',
-      '\nExamples:\n  tributary train --training-set training.csv\n  tributary train --training-set training.csv --l2 0.1 --models /srv/models --promote',
+      `
+The gate (src/model/gate.ts): both models are scored by onnxruntime on this run's evaluation rows; the new one
+is promoted when its log loss is at most the current one's +0.1%, its AUC at least the current one's -0.002, and
+its mean pCTR within 10% of the observed CTR. Exit ${NOT_PROMOTED_EXIT_CODE}: trained and registered, not promoted.
+
+Examples:
+  tributary train --training-set training.csv
+  tributary train --training-set training.csv --l2 0.1 --models /srv/models --promote
+  tributary train --training-set training.csv --promote --force`,
     )
     .action(async (opts: Record<string, string | boolean>, cmd: Command) => {
       const config = configOf(cmd);
@@ -51,18 +64,17 @@ export function registerTrainCommand(program: Command, configOf: (cmd: Command) 
       );
       const l2 = numberFlag('--l2', opts.l2 as string, (n) => n > 0, 'positive');
       const seed = numberFlag('--seed', opts.seed as string, Number.isInteger, 'an integer');
+      if (opts.force === true && opts.promote !== true) throw new ConfigError('--force needs --promote');
       const features = new FeatureSet(DEFAULT_GROUPS);
       const r = await train({ trainingSet: opts.trainingSet as string, features, evalFraction, l2, seed });
       const registry = new ModelRegistry(config.modelsDir);
-      const version = await registry.register(r.bytes, r.run);
-      const before = await registry.current();
-      const promote = opts.promote === true || before === null;
-      if (promote) await registry.promote(version);
+      const decision = opts.promote === true ? await judge(registry, r, features, opts.force === true) : undefined;
+      const { version, before, promoted } = await registerDecided(registry, r.bytes, r.run, decision);
 
       const status =
         before === version
           ? 'already current (same data and parameters, same model)'
-          : promote
+          : promoted
             ? 'now current'
             : `current stays ${before} (promote with \`tributary models promote ${version}\`)`;
       const m = r.metrics;
@@ -81,6 +93,8 @@ export function registerTrainCommand(program: Command, configOf: (cmd: Command) 
       say(`mean pCTR      ${pct(m.mean_pctr).padStart(9)}  (observed ${pct(m.eval_ctr)})`);
       say('calibration on the evaluation rows (each scorer: 10 equal-count buckets of its own predictions):');
       for (const line of calibrationTable(m.calibration, m.baseline_calibration)) say(line);
+      if (decision) for (const line of describeDecision(decision)) say(line);
       say(`model ${version} registered in ${config.modelsDir} in ${r.run.seconds}s; ${status}`);
+      if (decision && !decision.promote) process.exitCode = NOT_PROMOTED_EXIT_CODE;
     });
 }

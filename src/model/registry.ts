@@ -6,6 +6,7 @@
 import { createHash } from 'node:crypto';
 import { appendFile, mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { GateDecision } from './gate.ts';
 
 /** What a training run records beside its model. */
 export interface TrainingRun {
@@ -18,6 +19,10 @@ export interface TrainingRun {
   data: Record<string, { from: string; to: string; rows: number; positives: number }>;
   metrics: Record<string, unknown>;
   seconds: number;
+  /** The promotion gate's decision, when the run went through it (`train --promote`, `retrain`). */
+  gate?: GateDecision;
+  /** The `tributary retrain` run that produced it (its record: <dir>/runs/<id>/record.json). */
+  retrain_run?: string;
 }
 
 export interface ModelEntry {

@@ -94,7 +94,7 @@ const flagOf = (args: readonly string[], flag: string) =>
 describe('deploy/', () => {
   it('runs every role through commands and flags the CLI has', () => {
     expect(invocations.map((i) => i.args[0]).sort()).toEqual(
-      expect.arrayContaining(['backfill', 'score', 'score', 'serve', 'serve', 'stream', 'stream', 'train']),
+      expect.arrayContaining(['retrain', 'score', 'score', 'serve', 'serve', 'stream', 'stream']),
     );
     const globalHelp = help('');
     for (const { where, args } of invocations) {
