@@ -4,7 +4,7 @@ import { type Config, ConfigError } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import type { CalibrationBucket } from '../model/metrics.ts';
-import { ModelRegistry } from '../model/registry.ts';
+import { MLFLOW, Mlflow, openModelRegistry } from '../model/mlflow.ts';
 import { train } from '../model/train.ts';
 
 function numberFlag(flag: string, v: string, ok: (n: number) => boolean, rule: string): number {
@@ -28,6 +28,12 @@ function calibrationTable(model: CalibrationBucket[], baseline: CalibrationBucke
   return lines;
 }
 
+/** Where the run and version went in MLflow (the URL without credentials). */
+function mlflowNote(config: Config, promoted: boolean): string {
+  const m = new Mlflow(config.mlflow as string, config.namespace);
+  return `MLflow ${m.where}: run in experiment "${m.experimentName}", version of model "${m.modelName}"${promoted ? ` (alias ${MLFLOW.alias})` : ''}`;
+}
+
 export function registerTrainCommand(program: Command, configOf: (cmd: Command) => Config): void {
   program
     .command('train')
@@ -39,7 +45,7 @@ export function registerTrainCommand(program: Command, configOf: (cmd: Command) 
     .option('--promote', 'make the new model current (it also becomes current when there is none)')
     .addHelpText(
       'after',
-      '\nExamples:\n  tributary train --training-set training.csv\n  tributary train --training-set training.csv --l2 0.1 --models /srv/models --promote',
+      '\nExamples:\n  tributary train --training-set training.csv\n  tributary train --training-set training.csv --l2 0.1 --models /srv/models --promote\n  tributary train --training-set training.csv --mlflow http://127.0.0.1:5000   # also logged to MLflow',
     )
     .action(async (opts: Record<string, string | boolean>, cmd: Command) => {
       const config = configOf(cmd);
@@ -52,8 +58,9 @@ export function registerTrainCommand(program: Command, configOf: (cmd: Command) 
       const l2 = numberFlag('--l2', opts.l2 as string, (n) => n > 0, 'positive');
       const seed = numberFlag('--seed', opts.seed as string, Number.isInteger, 'an integer');
       const features = new FeatureSet(DEFAULT_GROUPS);
+      // Before training: an unreachable MLflow stops the command before any work.
+      const registry = await openModelRegistry(config);
       const r = await train({ trainingSet: opts.trainingSet as string, features, evalFraction, l2, seed });
-      const registry = new ModelRegistry(config.modelsDir);
       const version = await registry.register(r.bytes, r.run);
       const before = await registry.current();
       const promote = opts.promote === true || before === null;
@@ -82,5 +89,6 @@ export function registerTrainCommand(program: Command, configOf: (cmd: Command) 
       say('calibration on the evaluation rows (each scorer: 10 equal-count buckets of its own predictions):');
       for (const line of calibrationTable(m.calibration, m.baseline_calibration)) say(line);
       say(`model ${version} registered in ${config.modelsDir} in ${r.run.seconds}s; ${status}`);
+      if (config.mlflow) say(mlflowNote(config, promote));
     });
 }
