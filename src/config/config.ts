@@ -166,7 +166,6 @@ export function describeConfig(c: Config): string {
     .map(([k, v]) => {
       if (k === 'scoringToken') return `${k}: ${v === undefined ? '(none)' : '***'}`;
       if (k === 'clickhouseCluster' && v === undefined) return `${k}: (none: one server)`;
-      if (k === 'mlflow' && v === undefined) return `${k}: (none: the models folder alone)`;
       return `${k}: ${v === undefined || (Array.isArray(v) && v.length === 0) ? '(embedded)' : mask(String(v))}`;
     })
     .join('\n');
