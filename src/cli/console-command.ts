@@ -49,7 +49,7 @@ Examples:
         { startConsole },
         { FeatureSet },
         { DEFAULT_GROUPS },
-        { ModelRegistry },
+        { openModelRegistry },
         { openClickHouse },
         { connectValkey },
         { ValkeyStore },
@@ -64,7 +64,7 @@ Examples:
         import('../console/start.ts'),
         import('../features/compile.ts'),
         import('../features/definitions.ts'),
-        import('../model/registry.ts'),
+        import('../model/mlflow.ts'),
         import('../offline/clickhouse.ts'),
         import('../online/connect.ts'),
         import('../online/valkey-store.ts'),
@@ -101,7 +101,7 @@ Examples:
       const running = await startConsole(
         {
           features,
-          registry: new ModelRegistry(config.modelsDir),
+          registry: await openModelRegistry(config),
           offline,
           offlineProblem,
           online,

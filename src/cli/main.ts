@@ -38,6 +38,10 @@ const program = new Command('tributary')
   .option('--partitions <n>', 'partitions for topics this command creates [env TRIBUTARY_PARTITIONS]')
   .option('--namespace <prefix>', 'prefix for topics, consumer group and Valkey keys [env TRIBUTARY_NAMESPACE]')
   .option('--models <dir>', 'model registry folder [env TRIBUTARY_MODELS_DIR]')
+  .option(
+    '--mlflow <url>',
+    'MLflow tracking server: log training runs, register versions, move the champion alias [env TRIBUTARY_MLFLOW_URL]',
+  )
   .addHelpText(
     'after',
     `
@@ -67,6 +71,7 @@ function configOf(cmd: Command) {
       partitions: g.partitions,
       namespace: g.namespace,
       modelsDir: g.models,
+      mlflow: g.mlflow,
       scoringToken: g.token,
       maxCandidates: g.maxCandidates,
       servedSampleRate: g.sampleRate,

@@ -2,6 +2,7 @@
 import type { Command } from 'commander';
 import type { Config } from '../config/config.ts';
 import { readContract } from '../model/contract.ts';
+import { openModelRegistry } from '../model/mlflow.ts';
 import { ModelRegistry } from '../model/registry.ts';
 import { listRuns, readRecord } from '../model/retrain.ts';
 
@@ -12,6 +13,8 @@ export function registerModelsCommand(program: Command, configOf: (cmd: Command)
     .command('models')
     .description('list, inspect, promote and roll back registered models (folder: --models / modelsDir)');
   const registryOf = (cmd: Command) => new ModelRegistry(configOf(cmd).modelsDir);
+  // Promote and rollback move MLflow's alias too when --mlflow is set.
+  const mirroredRegistryOf = (cmd: Command) => openModelRegistry(configOf(cmd));
   const say = (s: string) => process.stdout.write(`${s}\n`);
 
   models
@@ -72,7 +75,7 @@ export function registerModelsCommand(program: Command, configOf: (cmd: Command)
     .command('promote <version>')
     .description('make a registered model current (servers watching the registry swap to it)')
     .action(async (version: string, _o: unknown, cmd: Command) => {
-      const registry = registryOf(cmd);
+      const registry = await mirroredRegistryOf(cmd);
       const before = await registry.current();
       await registry.promote(version);
       say(`current: ${version}${before && before !== version ? ` (was ${before})` : ''}`);
@@ -82,7 +85,7 @@ export function registerModelsCommand(program: Command, configOf: (cmd: Command)
     .command('rollback')
     .description('make the previously current model current again')
     .action(async (_o: unknown, cmd: Command) => {
-      const registry = registryOf(cmd);
+      const registry = await mirroredRegistryOf(cmd);
       const before = await registry.current();
       say(`current: ${await registry.rollback()} (was ${before})`);
     });

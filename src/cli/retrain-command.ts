@@ -1,5 +1,6 @@
 // `tributary retrain`: backfill -> train -> gate -> promote as one idempotent, resumable job (src/model/retrain.ts);
 // what the nightly CronJob runs.
+
 import { statSync } from 'node:fs';
 import type { ClickHouseClient } from '@clickhouse/client';
 import { SingleBar } from 'cli-progress';
@@ -8,7 +9,7 @@ import { type Config, ConfigError } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { describeDecision, NOT_PROMOTED_EXIT_CODE } from '../model/gate.ts';
-import { ModelRegistry } from '../model/registry.ts';
+import { openModelRegistry } from '../model/mlflow.ts';
 import { type RetrainInputs, type RetrainRecord, runRetrain, STEPS } from '../model/retrain.ts';
 import { openClickHouse } from '../offline/clickhouse.ts';
 import { backfillSource, parseTime, positiveInt } from './backfill-command.ts';
@@ -122,7 +123,8 @@ Examples:
         };
         const t0 = performance.now();
         const { record, fresh } = await runRetrain({
-          registry: new ModelRegistry(config.modelsDir),
+          // With MLflow configured, the run's version and the champion alias are mirrored there.
+          registry: await openModelRegistry(config),
           features,
           inputs,
           id: runId,

@@ -10,10 +10,10 @@ export function registerServicesCommand(program: Command): void {
   program
     .command('services')
     .description(
-      'install, start, stop or show the local Kafka (KRaft), Kafka cluster, Valkey, Valkey Cluster and Schema Registry',
+      'install, start, stop or show the local Kafka (KRaft), Kafka cluster, Valkey, Valkey Cluster, Schema Registry and MLflow',
     )
     .argument('<action>', 'install | start | stop | status')
-    .argument('[names...]', 'kafka kafka-cluster valkey valkey-cluster registry (default: all)')
+    .argument('[names...]', 'kafka kafka-cluster valkey valkey-cluster registry mlflow (default: all but mlflow)')
     .addHelpText('after', '\nExamples:\n  tributary services start\n  tributary services status kafka')
     .action((action: string, names: string[]) => {
       const r = spawnSync('bash', [SCRIPT, action, ...names], { stdio: 'inherit' });

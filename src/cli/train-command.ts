@@ -5,7 +5,7 @@ import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { describeDecision, judge, NOT_PROMOTED_EXIT_CODE, registerDecided } from '../model/gate.ts';
 import type { CalibrationBucket } from '../model/metrics.ts';
-import { ModelRegistry } from '../model/registry.ts';
+import { MLFLOW, Mlflow, openModelRegistry } from '../model/mlflow.ts';
 import { train } from '../model/train.ts';
 
 export function numberFlag(flag: string, v: string, ok: (n: number) => boolean, rule: string): number {
@@ -27,6 +27,12 @@ function calibrationTable(model: CalibrationBucket[], baseline: CalibrationBucke
     );
   });
   return lines;
+}
+
+/** Where the run and version went in MLflow (the URL without credentials). */
+function mlflowNote(config: Config, promoted: boolean): string {
+  const m = new Mlflow(config.mlflow as string, config.namespace);
+  return `MLflow ${m.where}: run in experiment "${m.experimentName}", version of model "${m.modelName}"${promoted ? ` (alias ${MLFLOW.alias})` : ''}`;
 }
 
 export function registerTrainCommand(program: Command, configOf: (cmd: Command) => Config): void {
@@ -52,7 +58,8 @@ its mean pCTR within 10% of the observed CTR. Exit ${NOT_PROMOTED_EXIT_CODE}: tr
 Examples:
   tributary train --training-set training.csv
   tributary train --training-set training.csv --l2 0.1 --models /srv/models --promote
-  tributary train --training-set training.csv --promote --force`,
+  tributary train --training-set training.csv --promote --force
+  tributary train --training-set training.csv --mlflow http://127.0.0.1:5000   # also logged to MLflow`,
     )
     .action(async (opts: Record<string, string | boolean>, cmd: Command) => {
       const config = configOf(cmd);
@@ -66,8 +73,9 @@ Examples:
       const seed = numberFlag('--seed', opts.seed as string, Number.isInteger, 'an integer');
       if (opts.force === true && opts.promote !== true) throw new ConfigError('--force needs --promote');
       const features = new FeatureSet(DEFAULT_GROUPS);
+      // Before training: an unreachable MLflow stops the command before any work.
+      const registry = await openModelRegistry(config);
       const r = await train({ trainingSet: opts.trainingSet as string, features, evalFraction, l2, seed });
-      const registry = new ModelRegistry(config.modelsDir);
       const decision = opts.promote === true ? await judge(registry, r, features, opts.force === true) : undefined;
       const { version, before, promoted } = await registerDecided(registry, r.bytes, r.run, decision);
 
@@ -96,5 +104,6 @@ Examples:
       if (decision) for (const line of describeDecision(decision)) say(line);
       say(`model ${version} registered in ${config.modelsDir} in ${r.run.seconds}s; ${status}`);
       if (decision && !decision.promote) process.exitCode = NOT_PROMOTED_EXIT_CODE;
+      if (config.mlflow) say(mlflowNote(config, promoted));
     });
 }

@@ -20,6 +20,8 @@ export interface Config {
   namespace: string;
   /** The model registry's folder (see src/model/registry.ts). */
   modelsDir: string;
+  /** MLflow tracking server URL: training runs, model versions and the champion alias mirrored there (src/model/mlflow.ts). */
+  mlflow?: string;
   /** Bearer token POST /v1/rank requires; unset = no auth. */
   scoringToken?: string;
   /** Most candidates one ranking request may carry. */
@@ -46,6 +48,7 @@ export const ENV: Readonly<Record<keyof Config, string>> = {
   partitions: 'TRIBUTARY_PARTITIONS',
   namespace: 'TRIBUTARY_NAMESPACE',
   modelsDir: 'TRIBUTARY_MODELS_DIR',
+  mlflow: 'TRIBUTARY_MLFLOW_URL',
   scoringToken: 'TRIBUTARY_SCORING_TOKEN',
   maxCandidates: 'TRIBUTARY_MAX_CANDIDATES',
   servedSampleRate: 'TRIBUTARY_SERVED_SAMPLE_RATE',
@@ -130,7 +133,7 @@ function normalise(key: keyof Config, v: unknown): unknown {
     return n;
   }
   const s = String(v);
-  if ((key === 'schemaRegistry' || key === 'clickhouse') && !/^https?:\/\//.test(s)) {
+  if ((key === 'schemaRegistry' || key === 'clickhouse' || key === 'mlflow') && !/^https?:\/\//.test(s)) {
     throw new ConfigError(`${key} must be an http(s) URL, got "${s}"`);
   }
   // It goes into DDL (ON CLUSTER, Distributed) unquoted, as a cluster name of the server's config.

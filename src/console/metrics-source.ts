@@ -3,6 +3,7 @@
 // into samples the pages' series are computed from.
 import parsePrometheusTextFormat from 'parse-prometheus-text-format';
 import type { Registry } from 'prom-client';
+import { publicUrl, withBasicAuth } from '../util/url-credentials.ts';
 
 export interface MetricsSource {
   /** Shown on the pages: a registry's name, or the scraped URL without credentials. */
@@ -28,29 +29,10 @@ export function registrySource(name: string, registry: Registry): MetricsSource 
   return { name, text: () => registry.metrics() };
 }
 
-/** `url` without user:password (what the pages may show). */
-export function publicUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    u.username = '';
-    u.password = '';
-    return u.toString();
-  } catch {
-    return '(not a URL)';
-  }
-}
-
 export function scrapeSource(url: string, timeoutMs = 2000): MetricsSource {
   const name = publicUrl(url);
-  // fetch refuses a URL with credentials: they go as Basic auth (a scrape endpoint behind a proxy that wants it).
-  const target = new URL(url);
-  const headers: Record<string, string> = {};
-  if (target.username || target.password) {
-    const user = `${decodeURIComponent(target.username)}:${decodeURIComponent(target.password)}`;
-    headers.authorization = `Basic ${Buffer.from(user).toString('base64')}`;
-    target.username = '';
-    target.password = '';
-  }
+  // A scrape endpoint behind a proxy that wants Basic auth: the URL's credentials go as a header.
+  const { target, headers } = withBasicAuth(url);
   return {
     name,
     async text() {

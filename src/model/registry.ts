@@ -46,6 +46,15 @@ export function modelVersion(bytes: Uint8Array): string {
 
 export class ModelRegistryError extends Error {}
 
+/**
+ * Told after each change the folder has made (a mirror such as MLflow, src/model/mlflow.ts): a registered model, and
+ * the version that became (or stays) current on promote and rollback.
+ */
+export interface RegistryHooks {
+  registered(version: string, bytes: Uint8Array, run: TrainingRun): Promise<void>;
+  pointed(version: string, bytes: Uint8Array, run: TrainingRun): Promise<void>;
+}
+
 async function readText(path: string): Promise<string | null> {
   try {
     return await readFile(path, 'utf8');
@@ -65,7 +74,10 @@ async function writeAtomic(path: string, data: string | Uint8Array): Promise<voi
 }
 
 export class ModelRegistry {
-  constructor(readonly dir: string) {}
+  constructor(
+    readonly dir: string,
+    private readonly hooks?: RegistryHooks,
+  ) {}
 
   /** Stores the model under its content version (idempotent) and logs the run; returns the version. */
   async register(bytes: Uint8Array, run: TrainingRun): Promise<string> {
@@ -75,6 +87,8 @@ export class ModelRegistry {
     await writeAtomic(join(home, 'run.json'), `${JSON.stringify(run, null, 2)}\n`);
     await writeAtomic(join(home, 'model.onnx'), bytes);
     await appendFile(join(this.dir, 'runs.jsonl'), `${JSON.stringify({ version, ...run })}\n`);
+    const hooks = this.hooks;
+    if (hooks) await this.told(`model ${version} is registered`, () => hooks.registered(version, bytes, run));
     return version;
   }
 
@@ -118,6 +132,8 @@ export class ModelRegistry {
   async promote(version: string): Promise<void> {
     await this.read(version); // exists and is readable
     if ((await this.current()) !== version) await this.point(version, 'promote');
+    // Also when it already was current: a promote repeated after a mirror failed brings the mirror up to date.
+    await this.announce(version);
   }
 
   /** Makes the model that was current before the current one current again; returns its version. */
@@ -127,6 +143,7 @@ export class ModelRegistry {
     const previous = stack.at(-1);
     if (previous === undefined) throw new ModelRegistryError('nothing to roll back to: no earlier promotion');
     await this.point(previous, 'rollback');
+    await this.announce(previous);
     return previous;
   }
 
@@ -149,6 +166,25 @@ export class ModelRegistry {
     await writeAtomic(join(this.dir, 'CURRENT'), `${version}\n`);
     const line: HistoryLine = { at: new Date().toISOString(), action, version, previous };
     await appendFile(join(this.dir, 'history.jsonl'), `${JSON.stringify(line)}\n`);
+  }
+
+  private async announce(version: string): Promise<void> {
+    const hooks = this.hooks;
+    if (!hooks) return;
+    const run = await readText(join(this.dir, version, 'run.json'));
+    if (run === null) throw new ModelRegistryError(`model ${version} in ${this.dir} has no run.json`);
+    const bytes = await this.read(version);
+    await this.told(`${version} is current`, () => hooks.pointed(version, bytes, JSON.parse(run) as TrainingRun));
+  }
+
+  /** A mirror's failure names what the folder already holds (the source of truth) before the mirror's reason. */
+  private async told(done: string, tell: () => Promise<void>): Promise<void> {
+    try {
+      await tell();
+    } catch (err) {
+      if (err instanceof Error) err.message = `${done} in ${this.dir}, but ${err.message}`;
+      throw err;
+    }
   }
 
   private checkVersion(version: string): void {

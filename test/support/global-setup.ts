@@ -15,6 +15,7 @@ const PORTS: Record<string, number> = {
   kafka: Number(process.env.KAFKA_PORT ?? 9092),
   'kafka-cluster': Number(process.env.KAFKA_CLUSTER_PORT ?? 9191),
   registry: Number(process.env.REGISTRY_PORT ?? 8081),
+  mlflow: Number(process.env.MLFLOW_PORT ?? 5000),
 };
 
 function listening(port: number): Promise<boolean> {
@@ -43,6 +44,11 @@ async function startServers(names: string[]): Promise<() => Promise<void>> {
     const { startContainers } = await import('./containers.ts');
     return startContainers();
   }
+  return startLocalServers(names);
+}
+
+/** Starts (scripts/services) those of `names` not answering; resolves to what stops the ones it started. */
+export async function startLocalServers(names: string[]): Promise<() => Promise<void>> {
   // A server another clone (or worktree) started answers on its port though this clone's .services/ has no pid.
   const down = names.filter((n) => services('status', [n]) !== 0);
   const answering = await Promise.all(down.map((n) => listening(PORTS[n] as number)));

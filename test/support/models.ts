@@ -21,13 +21,8 @@ export function replayRecords(log: readonly LogRecord[]): ReplayRecord[] {
   return out;
 }
 
-/** Backfills `records` into a training set, trains on it and registers the model; returns its version. */
-export async function trainAndRegister(
-  registry: ModelRegistry,
-  features: FeatureSet,
-  records: readonly ReplayRecord[],
-  l2: number,
-): Promise<string> {
+/** Backfills `records` into a training set (CSV, its .meta.json beside it); returns the CSV's path. */
+export async function trainingSetOf(features: FeatureSet, records: readonly ReplayRecord[]): Promise<string> {
   const out = join(mkdtempSync(join(tmpdir(), 'train-')), 'train.csv');
   await runBackfill({
     features,
@@ -39,6 +34,17 @@ export async function trainAndRegister(
     attributionMs: 3600_000,
     allowedLatenessMs: 3600_000,
   });
+  return out;
+}
+
+/** Backfills `records` into a training set, trains on it and registers the model; returns its version. */
+export async function trainAndRegister(
+  registry: ModelRegistry,
+  features: FeatureSet,
+  records: readonly ReplayRecord[],
+  l2: number,
+): Promise<string> {
+  const out = await trainingSetOf(features, records);
   const { bytes, run } = await train({ trainingSet: out, features, evalFraction: 0.2, l2, seed: 1 });
   return registry.register(bytes, run);
 }

@@ -11,6 +11,8 @@ export const KAFKA_CLUSTER_BROKERS = [0, 1, 2].map(
 export const VALKEY_URL = `redis://127.0.0.1:${process.env.VALKEY_PORT ?? '6379'}`;
 /** A node of the local Valkey Cluster (scripts/services/valkey-cluster.sh): any node names the cluster. */
 export const VALKEY_CLUSTER_URL = `redis://127.0.0.1:${process.env.VALKEY_CLUSTER_PORT ?? '7101'}`;
+/** The local MLflow server (scripts/services/mlflow.sh), started by the tests that use it. */
+export const MLFLOW_URL = `http://127.0.0.1:${process.env.MLFLOW_PORT ?? '5000'}`;
 export const REGISTRY_URL = `http://127.0.0.1:${process.env.REGISTRY_PORT ?? '8081'}/apis/ccompat/v7`;
 
 /** Runs the `tributary` CLI as a user would, against these servers; resolves to its stdout and stderr. */

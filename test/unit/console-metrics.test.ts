@@ -2,14 +2,8 @@
 // unlabelled object) comes back as samples with every label, and quantiles interpolate as Prometheus's do.
 import { Counter, Histogram, Registry } from 'prom-client';
 import { describe, expect, it } from 'vitest';
-import {
-  buckets,
-  byLabel,
-  histogramQuantile,
-  parseMetrics,
-  publicUrl,
-  total,
-} from '../../src/console/metrics-source.ts';
+import { buckets, byLabel, histogramQuantile, parseMetrics, total } from '../../src/console/metrics-source.ts';
+import { publicUrl } from '../../src/util/url-credentials.ts';
 
 describe('console metrics', () => {
   it('keeps the labels of histogram series and counters', async () => {
