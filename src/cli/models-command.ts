@@ -1,8 +1,13 @@
-// `tributary models list|show|promote|rollback`: the model registry from the command line.
+// `tributary models list|show|register|promote|rollback`: the model registry from the command line.
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import type { Config } from '../config/config.ts';
+import { type Config, ConfigError } from '../config/config.ts';
+import { FeatureSet } from '../features/compile.ts';
+import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { readContract } from '../model/contract.ts';
-import { ModelRegistry } from '../model/registry.ts';
+import { ModelRegistry, type TrainingRun } from '../model/registry.ts';
+import { smokePrediction } from '../scoring/smoke-prediction.ts';
 
 const fixed = (v: unknown, digits: number) => (typeof v === 'number' ? v.toFixed(digits) : '-');
 
@@ -39,6 +44,69 @@ export function registerModelsCommand(program: Command, configOf: (cmd: Command)
       const contract = readContract(await registry.read(version));
       const run = (await registry.list()).find((e) => e.version === version)?.run;
       say(JSON.stringify({ version, current: (await registry.current()) === version, contract, run }, null, 2));
+    });
+
+  models
+    .command('register <file>')
+    .description(
+      'register an ONNX model trained anywhere: checks its feature contract and a smoke prediction first (exit 2 if refused)',
+    )
+    .option('--promote', 'make it current (it also becomes current when there is none)')
+    .addHelpText(
+      'after',
+      `
+The model needs one float32 input "features" [n, F] taking the raw vector in the definitions' order, metadata
+tributary.features (JSON array of names, that order) and tributary.definitions_version (see \`tributary features\`),
+and an output "pctr" [n, 1] or a float "probabilities" [n, 2] (a converted classifier with zipmap off).
+See examples/lightgbm.
+
+Examples:
+  tributary models register model.onnx
+  tributary models register lightgbm.onnx --models /srv/models --promote`,
+    )
+    .action(async (file: string, opts: { promote?: boolean }, cmd: Command) => {
+      let bytes: Uint8Array;
+      try {
+        bytes = new Uint8Array(await readFile(file));
+      } catch (err) {
+        throw new ConfigError(`cannot read ${file}: ${(err as Error).message}`);
+      }
+      const features = new FeatureSet(DEFAULT_GROUPS);
+      const smoke = await smokePrediction(bytes, features);
+      const contract = readContract(bytes);
+      const m = contract.metrics;
+      const window = contract.trainingWindow;
+      const count = (v: unknown) => (typeof v === 'number' ? v : 0);
+      const run: TrainingRun = {
+        trained_at: new Date().toISOString(),
+        training_set: typeof m.training_set === 'string' ? m.training_set : '',
+        definitions_version: contract.definitionsVersion,
+        params: { model: 'external', ...contract.params, file: resolve(file) },
+        data: window ? { train: { ...window, rows: count(m.rows), positives: count(m.positives) } } : {},
+        metrics: m,
+        seconds: 0,
+      };
+      const registry = registryOf(cmd);
+      const version = await registry.register(bytes, run);
+      const before = await registry.current();
+      const promote = opts.promote === true || before === null;
+      if (promote) await registry.promote(version);
+      const range = (xs: number[]) => `${Math.min(...xs).toFixed(4)}..${Math.max(...xs).toFixed(4)}`;
+      say(
+        `contract ok: ${contract.features.length} features, definitions ${contract.definitionsVersion}, output "${contract.output}"`,
+      );
+      say(
+        `smoke prediction ok: ${smoke.rows} rows, pCTR ${range(smoke.pctr)} (all defaults: ${smoke.pctr[0]?.toFixed(4)})`,
+      );
+      say(
+        `model ${version} registered in ${configOf(cmd).modelsDir}; ${
+          before === version
+            ? 'already current'
+            : promote
+              ? 'now current'
+              : `current stays ${before} (promote with \`tributary models promote ${version}\`)`
+        }`,
+      );
     });
 
   models

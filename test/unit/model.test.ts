@@ -54,8 +54,11 @@ describe('train', () => {
     expect(c.features).toEqual(features.names);
     expect(c.definitionsVersion).toBe(features.version);
     expect(c.metrics.auc).toBe(m.auc);
+    expect(c.output).toBe('pctr');
     expect(c.trainingWindow).toEqual({ from: first.run.data.train?.from, to: first.run.data.train?.to });
-    expect(Date.parse(c.trainingWindow.to)).toBeLessThanOrEqual(Date.parse(first.run.data.eval?.from as string));
+    expect(Date.parse(c.trainingWindow?.to as string)).toBeLessThanOrEqual(
+      Date.parse(first.run.data.eval?.from as string),
+    );
   });
 
   it('runs in onnxruntime with the same prediction as the TS model on every evaluation row', async () => {
