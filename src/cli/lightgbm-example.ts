@@ -2,9 +2,15 @@
 // with the feature contract) in the venv examples/lightgbm/make-venv.sh makes: for the demo's report and the tests.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import type { FeatureSet } from '../features/compile.ts';
+import type { ModelRegistry } from '../model/registry.ts';
+import type { Part } from '../model/training-data.ts';
+import { evaluateModel, type ModelEvaluation } from '../scoring/evaluate-model.ts';
+import { registerModel } from '../scoring/register-model.ts';
 
 const run = promisify(execFile);
 
@@ -48,4 +54,34 @@ export async function runLightgbmExample(
     const stderr = String((err as { stderr?: string }).stderr ?? '').trim();
     throw new Error(`examples/lightgbm/train.py failed: ${stderr.split('\n').at(-1) || (err as Error).message}`);
   }
+}
+
+export interface LightgbmComparison {
+  /** The LightGBM model's version in the registry (registered, not promoted). */
+  version: string;
+  lightgbm: ModelEvaluation;
+  builtIn: ModelEvaluation;
+}
+
+/**
+ * Trains the example on `parquet`, registers the model (smoke-tested, not promoted) and scores it and the built-in
+ * model (`builtIn` bytes) on the same held-out rows (`train`'s evaluation part).
+ */
+export async function compareWithLightgbm(o: {
+  python: string;
+  parquet: string;
+  out: string;
+  registry: ModelRegistry;
+  features: FeatureSet;
+  builtIn: Uint8Array;
+  heldOut: Part;
+}): Promise<LightgbmComparison> {
+  await runLightgbmExample(o.python, o.parquet, o.out);
+  const bytes = new Uint8Array(await readFile(o.out));
+  const { version } = await registerModel(o.registry, bytes, o.out, o.features);
+  const [lightgbm, builtIn] = await Promise.all([
+    evaluateModel(bytes, o.features, o.heldOut),
+    evaluateModel(o.builtIn, o.features, o.heldOut),
+  ]);
+  return { version, lightgbm, builtIn };
 }

@@ -1,13 +1,12 @@
 // `tributary models list|show|register|promote|rollback`: the model registry from the command line.
 import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { type Config, ConfigError } from '../config/config.ts';
 import { FeatureSet } from '../features/compile.ts';
 import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { readContract } from '../model/contract.ts';
-import { ModelRegistry, type TrainingRun } from '../model/registry.ts';
-import { smokePrediction } from '../scoring/smoke-prediction.ts';
+import { ModelRegistry } from '../model/registry.ts';
+import { registerModel } from '../scoring/register-model.ts';
 
 const fixed = (v: unknown, digits: number) => (typeof v === 'number' ? v.toFixed(digits) : '-');
 
@@ -71,23 +70,8 @@ Examples:
       } catch (err) {
         throw new ConfigError(`cannot read ${file}: ${(err as Error).message}`);
       }
-      const features = new FeatureSet(DEFAULT_GROUPS);
-      const smoke = await smokePrediction(bytes, features);
-      const contract = readContract(bytes);
-      const m = contract.metrics;
-      const window = contract.trainingWindow;
-      const count = (v: unknown) => (typeof v === 'number' ? v : 0);
-      const run: TrainingRun = {
-        trained_at: new Date().toISOString(),
-        training_set: typeof m.training_set === 'string' ? m.training_set : '',
-        definitions_version: contract.definitionsVersion,
-        params: { model: 'external', ...contract.params, file: resolve(file) },
-        data: window ? { train: { ...window, rows: count(m.rows), positives: count(m.positives) } } : {},
-        metrics: m,
-        seconds: 0,
-      };
       const registry = registryOf(cmd);
-      const version = await registry.register(bytes, run);
+      const { version, contract, smoke } = await registerModel(registry, bytes, file, new FeatureSet(DEFAULT_GROUPS));
       const before = await registry.current();
       const promote = opts.promote === true || before === null;
       if (promote) await registry.promote(version);
