@@ -62,6 +62,18 @@ export function parquetConverter(ch: ClickHouseClient): TrainingConverter {
     );
 }
 
+/** A training CSV as the Parquet file `backfill --out FILE.parquet` would have written (typed columns). */
+export function csvToParquet(
+  ch: ClickHouseClient,
+  csv: string,
+  to: string,
+  features: readonly string[],
+): Promise<void> {
+  return withLocalRows(ch, localRows(csv, 'csv', features), (from) =>
+    selectIntoLocalFile(ch, typedRows('csv', from, features), to, 'Parquet'),
+  );
+}
+
 // On a cluster the catalog and the training tables are Replicated on every node, not sharded (one Keeper path for
 // the whole cluster): a run's partition is replaced at once with REPLACE PARTITION, which a Distributed table can't
 // do, and every node reads every run.

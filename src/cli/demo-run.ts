@@ -3,14 +3,14 @@
 // embedded ClickHouse -> backfill a training set from the stream's history -> parity (served == backfill == SQL)
 // -> train and register a model -> score the held-out period's requests -> serve /v1/rank until stopped.
 // The implementation, loaded by the command's action only (demo-command.ts registers it).
-import { rmSync } from 'node:fs';
+import { copyFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import { checkParity, recordParityRun } from '../backfill/parity.ts';
 import { runBackfill } from '../backfill/run.ts';
 import { fromClickHouse } from '../backfill/sources.ts';
-import { writeTrainingTable } from '../backfill/training-clickhouse.ts';
+import { csvToParquet, writeTrainingTable } from '../backfill/training-clickhouse.ts';
 import { type Config, ConfigError } from '../config/config.ts';
 import { DeadLetterWatch } from '../console/dead-letters.ts';
 import { registrySource } from '../console/metrics-source.ts';
@@ -32,6 +32,7 @@ import { sourceTopics } from '../streams/processor.ts';
 import { partitionProgress } from '../streams/progress.ts';
 import { startLiveTraffic } from './demo-live.ts';
 import { publishAll } from './events-commands.ts';
+import { compareWithLightgbm, type LightgbmComparison, lightgbmPython } from './lightgbm-example.ts';
 import { log as baseLog } from './log.ts';
 import { openLiveParity } from './verify-command.ts';
 
@@ -171,6 +172,14 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
     `  ${fmt(meta.rows)} rows, ${fmt(meta.positives)} clicked, ${fmt(meta.held_back)} held back (attribution window open) in ${((performance.now() - tBackfill) / 1000).toFixed(1)} s -> ${trainingSet} and table ${DEMO_TRAINING_TABLE}`,
   );
 
+  // The same rows as Parquet for the LightGBM example (examples/lightgbm), when its Python venv is there.
+  const python = lightgbmPython();
+  const parquet = `${dir}/training.parquet`;
+  if (python) {
+    await csvToParquet(ch, trainingSet, parquet, meta.features);
+    copyFileSync(`${trainingSet}.meta.json`, `${parquet}.meta.json`);
+  }
+
   step('parity: served (online store) == backfill == independent ClickHouse SQL, every impression, every feature');
   const parity = await checkParity(ch, features, DEFAULT_GROUPS, HOUR);
   await recordParityRun(ch, parity);
@@ -187,6 +196,21 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
   await registry.promote(version);
   const m = result.metrics;
   say(`  model ${version} registered and current (${config.modelsDir})`);
+
+  let lightgbm: LightgbmComparison | undefined;
+  if (python) {
+    step('training a LightGBM model in Python (examples/lightgbm) on the same rows as Parquet; registering it beside');
+    lightgbm = await compareWithLightgbm({
+      python,
+      parquet,
+      out: `${dir}/lightgbm.onnx`,
+      registry,
+      features,
+      builtIn: result.bytes,
+      heldOut: result.evaluation,
+    });
+    say(`  model ${lightgbm.version} registered, not promoted (tributary models promote ${lightgbm.version})`);
+  } else say('  (LightGBM comparison skipped: no Python venv; make one with examples/lightgbm/make-venv.sh)');
 
   step('scoring the held-out period’s ad requests with the model over the online store');
   const metrics = new ScoringMetrics();
@@ -210,6 +234,10 @@ export async function runDemo(base: Config, opts: DemoOptions): Promise<void> {
   say(`training rows          ${fmt(meta.rows)} (${fmt(meta.positives)} clicked)`);
   say(`AUC                    ${m.auc.toFixed(4)}   baseline (ad CTR alone) ${m.baseline_auc.toFixed(4)}`);
   say(`log loss               ${m.logloss.toFixed(5)}  baseline ${m.baseline_logloss.toFixed(5)}`);
+  if (lightgbm)
+    say(
+      `LightGBM (Python)      AUC ${lightgbm.lightgbm.auc.toFixed(4)}, log loss ${lightgbm.lightgbm.logloss.toFixed(5)} on the same ${fmt(lightgbm.lightgbm.rows)} held-out rows`,
+    );
   say(`parity mismatches      ${parity.mismatches}`);
   say(`held-out requests      ${fmt(scored.requests)} scored, p99 ${scored.p99.toFixed(2)} ms`);
   say(`total                  ${seconds.toFixed(1)} s`);

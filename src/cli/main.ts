@@ -3,6 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { ConfigError, describeConfig, loadConfig } from '../config/config.ts';
 import { ServiceUnreachableError } from '../config/unreachable.ts';
 import { SchemaCompatibilityError } from '../events/registry.ts';
+import { ModelContractError } from '../model/contract.ts';
 import { registerBackfillCommand } from './backfill-command.ts';
 import { registerConsoleCommand } from './console-command.ts';
 import { registerDeadLettersCommand } from './dead-letters-command.ts';
@@ -122,7 +123,8 @@ try {
     process.stderr.write(`tributary: ${err.message.replace(/^error: /, '')} (see \`tributary --help\`)\n`);
     process.exit(2);
   }
-  const known = err instanceof ConfigError || err instanceof SchemaCompatibilityError;
+  const known =
+    err instanceof ConfigError || err instanceof SchemaCompatibilityError || err instanceof ModelContractError;
   const message = (err as Error).message.split('\n', 1)[0];
   process.stderr.write(`tributary: ${message}\n`);
   process.exit(err instanceof ServiceUnreachableError ? 3 : known ? 2 : 1);

@@ -1,10 +1,14 @@
-// `tributary models list|show|promote|rollback`: the model registry from the command line.
+// `tributary models list|show|register|promote|rollback`: the model registry from the command line.
+import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import type { Config } from '../config/config.ts';
+import { type Config, ConfigError } from '../config/config.ts';
+import { FeatureSet } from '../features/compile.ts';
+import { DEFAULT_GROUPS } from '../features/definitions.ts';
 import { readContract } from '../model/contract.ts';
 import { openModelRegistry } from '../model/mlflow.ts';
 import { ModelRegistry } from '../model/registry.ts';
 import { listRuns, readRecord } from '../model/retrain.ts';
+import { registerModel } from '../scoring/register-model.ts';
 
 const fixed = (v: unknown, digits: number) => (typeof v === 'number' ? v.toFixed(digits) : '-');
 
@@ -69,6 +73,54 @@ export function registerModelsCommand(program: Command, configOf: (cmd: Command)
           `  ${r.id.padEnd(16)}  ${r.started_at.padEnd(24)}  ${r.done.join(',').padEnd(25)}  ${(r.record?.version ?? '-').padEnd(12)}  ${verdict}`,
         );
       }
+    });
+
+  models
+    .command('register <file>')
+    .description(
+      'register an ONNX model trained anywhere: checks its feature contract and a smoke prediction first (exit 2 if refused)',
+    )
+    .option('--promote', 'make it current (it also becomes current when there is none)')
+    .addHelpText(
+      'after',
+      `
+The model needs one float32 input "features" [n, F] taking the raw vector in the definitions' order, metadata
+tributary.features (JSON array of names, that order) and tributary.definitions_version (see \`tributary features\`),
+and an output "pctr" [n, 1] or a float "probabilities" [n, 2] (a converted classifier with zipmap off).
+See examples/lightgbm.
+
+Examples:
+  tributary models register model.onnx
+  tributary models register lightgbm.onnx --models /srv/models --promote`,
+    )
+    .action(async (file: string, opts: { promote?: boolean }, cmd: Command) => {
+      let bytes: Uint8Array;
+      try {
+        bytes = new Uint8Array(await readFile(file));
+      } catch (err) {
+        throw new ConfigError(`cannot read ${file}: ${(err as Error).message}`);
+      }
+      const registry = await mirroredRegistryOf(cmd);
+      const { version, contract, smoke } = await registerModel(registry, bytes, file, new FeatureSet(DEFAULT_GROUPS));
+      const before = await registry.current();
+      const promote = opts.promote === true || before === null;
+      if (promote) await registry.promote(version);
+      const range = (xs: number[]) => `${Math.min(...xs).toFixed(4)}..${Math.max(...xs).toFixed(4)}`;
+      say(
+        `contract ok: ${contract.features.length} features, definitions ${contract.definitionsVersion}, output "${contract.output}"`,
+      );
+      say(
+        `smoke prediction ok: ${smoke.rows} rows, pCTR ${range(smoke.pctr)} (all defaults: ${smoke.pctr[0]?.toFixed(4)})`,
+      );
+      say(
+        `model ${version} registered in ${configOf(cmd).modelsDir}; ${
+          before === version
+            ? 'already current'
+            : promote
+              ? 'now current'
+              : `current stays ${before} (promote with \`tributary models promote ${version}\`)`
+        }`,
+      );
     });
 
   models

@@ -1,5 +1,7 @@
 // The Models page's data: the registry's versions with their training runs' evaluation (AUC and log loss beside the
 // baseline, calibration by bucket), which one is current and which ones scraped serve processes report serving.
+
+import { readContract } from '../model/contract.ts';
 import type { ModelRegistry } from '../model/registry.ts';
 import { type ModelWeights, readWeights } from '../model/weights.ts';
 import type { Sample } from './metrics-source.ts';
@@ -67,6 +69,13 @@ export async function listModels(registry: ModelRegistry, samples: readonly Samp
   });
 }
 
-export async function modelWeights(registry: ModelRegistry, version: string): Promise<ModelWeights> {
-  return readWeights(await registry.read(version));
+export async function modelWeights(
+  registry: ModelRegistry,
+  version: string,
+): Promise<ModelWeights | { bias: null; weights: []; note: string }> {
+  const bytes = await registry.read(version);
+  const weights = readWeights(bytes);
+  if (weights) return weights;
+  const model = String(readContract(bytes).params?.model ?? 'external');
+  return { bias: null, weights: [], note: `a ${model} model: no per-feature weights (not the built-in logistic one)` };
 }

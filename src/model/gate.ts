@@ -5,11 +5,10 @@
 //   3. calibration:  |candidate's mean pCTR / observed CTR − 1| ≤ CALIBRATION_BOUND
 // No current model: promote (the first model). A current model whose contract no longer matches the definitions:
 // promote (the scorer refuses that model anyway, so it serves nothing). `force`: promote whatever the checks say,
-// recorded as forced. `decide` is pure; `scoreOnnx` and `compareOnRows` do the scoring.
-import * as ort from 'onnxruntime-node';
+// recorded as forced. `decide` is pure; `compareOnRows` does the scoring.
 import type { FeatureSet } from '../features/compile.ts';
+import { evaluateModel } from '../scoring/evaluate-model.ts';
 import { featureMismatch, readContract } from './contract.ts';
-import { auc, logloss } from './metrics.ts';
 import { type ModelRegistry, modelVersion, type TrainingRun } from './registry.ts';
 
 /** Relative slack on log loss: a fresher model that is as good, to the noise of one evaluation, still ships. */
@@ -150,25 +149,10 @@ function describeFailure(k: GateCheck): string {
 }
 
 /** pCTR of a contract model for `rows` raw vectors laid out one after another: one onnxruntime run. */
-export async function scoreOnnx(
-  bytes: Uint8Array,
-  x: Float64Array,
-  rows: number,
-  width: number,
-): Promise<Float64Array> {
-  const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
-  try {
-    const out = await session.run({ features: new ort.Tensor('float32', Float32Array.from(x), [rows, width]) });
-    return Float64Array.from((out.pctr as ort.Tensor).data as Float32Array);
-  } finally {
-    await session.release();
-  }
-}
-
-function scoreOf(p: Float64Array, y: Uint8Array): Score {
-  let sum = 0;
-  for (const v of p) sum += v;
-  return { auc: auc(p, y), logloss: logloss(p, y), mean_pctr: sum / p.length };
+/** A model's figures on the rows, scored by the code the scorer runs (whatever output the model gives). */
+async function scoreOn(bytes: Uint8Array, features: FeatureSet, rows: EvaluationRows): Promise<Score> {
+  const { auc, logloss, mean_pctr } = await evaluateModel(bytes, features, rows);
+  return { auc, logloss, mean_pctr };
 }
 
 export interface EvaluationRows {
@@ -201,7 +185,6 @@ export async function compareOnRows(o: {
       force: o.force,
     });
   const n = e.y.length;
-  const width = features.names.length;
   const iso = (t: number) => new Date(t).toISOString();
   let positives = 0;
   for (const v of e.y) positives += v;
@@ -209,8 +192,8 @@ export async function compareOnRows(o: {
     candidate: candidate.version,
     current: current.version,
     rows: { count: n, positives, from: iso(e.time[0] as number), to: iso(e.time[n - 1] as number) },
-    candidateScore: scoreOf(await scoreOnnx(candidate.bytes, e.x, n, width), e.y),
-    currentScore: scoreOf(await scoreOnnx(current.bytes, e.x, n, width), e.y),
+    candidateScore: await scoreOn(candidate.bytes, features, e),
+    currentScore: await scoreOn(current.bytes, features, e),
     force: o.force,
   });
 }

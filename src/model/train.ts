@@ -123,7 +123,7 @@ export async function train(o: TrainOptions): Promise<TrainResult> {
     [META.definitionsVersion, o.features.version],
     [META.trainingWindow, JSON.stringify({ from: ranges.train.from, to: ranges.train.to })],
     [META.metrics, JSON.stringify(metrics)],
-    ['tributary.params', JSON.stringify({ ...params, newton_iterations: fit.iterations })],
+    [META.params, JSON.stringify({ ...params, newton_iterations: fit.iterations })],
   ]);
   const run: TrainingRun = {
     trained_at: new Date().toISOString(),

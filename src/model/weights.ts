@@ -16,14 +16,16 @@ export interface ModelWeights {
   weights: FeatureWeight[];
 }
 
-/** The weights by feature, in the contract's feature order; throws if the graph is not the logistic one. */
-export function readWeights(bytes: Uint8Array): ModelWeights {
+/**
+ * The weights by feature, in the contract's feature order; null for a model without them (one trained elsewhere,
+ * e.g. trees: `models register`).
+ */
+export function readWeights(bytes: Uint8Array): ModelWeights | null {
   const { features } = readContract(bytes);
   const init = onnx.ModelProto.decode(bytes).graph?.initializer ?? [];
   const floats = (name: string) => init.find((t) => t.name === name)?.floatData;
   const w = floats('weights');
   const b = floats('bias');
-  if (!w || w.length !== features.length || !b || b.length !== 1)
-    throw new Error('the model holds no logistic weights (initializers "weights" and "bias")');
+  if (!w || w.length !== features.length || !b || b.length !== 1) return null;
   return { bias: b[0] as number, weights: features.map((feature, i) => ({ feature, weight: w[i] as number })) };
 }

@@ -4,7 +4,7 @@
 import * as ort from 'onnxruntime-node';
 import type { Logger } from 'pino';
 import type { FeatureSet } from '../features/compile.ts';
-import { checkContract, readContract } from '../model/contract.ts';
+import { checkContract, clickProbabilities, readContract } from '../model/contract.ts';
 import type { ModelRegistry } from '../model/registry.ts';
 import type { ScoringMetrics } from './metrics.ts';
 
@@ -15,7 +15,19 @@ export class ServedModel {
   constructor(
     readonly version: string,
     private readonly session: ort.InferenceSession,
+    /** The output holding the click probability (contract.ts `clickOutputOf`). */
+    private readonly output: string,
   ) {}
+
+  /** A model ready to score, once its contract matches the definitions: what serving and `models register` run. */
+  static async load(version: string, bytes: Uint8Array, features: FeatureSet): Promise<ServedModel> {
+    const contract = readContract(bytes);
+    checkContract(contract, features);
+    // One thread per run: a ranking's batch is small, and a thread pool per request only contends with the
+    // other requests (and the machine's other work) for cores.
+    const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
+    return new ServedModel(version, session, contract.output);
+  }
 
   /** Holds the model for one request (from its start, so a swap meanwhile cannot release it): pair with `done`. */
   acquire(): this {
@@ -30,8 +42,10 @@ export class ServedModel {
 
   /** pCTR for `rows` vectors of `width` features laid out one after another in `batch`: one ONNX run. */
   async score(batch: Float32Array, rows: number, width: number): Promise<Float32Array> {
-    const out = await this.session.run({ features: new ort.Tensor('float32', batch, [rows, width]) });
-    return (out.pctr as ort.Tensor).data as Float32Array;
+    // Fetching only the probability spares a converted classifier's label output.
+    const out = await this.session.run({ features: new ort.Tensor('float32', batch, [rows, width]) }, [this.output]);
+    const t = out[this.output] as ort.Tensor;
+    return clickProbabilities(t.data as Float32Array, t.dims, rows);
   }
 
   /** Out of service: released now if idle, else when its last request is done. */
@@ -102,12 +116,7 @@ export class ModelRuntime {
     }
     if (version === null || version === this.served?.version || version === this.refused?.version) return;
     try {
-      const bytes = await this.registry.read(version);
-      checkContract(readContract(bytes), this.features);
-      // One thread per run: a ranking's batch is small, and a thread pool per request only contends with the
-      // other requests (and the machine's other work) for cores.
-      const session = await ort.InferenceSession.create(bytes, { intraOpNumThreads: 1, interOpNumThreads: 1 });
-      const next = new ServedModel(version, session);
+      const next = await ServedModel.load(version, await this.registry.read(version), this.features);
       const previous = this.served;
       this.served = next;
       this.refused = undefined;

@@ -14,7 +14,7 @@ import { generate } from '../../src/events/generator.ts';
 import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { HOUR } from '../../src/features/time.ts';
-import { checkContract, META, ModelContractError, readContract } from '../../src/model/contract.ts';
+import { checkContract, clickProbabilities, META, ModelContractError, readContract } from '../../src/model/contract.ts';
 import { applyTransform, fitLogistic, predict, transformOf } from '../../src/model/logistic.ts';
 import { writeOnnx } from '../../src/model/onnx-writer.ts';
 import { ModelRegistry, type TrainingRun } from '../../src/model/registry.ts';
@@ -54,8 +54,11 @@ describe('train', () => {
     expect(c.features).toEqual(features.names);
     expect(c.definitionsVersion).toBe(features.version);
     expect(c.metrics.auc).toBe(m.auc);
+    expect(c.output).toBe('pctr');
     expect(c.trainingWindow).toEqual({ from: first.run.data.train?.from, to: first.run.data.train?.to });
-    expect(Date.parse(c.trainingWindow.to)).toBeLessThanOrEqual(Date.parse(first.run.data.eval?.from as string));
+    expect(Date.parse(c.trainingWindow?.to as string)).toBeLessThanOrEqual(
+      Date.parse(first.run.data.eval?.from as string),
+    );
   });
 
   it('runs in onnxruntime with the same prediction as the TS model on every evaluation row', async () => {
@@ -223,5 +226,16 @@ describe('model contract', () => {
       [META.metrics, '{}'],
     ]);
     expect(() => readContract(unversioned)).toThrow(/model metadata lacks tributary.definitions_version/);
+  });
+});
+
+describe('click probability output', () => {
+  it('reads pctr [n, 1] as it is and a classifier’s probabilities [n, 2] by their click column', () => {
+    expect([...clickProbabilities(Float32Array.of(0.1, 0.2), [2, 1], 2)]).toEqual([...Float32Array.of(0.1, 0.2)]);
+    expect([...clickProbabilities(Float32Array.of(0.9, 0.1, 0.7, 0.3), [2, 2], 2)]).toEqual([
+      ...Float32Array.of(0.1, 0.3),
+    ]);
+    expect(() => clickProbabilities(new Float32Array(6), [2, 3], 2)).toThrow(/answered shape \[2, 3\] for 2 rows/);
+    expect(() => clickProbabilities(new Float32Array(2), [1, 2], 2)).toThrow(ModelContractError);
   });
 });

@@ -138,7 +138,8 @@ export async function render(main, about) {
       ),
     );
     try {
-      body.append(weights(await api(`/api/models/${shown.version}/weights`)));
+      const w = await api(`/api/models/${shown.version}/weights`);
+      body.append(w.note ? empty(w.note) : weights(w));
     } catch (err) {
       body.append(errorBox(err));
     }
