@@ -35,7 +35,7 @@ describe('many stream processes in one group', () => {
   }, async () => {
     const serde = new EventSerde(createRegistryClient(REGISTRY_URL));
     await serde.prepare(EVENT_KINDS);
-    const scenario = { seed: 11, days: 6, impressionsPerDay: 2500, lateShare: 0.03, duplicateShare: 0.03 };
+    const scenario = { seed: 11, days: 4, impressionsPerDay: 2000, lateShare: 0.03, duplicateShare: 0.03 };
     const stamp = Date.now();
     const single = `sp${stamp}s.`;
     const many = `sp${stamp}m.`;

@@ -202,7 +202,8 @@ describe('tributary console', () => {
 
   it('Models: versions against the baseline, calibration, weights; promote refused without the token, done with it', async () => {
     const before = (await api('/api/models')).body as { current: string; models: { version: string }[] };
-    expect(before.models).toHaveLength(2);
+    // The demo's model and the test's second one (and the demo's LightGBM model when the example's venv exists).
+    expect(before.models.length).toBeGreaterThanOrEqual(2);
     const other = before.models.find((m) => m.version !== before.current)?.version as string;
     const { page, problems } = await open('/models', [/\/api\/models\/[0-9a-f]{12}\/promote$/]);
     await page.locator('[data-chart="calibration"][data-points]').waitFor();
