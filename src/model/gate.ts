@@ -115,29 +115,11 @@ export function decide(i: GateInputs): GateDecision {
   ];
   const failed = checks.filter((k) => !k.pass).map(describeFailure);
   const on = `on ${rows.count} held-out rows`;
-  if (!failed.length)
-    return {
-      ...base,
-      rows,
-      candidate_score: c,
-      current_score: p,
-      checks,
-      promote: true,
-      reason: `beats ${i.current} ${on}`,
-    };
+  const scored = { ...base, rows, candidate_score: c, current_score: p, checks };
+  if (!failed.length) return { ...scored, promote: true, reason: `beats ${i.current} ${on}` };
   const why = `${failed.join('; ')} (${on})`;
-  if (i.force)
-    return {
-      ...base,
-      rows,
-      candidate_score: c,
-      current_score: p,
-      checks,
-      promote: true,
-      forced: true,
-      reason: `forced: ${why}`,
-    };
-  return { ...base, rows, candidate_score: c, current_score: p, checks, promote: false, reason: why };
+  if (i.force) return { ...scored, promote: true, forced: true, reason: `forced: ${why}` };
+  return { ...scored, promote: false, reason: why };
 }
 
 function describeFailure(k: GateCheck): string {

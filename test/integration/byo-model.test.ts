@@ -24,19 +24,15 @@ import { ModelRuntime } from '../../src/scoring/model-runtime.ts';
 import { Ranker } from '../../src/scoring/ranker.ts';
 import { buildServer } from '../../src/scoring/server.ts';
 import { smokePrediction } from '../../src/scoring/smoke-prediction.ts';
+import { embeddedEnv } from '../support/services.ts';
 
 const { onnx } = onnxProto;
 const dir = mkdtempSync(join(tmpdir(), 'tributary-byom-'));
 const models = join(dir, 'models');
-const env = {
-  ...process.env,
-  TRIBUTARY_KAFKA: '',
-  TRIBUTARY_VALKEY: '',
-  TRIBUTARY_SCHEMA_REGISTRY: '',
-  TRIBUTARY_CLICKHOUSE: '',
+const env = embeddedEnv({
   TRIBUTARY_CLICKHOUSE_DIR: join(dir, 'clickhouse'),
   TRIBUTARY_MODELS_DIR: models,
-};
+});
 
 function cli(...a: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -9,19 +9,15 @@ import { join, resolve } from 'node:path';
 import fc from 'fast-check';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { embeddedEnv } from '../support/services.ts';
 
 const TOKEN = 'console-test-token';
 const dir = mkdtempSync(join(tmpdir(), 'tributary-console-'));
 const shots = resolve('.data/console-screenshots');
-const env = {
-  ...process.env,
-  TRIBUTARY_KAFKA: '',
-  TRIBUTARY_VALKEY: '',
-  TRIBUTARY_SCHEMA_REGISTRY: '',
-  TRIBUTARY_CLICKHOUSE: '',
+const env = embeddedEnv({
   TRIBUTARY_NAMESPACE: '',
   TRIBUTARY_SCORING_TOKEN: TOKEN,
-};
+});
 const cli = ['--import', 'tsx', 'src/cli/main.ts'];
 
 let demo: ChildProcess;

@@ -36,3 +36,13 @@ export async function freePort(): Promise<number> {
   await new Promise((resolve) => server.close(resolve));
   return port;
 }
+
+/** The environment of a `tributary` run on embedded defaults whatever servers the shell names, plus `settings`. */
+export const embeddedEnv = (settings: Record<string, string> = {}): NodeJS.ProcessEnv => ({
+  ...process.env,
+  TRIBUTARY_KAFKA: '',
+  TRIBUTARY_VALKEY: '',
+  TRIBUTARY_SCHEMA_REGISTRY: '',
+  TRIBUTARY_CLICKHOUSE: '',
+  ...settings,
+});

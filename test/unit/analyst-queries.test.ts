@@ -14,6 +14,7 @@ import { FeatureSet } from '../../src/features/compile.ts';
 import { DEFAULT_GROUPS } from '../../src/features/definitions.ts';
 import { openClickHouse } from '../../src/offline/clickhouse.ts';
 import { ReferenceStore } from '../support/reference.ts';
+import { embeddedEnv } from '../support/services.ts';
 
 const readme = readFileSync(join(import.meta.dirname, '../../README.md'), 'utf8');
 const section = /\n## Analysts: the ClickHouse tables\n([\s\S]*?)\n## /.exec(readme)?.[1] ?? '';
@@ -28,14 +29,9 @@ function query(title: string): string {
 
 const dir = mkdtempSync(join(tmpdir(), 'tributary-analysts-'));
 const demoDir = join(dir, 'demo');
-const env = {
-  ...process.env,
-  TRIBUTARY_KAFKA: '',
-  TRIBUTARY_VALKEY: '',
-  TRIBUTARY_SCHEMA_REGISTRY: '',
-  TRIBUTARY_CLICKHOUSE: '',
+const env = embeddedEnv({
   TRIBUTARY_CLICKHOUSE_DIR: join(demoDir, 'clickhouse'),
-};
+});
 const cli = (...a: string[]) =>
   spawnSync(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...a], { encoding: 'utf8', env });
 

@@ -6,17 +6,13 @@ import { type AddressInfo, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { embeddedEnv } from '../support/services.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'tributary-cli-'));
-const env = {
-  ...process.env,
-  TRIBUTARY_KAFKA: '',
-  TRIBUTARY_VALKEY: '',
-  TRIBUTARY_SCHEMA_REGISTRY: '',
-  TRIBUTARY_CLICKHOUSE: '',
+const env = embeddedEnv({
   TRIBUTARY_LOG_DIR: join(dir, 'log'),
   TRIBUTARY_CLICKHOUSE_DIR: join(dir, 'clickhouse'),
-};
+});
 const args = (a: string[]) => ['--import', 'tsx', 'src/cli/main.ts', ...a];
 const cli = (...a: string[]) => spawnSync(process.execPath, args(a), { encoding: 'utf8', env });
 /** The same, several at once (each is mostly tsx start-up). */
